@@ -1,0 +1,100 @@
+"""The per-call hook that turns Flux's reference tokens into DreamO's.
+
+ComfyUI already appends reference latents to the image stream ("uxo" method: diagonal positions, index 0).
+DreamO adds one thing: learned condition/index embeddings right after `img_in`. This module provides
+  * `DreamOFluxWrapper`: a DIFFUSION_MODEL wrapper (ComfyUI's `WrappersMP.DIFFUSION_MODEL` calling
+    convention) that, only in calls carrying DreamO references, installs
+  * `ConditionEmbeddingPatch`: a `post_input` patch adding the embeddings for that call's token layout.
+It uses only the calling conventions of those extension points, not ComfyUI imports.
+"""
+from __future__ import annotations
+
+import torch
+
+from .condition_embedding import DreamOEmbeddings, condition_embedding
+from .token_layout import TokenLayout, position_ids, reference_layout
+
+SLOTS_KWARG = "dreamo_ref_slots"
+"""Model-cond name carrying, per call, the DreamO slot of every reference latent (a tuple of ints)."""
+WRAPPER_KEY = "dreamo"
+REQUIRED_METHOD = "uxo"
+
+
+class DreamOSamplingError(RuntimeError):
+    """Raised during sampling when the graph feeds DreamO references in a way it cannot honour."""
+
+
+class ConditionEmbeddingPatch:
+    """`post_input` patch: adds DreamO's condition embedding to the image stream of one call."""
+
+    def __init__(self, embeddings: DreamOEmbeddings, layout: TokenLayout):
+        self.embeddings = embeddings
+        self.layout = layout
+
+    def __call__(self, args: dict) -> dict:
+        img, img_ids = args["img"], args["img_ids"]
+        if img.shape[1] != self.layout.total_count:
+            raise DreamOSamplingError(
+                f"DreamO expected {self.layout.total_count} image-stream tokens (image + references) but the model "
+                f"has {img.shape[1]}: another patch changed the token sequence before DreamO's embeddings. "
+                "Fix: apply DreamO without that patch, or place it after sampling-time token changes."
+            )
+        if img_ids is not None:
+            self.check_positions(img_ids)
+        emb = condition_embedding(self.embeddings, self.layout, dtype=img.dtype, device=img.device)
+        out = dict(args)
+        out["img"] = img + emb
+        return out
+
+
+    def check_positions(self, img_ids: torch.Tensor) -> None:
+        expected = position_ids(self.layout).to(device=img_ids.device, dtype=img_ids.dtype)
+        if not torch.equal(img_ids[0], expected):
+            raise DreamOSamplingError(
+                "DreamO reference tokens are not at DreamO's diagonal positions: a node after DreamOApply "
+                "changed how reference latents are positioned. Fix: remove that node (for example "
+                "FluxKontextMultiReferenceLatentMethod) or put it before DreamOApply."
+            )
+
+
+class DreamOFluxWrapper:
+    """DIFFUSION_MODEL wrapper holding DreamO's embeddings; a no-op for calls without DreamO references."""
+
+    def __init__(self, embeddings: DreamOEmbeddings):
+        self.embeddings = embeddings
+
+    def to(self, device_or_dtype):
+        """ComfyUI calls this before sampling with the load device and the model dtype. A moved copy is
+        returned (the model's own wrapper is left as it is); the embeddings stay float32 and are cast to the
+        activations' dtype when added."""
+        if isinstance(device_or_dtype, torch.dtype):
+            return self
+        return DreamOFluxWrapper(self.embeddings.to(device=device_or_dtype))
+
+    def __call__(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, control=None,
+                 transformer_options={}, **kwargs):
+        slots = kwargs.pop(SLOTS_KWARG, None)
+        if slots is not None and ref_latents:
+            transformer_options = self._with_patch(executor, x, ref_latents, slots, transformer_options, kwargs)
+        return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
+
+    def _with_patch(self, executor, x, ref_latents, slots, transformer_options, kwargs):
+        if len(slots) != len(ref_latents):
+            raise DreamOSamplingError(
+                f"the conditioning carries {len(ref_latents)} reference latents but DreamO slots for {len(slots)}: "
+                "another node added or removed reference latents after DreamOApply. Fix: connect DreamOApply's "
+                "'positive' output straight to the sampler (or only through conditioning nodes that keep references)."
+            )
+        method = kwargs.get("ref_latents_method")
+        if method != REQUIRED_METHOD:
+            raise DreamOSamplingError(
+                f"reference latents reach the model with method '{method}', DreamO needs '{REQUIRED_METHOD}'. "
+                "Fix: remove the node that changes reference_latents_method after DreamOApply."
+            )
+        patch_size = getattr(executor.class_obj, "patch_size", 2)
+        layout = reference_layout(x.shape[-2:], [r.shape[-2:] for r in ref_latents], slots, patch_size)
+        options = dict(transformer_options)
+        patches = dict(options.get("patches", {}))
+        patches["post_input"] = list(patches.get("post_input", [])) + [ConditionEmbeddingPatch(self.embeddings, layout)]
+        options["patches"] = patches
+        return options

@@ -1,0 +1,12 @@
+"""The pack's nodes: the single list of node ids and display names."""
+from .apply import DreamOApply
+from .loader import DreamOLoader
+from .model_folders import register_all
+from .ref_encode import DreamORefEncode
+
+NODES = (DreamOLoader, DreamORefEncode, DreamOApply)
+
+register_all()
+
+NODE_CLASS_MAPPINGS = {n.NODE_ID: n for n in NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {n.NODE_ID: n.DISPLAY_NAME for n in NODES}

@@ -1,0 +1,112 @@
+"""DreamOApply: references into the positive conditioning, DreamO's embeddings onto a clone of the model."""
+from __future__ import annotations
+
+import comfy.conds
+import comfy.ldm.flux.model
+import comfy.model_base
+import comfy.patcher_extension
+
+from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.flux_wrapper import REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper
+from ..dreamo_ops.token_layout import MAX_SLOTS
+from .loader import DREAMO_TYPE
+from .ref_encode import DREAMO_REF_TYPE
+
+NODE_ID = "DreamOApply"
+REF_INPUTS = tuple(f"ref_{i}" for i in range(1, MAX_SLOTS + 1))
+
+
+def check_model(model, dreamo):
+    base = getattr(model, "model", None)
+    dm = getattr(base, "diffusion_model", None)
+    if not isinstance(base, comfy.model_base.Flux) or type(dm) is not comfy.ldm.flux.model.Flux:
+        kind = type(base).__name__ if base is not None else type(model).__name__
+        raise DreamOError(NODE_ID, "model", f"DreamO works on FLUX.1 models, this is a {kind} model.",
+                          "load flux1-dev (UNETLoader or a Flux checkpoint) and connect it here.")
+    if dm.hidden_size != dreamo.hidden_size:
+        raise DreamOError(NODE_ID, "dreamo", f"the embeddings are {dreamo.hidden_size}-wide but the model's hidden "
+                          f"size is {dm.hidden_size}.", "load the DreamO file made for this model (FLUX.1-dev).")
+    return dm
+
+
+def existing_dreamo_slots(cond: dict) -> tuple[int, ...]:
+    c = cond.get("model_conds", {}).get(SLOTS_KWARG)
+    return tuple(c.cond) if c is not None else ()
+
+
+def add_references(positive, refs: list[tuple[int, object]]):
+    """New conditioning with DreamO's references appended, positioned by the 'uxo' method."""
+    out = []
+    new_slots = tuple(slot for slot, _ in refs)
+    for i, (context, cond) in enumerate(positive):
+        old_latents = list(cond.get("reference_latents") or [])
+        old_slots = existing_dreamo_slots(cond)
+        if len(old_latents) != len(old_slots):
+            raise DreamOError(
+                NODE_ID, "positive", f"this conditioning already carries {len(old_latents) - len(old_slots)} "
+                "reference latent(s) from another node (ReferenceLatent or an edit-model node); DreamO "
+                "positions its references itself.", "remove the other reference node, or apply DreamO to a "
+                "conditioning without reference latents.")
+        taken = sorted(set(old_slots) & set(new_slots))
+        if taken:
+            raise DreamOError(NODE_ID, f"ref_{taken[0]}", f"slot {taken[0]} is already used by an earlier "
+                              "DreamOApply on this conditioning; each slot names one reference ([ref#k]).",
+                              "connect this reference to a free slot.")
+        cond = cond.copy()
+        cond["reference_latents"] = old_latents + [r.latent for _, r in refs]
+        cond["reference_latents_method"] = REQUIRED_METHOD
+        model_conds = dict(cond.get("model_conds", {}))
+        model_conds[SLOTS_KWARG] = comfy.conds.CONDConstant(old_slots + new_slots)
+        cond["model_conds"] = model_conds
+        out.append([context, cond])
+    return out
+
+
+def patch_model(model, dreamo):
+    m = model.clone()
+    kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    m.remove_wrappers_with_key(kind, WRAPPER_KEY)
+    m.add_wrapper_with_key(kind, WRAPPER_KEY, DreamOFluxWrapper(dreamo))
+    return m
+
+
+class DreamOApply:
+    NODE_ID = NODE_ID
+    DISPLAY_NAME = "DreamO Apply"
+    CATEGORY = "DreamO"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL", "CONDITIONING")
+    RETURN_NAMES = ("model", "positive")
+    OUTPUT_TOOLTIPS = ("The model with DreamO's embeddings (a patched clone; the input model is untouched).",
+                       "The positive conditioning carrying the references. Keep the negative as it is.")
+    DESCRIPTION = ("Adds up to nine DreamO references. The socket number is the reference's slot: a reference in "
+                   "ref_2 is [ref#2] in the prompt and gets DreamO's second index embedding. Use the DreamO LoRA "
+                   "on the model as well.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = {name: (DREAMO_REF_TYPE, {"tooltip": f"Reference in slot {i} ([ref#{i}] in the prompt)."})
+                    for i, name in enumerate(REF_INPUTS, start=1)}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A FLUX.1-dev model, with the DreamO LoRA(s) applied."}),
+                "positive": ("CONDITIONING", {"tooltip": "The positive prompt's conditioning."}),
+                "dreamo": (DREAMO_TYPE, {"tooltip": "DreamO's embeddings, from DreamOLoader."}),
+            },
+            "optional": optional,
+        }
+
+    def apply(self, model, positive, dreamo, **refs):
+        dm = check_model(model, dreamo)
+        chosen = [(i, refs[name]) for i, name in enumerate(REF_INPUTS, start=1) if refs.get(name) is not None]
+        if not chosen:
+            raise DreamOError(NODE_ID, "ref_1", "no reference is connected.",
+                              "connect a DreamORefEncode output to at least one of ref_1…ref_9 (or bypass the node).")
+        for slot, ref in chosen:
+            latent = getattr(ref, "latent", None)
+            if latent is None or latent.ndim != 4 or latent.shape[1] != dm.params.in_channels:
+                shape = None if latent is None else tuple(latent.shape)
+                raise DreamOError(NODE_ID, f"ref_{slot}", f"the reference latent has shape {shape}, this model "
+                                  f"needs {dm.params.in_channels}-channel image latents.",
+                                  "encode the reference with the Flux VAE (ae.safetensors) in DreamORefEncode.")
+        return (patch_model(model, dreamo), add_references(positive, chosen))

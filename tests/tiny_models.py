@@ -1,0 +1,72 @@
+"""Tiny random models for tests and the install check, built with ComfyUI's own classes (needs the host)."""
+from __future__ import annotations
+
+import torch
+from safetensors.torch import save_file
+
+TINY_FLUX = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=24, context_in_dim=32,
+                 hidden_size=48, mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[4, 10, 10],
+                 theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+TINY_T5_DIM = 32
+TINY_VAE = {"params": {"embed_dim": 16, "ddconfig": {
+    "double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+    "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}}
+
+
+def _randomize(module: torch.nn.Module, seed: int, scale: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, t in sorted(module.state_dict().items()):
+            t.copy_(torch.randn(t.shape, generator=g) * scale)
+
+
+def flux_patcher(seed: int = 0, scale: float = 0.1):
+    """A ModelPatcher around a tiny random ComfyUI Flux, float32 on the CPU."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.Flux(dict(TINY_FLUX))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    _randomize(model.diffusion_model, seed, scale)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def vae(seed: int = 0):
+    """A tiny random 16-channel, 8x-downscaling VAE as ComfyUI's VAE object."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ae = AutoencoderKL(**TINY_VAE["params"])
+    _randomize(ae, seed, 0.05)
+    return comfy.sd.VAE(sd=ae.state_dict(), config=TINY_VAE)
+
+
+def embedding_tensors(seed: int = 0, hidden: int = TINY_FLUX["hidden_size"], t5_dim: int = TINY_T5_DIM,
+                      vocab: int = 40) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "dreamo_task_embedding.weight": torch.randn(2, hidden, generator=g),
+        "dreamo_idx_embedding.weight": torch.randn(10, hidden, generator=g),
+        "dreamo_t5_embedding.weight": torch.randn(vocab + 10, t5_dim, generator=g),
+    }
+
+
+def write_dreamo_file(path: str, seed: int = 0, with_t5: bool = True) -> dict[str, torch.Tensor]:
+    """A dreamo.safetensors look-alike: embeddings plus one XLabs-style LoRA pair, as the release has."""
+    tensors = embedding_tensors(seed)
+    if not with_t5:
+        del tensors["dreamo_t5_embedding.weight"]
+    h = TINY_FLUX["hidden_size"]
+    tensors["double_blocks.0.processor.qkv_lora1.down.weight"] = torch.zeros(4, h)
+    tensors["double_blocks.0.processor.qkv_lora1.up.weight"] = torch.zeros(3 * h, 4)
+    save_file(tensors, path)
+    return tensors
+
+
+def conditioning(seed: int = 0, tokens: int = 7, batch: int = 1, guidance: float = 3.5):
+    """A Flux CONDITIONING of random T5 context and CLIP pooled vectors."""
+    g = torch.Generator().manual_seed(seed)
+    context = torch.randn(batch, tokens, TINY_FLUX["context_in_dim"], generator=g)
+    pooled = torch.randn(batch, TINY_FLUX["vec_in_dim"], generator=g)
+    return [[context, {"pooled_output": pooled, "guidance": guidance}]]
