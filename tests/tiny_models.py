@@ -70,3 +70,17 @@ def conditioning(seed: int = 0, tokens: int = 7, batch: int = 1, guidance: float
     context = torch.randn(batch, tokens, TINY_FLUX["context_in_dim"], generator=g)
     pooled = torch.randn(batch, TINY_FLUX["vec_in_dim"], generator=g)
     return [[context, {"pooled_output": pooled, "guidance": guidance}]]
+
+
+def sd3_patcher():
+    """A tiny SD3 (MMDiT) ModelPatcher: a non-Flux model for error tests."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = {"in_channels": 16, "pos_embed_scaling_factor": None, "depth": 1, "patch_size": 2, "adm_in_channels": 32,
+           "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
+           "pos_embed_max_size": 8, "out_channels": 16, "num_patches": 64}
+    config = comfy.supported_models.SD3(cfg)
+    config.set_inference_dtype(torch.float32, None)
+    return comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=torch.device("cpu"),
+                                            offload_device=torch.device("cpu"))

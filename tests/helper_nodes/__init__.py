@@ -1,0 +1,59 @@
+"""Test-only ComfyUI nodes that build tiny random models, for the install check and server tests.
+
+Loaded by ComfyUI as its own custom-node folder (scripts/comfyui_runner.py links it in). Nothing here is
+part of the pack users install.
+"""
+import os
+import sys
+
+_TESTS = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+import tiny_models  # noqa: E402
+
+
+class DreamOTestTinyFlux:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("MODEL",)
+    DESCRIPTION = "A tiny random Flux (hidden size 48), for install checks only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+
+    def build(self, seed):
+        return (tiny_models.flux_patcher(seed=seed),)
+
+
+class DreamOTestTinyVAE:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("VAE",)
+    DESCRIPTION = "A tiny random 16-channel VAE, for install checks only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+
+    def build(self, seed):
+        return (tiny_models.vae(seed=seed),)
+
+
+class DreamOTestConditioning:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("CONDITIONING",)
+    DESCRIPTION = "Random conditioning shaped for the tiny Flux, for install checks only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512})}}
+
+    def build(self, seed, tokens):
+        return (tiny_models.conditioning(seed=seed, tokens=tokens),)
+
+
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinyVAE, DreamOTestConditioning)}

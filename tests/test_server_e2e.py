@@ -1,0 +1,94 @@
+"""End to end in a real ComfyUI server on loopback: queue API workflows through POST /prompt, follow the
+websocket, read /history and check the saved images."""
+import copy
+import json
+import os
+import sys
+
+import pytest
+import requests
+from PIL import Image
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import tiny_models
+    from comfyui_runner import Sandbox, Server
+
+    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
+    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
+    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
+    source = os.path.join(REFS, "perfume.png")
+    if os.path.isfile(source):
+        Image.open(source).save(os.path.join(sandbox.input_dir, "reference.png"))
+    else:
+        Image.new("RGB", (300, 300), (200, 30, 30)).save(os.path.join(sandbox.input_dir, "reference.png"))
+    srv = Server(sandbox).start()
+    yield srv
+    srv.stop()
+
+
+def install_check():
+    return json.load(open(os.path.join(REPO, "workflows", "dreamo_install_check_api.json")))
+
+
+def test_nodes_are_registered_with_their_public_inputs(server):
+    info = server.object_info("DreamOApply")["DreamOApply"]
+    assert list(info["input"]["required"]) == ["model", "positive", "dreamo"]
+    assert list(info["input"]["optional"]) == [f"ref_{i}" for i in range(1, 10)]
+    assert info["output"] == ["MODEL", "CONDITIONING"]
+    enc = server.object_info("DreamORefEncode")["DreamORefEncode"]
+    assert list(enc["input"]["required"])[:4] == ["image", "vae", "task", "resolution"]
+    assert enc["output"][:2] == ["DREAMO_REF", "IMAGE"]
+    loader = server.object_info("DreamOLoader")["DreamOLoader"]
+    assert "dreamo_tiny.safetensors" in loader["input"]["required"]["dreamo_file"][0]
+
+
+def test_a_bad_workflow_reports_the_node_error_and_the_server_survives(server):
+    prompt = install_check()
+    del prompt["8"]["inputs"]["ref_1"]
+    result = server.run(prompt, timeout=300)
+    assert result["status"] == "error"
+    assert result["error"]["node_type"] == "DreamOApply"
+    assert "DreamOApply (input 'ref_1'): no reference is connected" in result["error"]["exception_message"]
+    assert requests.get(server.url + "/system_stats", timeout=10).ok
+
+
+def test_an_invalid_input_is_not_reported_as_success(server):
+    prompt = install_check()
+    prompt["5"]["inputs"]["resolution"] = 48  # below the input's minimum: ComfyUI skips that branch
+    result = server.run(prompt, timeout=300)
+    assert result["status"] in ("invalid", "rejected")
+    assert "resolution" in json.dumps(result["error"])
+
+
+def test_install_check_workflow_runs_and_saves_the_image(server):
+    result = server.run(install_check(), timeout=300)
+    assert result["status"] == "success", result["error"]
+    saved = server.image_paths(result["outputs"])
+    assert len(saved) == 1 and os.path.basename(saved[0]).startswith("dreamo_install_check")
+    img = Image.open(saved[0])
+    assert img.size == (64, 48)
+    assert len(set(img.convert("L").getdata())) > 10  # a real decoded image, not a blank
+    preview = result["outputs"]["13"]["images"][0]
+    assert preview["type"] == "temp"
+    info = result["outputs"]["5"]["dreamo_info"][0]
+    assert "ip: background replaced with white using the mask input" in info and "-> 64x64" in info
+
+
+def test_two_references_and_a_batch_of_two(server):
+    prompt = install_check()
+    prompt["15"] = copy.deepcopy(prompt["5"])
+    prompt["15"]["inputs"]["task"] = "style"
+    prompt["15"]["inputs"]["resolution"] = 96
+    prompt["8"]["inputs"]["ref_3"] = ["15", 0]
+    prompt["9"]["inputs"]["batch_size"] = 2
+    result = server.run(prompt, timeout=300)
+    assert result["status"] == "success", result["error"]
+    assert len(server.image_paths(result["outputs"])) == 2
