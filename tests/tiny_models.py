@@ -20,12 +20,12 @@ def _randomize(module: torch.nn.Module, seed: int, scale: float) -> None:
             t.copy_(torch.randn(t.shape, generator=g) * scale)
 
 
-def flux_patcher(seed: int = 0, scale: float = 0.1):
-    """A ModelPatcher around a tiny random ComfyUI Flux, float32 on the CPU."""
+def flux_patcher(seed: int = 0, scale: float = 0.1, **overrides):
+    """A ModelPatcher around a tiny random ComfyUI Flux (TINY_FLUX, with `overrides`), float32 on the CPU."""
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.Flux(dict(TINY_FLUX))
+    config = comfy.supported_models.Flux({**TINY_FLUX, **overrides})
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({})
     _randomize(model.diffusion_model, seed, scale)

@@ -1,0 +1,114 @@
+"""Per-step time of a DreamO-patched Flux vs the same Flux running the same token count without DreamO.
+
+Both runs sample the same latent with the same reference latents in the conditioning ("uxo" positions), so
+the token count is identical; the only difference is DreamO's wrapper + post_input embedding patch.
+Target: ratio <= 1.02. Run by hand (needs COMFYUI_PATH):
+
+    COMFYUI_PATH=~/comfyui python bench/bench_dreamo_overhead.py [--hidden 256] [--steps 6] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import conftest  # noqa: E402,F401  (puts ComfyUI on the path in CPU mode and registers the package)
+
+import torch  # noqa: E402
+
+
+class StepTimer:
+    """Outermost DIFFUSION_MODEL wrapper timing each model call (one per step at cfg 1)."""
+
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, executor, *args, **kwargs):
+        start = time.perf_counter()
+        out = executor(*args, **kwargs)
+        self.times.append(time.perf_counter() - start)
+        return out
+
+
+def with_timer(model):
+    import comfy.patcher_extension
+
+    timed = model.clone()
+    timer = StepTimer()
+    kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    wrappers = timed.wrappers.setdefault(kind, {})
+    timed.wrappers[kind] = {"bench_timer": [timer], **wrappers}  # first = outermost
+    return timed, timer
+
+
+def time_sampling(model, timer, positive, negative, latent, steps):
+    import comfy.sample
+
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    timer.times.clear()
+    comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", positive, negative, latent, seed=0,
+                        disable_pbar=True)
+    return statistics.median(timer.times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--single", type=int, default=4)
+    parser.add_argument("--latent", type=int, default=32, help="latent side (image tokens = (side/2)^2)")
+    parser.add_argument("--refs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not conftest.HOST_READY:
+        sys.exit(conftest.HOST_SKIP_REASON)
+
+    import node_helpers
+    import tiny_models
+    from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
+    from comfyui_dreamo.dreamo_ops.reference import DreamOReference
+    from comfyui_dreamo.nodes.apply import DreamOApply
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    head = args.hidden // args.heads
+    axes = [head - 2 * (head * 7 // 16), head * 7 // 16, head * 7 // 16]
+    model = tiny_models.flux_patcher(seed=0, hidden_size=args.hidden, num_heads=args.heads, depth=args.depth,
+                                     depth_single_blocks=args.single, axes_dim=axes)
+    emb = DreamOEmbeddings(torch.randn(2, args.hidden), torch.randn(10, args.hidden), None)
+    side = args.latent
+    refs = {f"ref_{i}": DreamOReference(torch.randn(1, 16, side, side), "ip", torch.zeros(1, 8, 8, 3))
+            for i in range(1, args.refs + 1)}
+    positive, negative = tiny_models.conditioning(seed=1, tokens=64), tiny_models.conditioning(seed=2, tokens=64)
+    dreamo_model, dreamo_positive = DreamOApply().apply(model, positive, emb, **refs)
+    plain_positive = node_helpers.conditioning_set_values(
+        positive, {"reference_latents": [r.latent for r in refs.values()], "reference_latents_method": "uxo"})
+    latent = torch.zeros(1, 16, side, side)
+    tokens = (side // 2) ** 2 * (1 + args.refs)
+
+    plain_model, plain_timer = with_timer(model)
+    dreamo_model, dreamo_timer = with_timer(dreamo_model)
+    time_sampling(plain_model, plain_timer, plain_positive, negative, latent, 1)  # warm-up
+    time_sampling(dreamo_model, dreamo_timer, dreamo_positive, negative, latent, 1)
+    plain, dreamo = [], []
+    for _ in range(args.repeats):  # interleaved so drift hits both alike
+        plain.append(time_sampling(plain_model, plain_timer, plain_positive, negative, latent, args.steps))
+        dreamo.append(time_sampling(dreamo_model, dreamo_timer, dreamo_positive, negative, latent, args.steps))
+    p, d = statistics.median(plain), statistics.median(dreamo)
+    print(f"Flux hidden {args.hidden}, {args.depth}+{args.single} blocks, {tokens} image-stream tokens "
+          f"({args.refs} refs), {torch.get_num_threads()} CPU threads, median model-call time over {args.repeats} runs of {args.steps} steps")
+    print(f"| run | ms/step |")
+    print(f"|---|---|")
+    print(f"| Flux + reference tokens, no DreamO | {p * 1000:.2f} |")
+    print(f"| DreamO (wrapper + embeddings) | {d * 1000:.2f} |")
+    print(f"| ratio DreamO / plain (target <= 1.02) | {d / p:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
