@@ -93,3 +93,8 @@ def test_two_references_and_a_batch_of_two(server):
     result = server.run(prompt, timeout=300)
     assert result["status"] == "success", result["error"]
     assert len(server.image_paths(result["outputs"])) == 2
+
+
+def test_frontend_extension_is_served(server):
+    r = requests.get(server.url + "/extensions/comfyui_dreamo/dreamo.js", timeout=10)
+    assert r.ok and "DreamO.ReferenceInfo" in r.text
