@@ -3,8 +3,9 @@ from .apply import DreamOApply
 from .loader import DreamOLoader
 from .model_folders import register_all
 from .ref_encode import DreamORefEncode
+from .text_encode import DreamOTextEncode
 
-NODES = (DreamOLoader, DreamORefEncode, DreamOApply)
+NODES = (DreamOLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
 
 register_all()
 

@@ -98,3 +98,11 @@ def test_two_references_and_a_batch_of_two(server):
 def test_frontend_extension_is_served(server):
     r = requests.get(server.url + "/extensions/comfyui_dreamo/dreamo.js", timeout=10)
     assert r.ok and "DreamO.ReferenceInfo" in r.text
+
+
+def test_a_placeholder_without_its_reference_is_reported(server):
+    prompt = install_check()
+    prompt["6"]["inputs"]["text"] = "the bottle [ref#1] next to [ref#3]"
+    result = server.run(prompt, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamOTextEncode"
+    assert "[ref#3]" in result["error"]["exception_message"]

@@ -1,11 +1,11 @@
 // DreamO for ComfyUI: frontend extension.
 // Shows what DreamORefEncode did to a reference (background removal, face alignment, resize, fallbacks)
-// under the node after it runs, so the information is seen where the node is, not only in the console.
+// and what DreamOTextEncode changed in a prompt, under the node after it runs, so the information is seen where the node is, not only in the console.
 // The text is drawn, not stored in a widget: saved workflows keep exactly the node's own inputs.
 import { app } from "../../scripts/app.js";
 
 const INFO_KEY = "dreamo_info"; // the `ui` key the Python node returns
-const NODES_WITH_INFO = new Set(["DreamORefEncode"]);
+const NODES_WITH_INFO = new Set(["DreamORefEncode", "DreamOTextEncode"]);
 const LINE_HEIGHT = 14;
 
 function wrap(ctx, text, width) {

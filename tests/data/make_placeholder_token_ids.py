@@ -84,7 +84,7 @@ PROMPTS = {
     "near_miss_space": "a woman [ref 1] smiling",
     "fullwidth_brackets": "a woman ［ref#1］ smiling",
     "fullwidth_hash": "a woman [ref＃1] smiling",
-    "escaped_weight_chars": "a woman \\(smiling\\) [ref#1]",
+    "for_weighting": "a woman [ref#1] smiling in a red dress [ref#2]",
     "numbers_and_units": "a 3.5m tall statue [ref#1], 50% smaller",
     "long_over_512": LONG,
 }
@@ -131,9 +131,12 @@ def main():
         "cases": cases,
     }
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "placeholder_token_ids.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(out, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+    cases_json = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in cases.items())
+    head = json.dumps({k: v for k, v in out.items() if k != "cases"}, ensure_ascii=False, indent=1)
+    with open(path, "w", encoding="utf-8") as f:  # one line per case keeps diffs readable
+        f.write(head[:-2] + ',\n "cases": {\n' + cases_json + "\n }\n}\n")
+    with open(path, encoding="utf-8") as f:
+        assert json.load(f) == out
     print(f"wrote {len(cases)} cases to {path}")
 
 

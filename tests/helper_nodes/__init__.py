@@ -11,6 +11,7 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 import tiny_models  # noqa: E402
+import tiny_text_encoders  # noqa: E402
 
 
 class DreamOTestTinyFlux:
@@ -56,4 +57,19 @@ class DreamOTestConditioning:
         return (tiny_models.conditioning(seed=seed, tokens=tokens),)
 
 
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinyVAE, DreamOTestConditioning)}
+class DreamOTestTinyFluxCLIP:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("CLIP",)
+    DESCRIPTION = "Tiny random Flux text encoders (CLIP-L + T5) with ComfyUI's real tokenizers, for tests only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+
+    def build(self, seed):
+        return (tiny_text_encoders.flux_clip(seed=seed),)
+
+
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinyVAE, DreamOTestConditioning,
+                                               DreamOTestTinyFluxCLIP)}

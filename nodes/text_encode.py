@@ -1,0 +1,143 @@
+"""DreamOTextEncode: a Flux prompt whose [ref#k] / [res] placeholders reach T5 as DreamO's learned tokens."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.placeholders import STYLE_INSTRUCTION, build_prompt
+from ..dreamo_ops.t5_placeholder_tokenizer import (COMFYUI_T5_LENGTH, DREAMO_T5_LENGTH, PlaceholderMismatch,
+                                                   TokenizerSetupError, load_tokenizer, t5_tokens)
+from .apply import REF_INPUTS
+from .loader import DREAMO_TYPE
+from .ref_encode import DREAMO_REF_TYPE
+
+NODE_ID = "DreamOTextEncode"
+T5_LENGTHS = (str(DREAMO_T5_LENGTH), str(COMFYUI_T5_LENGTH))
+T5_KEY = "t5xxl"
+
+
+def comfy_t5_tokenizer_file() -> str:
+    """ComfyUI's own T5 tokenizer.json: the one its Flux text encoder tokenizes with."""
+    import comfy.text_encoders.flux
+
+    return os.path.join(os.path.dirname(os.path.realpath(comfy.text_encoders.flux.__file__)), "t5_tokenizer",
+                        "tokenizer.json")
+
+
+def t5_width(clip):
+    """Width of the CLIP's T5 input embeddings, or None when it cannot be told."""
+    try:
+        emb = clip.cond_stage_model.t5xxl.transformer.get_input_embeddings()
+    except AttributeError:
+        return None
+    width = getattr(emb, "embedding_dim", None)
+    if width is None and getattr(emb, "weight", None) is not None:
+        width = emb.weight.shape[-1]
+    return int(width) if width is not None else None
+
+
+def connected_references(refs: dict):
+    """{slot: task} of the connected references, or None when none is connected."""
+    found = {}
+    for slot, name in enumerate(REF_INPUTS, start=1):
+        ref = refs.get(name)
+        if ref is None:
+            continue
+        task = getattr(ref, "task", None)
+        if task is None:
+            raise DreamOError(NODE_ID, name, f"expected a DreamO reference, got {type(ref).__name__}.",
+                              "connect the output of DreamORefEncode (the same one connected to DreamOApply).")
+        found[slot] = task
+    return found or None
+
+
+def placeholder_vectors(dreamo, plan):
+    vectors = getattr(dreamo, "placeholders", None)
+    if vectors is None and plan.placeholders:
+        names = ", ".join(sorted({p.name for p in plan.placeholders}))
+        source = getattr(dreamo, "source", "") or "this DreamO file"
+        raise DreamOError(NODE_ID, "dreamo", f"the prompt uses {names} but '{source}' has no placeholder vectors "
+                          "(the ComfyUI embedding.safetensors holds only the task and index embeddings).",
+                          "load dreamo.safetensors from ByteDance/DreamO in DreamOLoader, or remove the "
+                          "placeholders from the prompt.")
+    return vectors
+
+
+class DreamOTextEncode:
+    NODE_ID = NODE_ID
+    DISPLAY_NAME = "DreamO Text Encode"
+    CATEGORY = "DreamO"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING", "STRING")
+    RETURN_NAMES = ("conditioning", "prompt")
+    OUTPUT_TOOLTIPS = (
+        "Flux conditioning: T5 read the prompt with DreamO's placeholder tokens, CLIP-L read the text. Use it as "
+        "DreamOApply's positive (FluxGuidance and the conditioning combine/concat nodes work on it as usual).",
+        "The prompt that was encoded, with the style instruction when it was added.",
+    )
+    DESCRIPTION = (
+        "Encodes a FLUX prompt the way DreamO does: [ref#1]…[ref#9] name the references in DreamOApply's slots "
+        "1…9 and [res] the result, each read by T5 as DreamO's learned token (the T5 model itself is untouched, so "
+        "fp8/GGUF encoders work). Connect the same references as on DreamOApply to have the prompt checked: a "
+        "placeholder without a reference is an error. Weighting like (red dress:1.2) works; placeholders keep "
+        "weight 1.0 inside weighted text (DreamO never trained weighted placeholders) unless weighted alone, "
+        "as ([ref#1]:1.2)."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = {name: (DREAMO_REF_TYPE, {"tooltip": f"The reference in DreamOApply's slot {i} ([ref#{i}]): "
+                                             "lets the node check the prompt and add the style instruction."})
+                    for i, name in enumerate(REF_INPUTS, start=1)}
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "FLUX.1's text encoders (DualCLIPLoader: clip_l + t5xxl, type flux)."}),
+                "dreamo": (DREAMO_TYPE, {"tooltip": "DreamO's embeddings from DreamOLoader; dreamo.safetensors "
+                                         "holds the placeholder vectors."}),
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip":
+                         "The prompt. Name references with [ref#1]…[ref#9] (slot = DreamOApply socket) and the "
+                         "result with [res], written exactly so, e.g. 'a woman [ref#1] wearing the dress "
+                         "[ref#2]'."}),
+                "t5_length": (list(T5_LENGTHS), {"default": T5_LENGTHS[0], "tooltip":
+                              "T5 padding: 512 as DreamO (faithful), or 256 as ComfyUI's CLIPTextEncode for Flux. "
+                              "Padding changes the result slightly. Longer prompts are kept whole."}),
+                "add_style_instruction": ("BOOLEAN", {"default": True, "tooltip":
+                                          f"With a style reference connected, start the prompt with "
+                                          f"'{STYLE_INSTRUCTION}' when it lacks it (DreamO's style task was "
+                                          "trained so)."}),
+            },
+            "optional": optional,
+        }
+
+    def encode(self, clip, dreamo, text, t5_length=T5_LENGTHS[0], add_style_instruction=True, **refs):
+        if clip is None:
+            raise DreamOError(NODE_ID, "clip", "no text encoder is connected (the checkpoint has none).",
+                              "load FLUX.1's text encoders with DualCLIPLoader (clip_l + t5xxl, type flux).")
+        if str(t5_length) not in T5_LENGTHS:
+            raise DreamOError(NODE_ID, "t5_length", f"'{t5_length}' is not a choice.",
+                              f"choose one of {', '.join(T5_LENGTHS)}.")
+        plan = build_prompt(text, connected_references(refs), add_style_instruction, node=NODE_ID)
+        vectors = placeholder_vectors(dreamo, plan)
+
+        tokens = clip.tokenize(plan.text)
+        if T5_KEY not in tokens:
+            raise DreamOError(NODE_ID, "clip", f"this text encoder has no T5-XXL (it has {', '.join(tokens)}).",
+                              "load FLUX.1's text encoders with DualCLIPLoader (clip_l + t5xxl, type flux).")
+        width = t5_width(clip)
+        if vectors is not None and width is not None and vectors.shape[-1] != width:
+            raise DreamOError(NODE_ID, "dreamo", f"the placeholder vectors are {vectors.shape[-1]}-wide but this "
+                              f"T5's embeddings are {width}-wide.", "use FLUX.1's T5-XXL with dreamo.safetensors.")
+        try:
+            tokenizer = load_tokenizer(comfy_t5_tokenizer_file())
+            tokens[T5_KEY] = [t5_tokens(plan, tokenizer, vectors, int(t5_length))]
+        except TokenizerSetupError as e:
+            raise DreamOError(NODE_ID, "clip", str(e), "reinstall ComfyUI's comfy/text_encoders/t5_tokenizer, or "
+                              "pip install tokenizers.") from e
+        except PlaceholderMismatch as e:
+            raise DreamOError(NODE_ID, "text", str(e), "write placeholders as plain ASCII [ref#1]…[ref#9] / [res] "
+                              "and nothing else in that form.") from e
+        for note in plan.notes:
+            logging.info("%s: %s", NODE_ID, note)
+        conditioning = clip.encode_from_tokens_scheduled(tokens)
+        return {"ui": {"dreamo_info": ["\n".join(plan.notes)]}, "result": (conditioning, plan.text)}
