@@ -3,9 +3,10 @@ from .apply import DreamOApply
 from .loader import DreamOLoader
 from .model_folders import register_all
 from .ref_encode import DreamORefEncode
+from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
 
-NODES = (DreamOLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
+NODES = (DreamOLoader, DreamOStageLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
 
 register_all()
 

@@ -106,3 +106,14 @@ def test_a_placeholder_without_its_reference_is_reported(server):
     result = server.run(prompt, timeout=300)
     assert result["status"] == "error" and result["error"]["node_type"] == "DreamOTextEncode"
     assert "[ref#3]" in result["error"]["exception_message"]
+
+
+def test_dreamo_loader_can_replace_the_stage_loaders_embeddings(server):
+    prompt = install_check()
+    prompt["18"] = {"class_type": "DreamOLoader", "inputs": {"dreamo_file": "dreamo_tiny.safetensors"}}
+    prompt["6"]["inputs"]["dreamo"] = ["18", 0]
+    prompt["8"]["inputs"]["dreamo"] = ["18", 0]
+    prompt["8"]["inputs"]["model"] = ["1", 0]  # no LoRA: DreamO's embeddings alone still run
+    result = server.run(prompt, timeout=300)
+    assert result["status"] == "success", result["error"]
+    assert len(server.image_paths(result["outputs"])) == 1

@@ -58,8 +58,9 @@ def write_dreamo_file(path: str, seed: int = 0, with_t5: bool = True) -> dict[st
     if not with_t5:
         del tensors["dreamo_t5_embedding.weight"]
     h = TINY_FLUX["hidden_size"]
-    tensors["double_blocks.0.processor.qkv_lora1.down.weight"] = torch.zeros(4, h)
-    tensors["double_blocks.0.processor.qkv_lora1.up.weight"] = torch.zeros(3 * h, 4)
+    g = torch.Generator().manual_seed(seed + 1)
+    tensors["double_blocks.0.processor.qkv_lora1.down.weight"] = torch.randn(4, h, generator=g) * 0.05
+    tensors["double_blocks.0.processor.qkv_lora1.up.weight"] = torch.randn(3 * h, 4, generator=g) * 0.05
     save_file(tensors, path)
     return tensors
 
