@@ -1,14 +1,26 @@
-"""A prepared DreamO reference (the DREAMO_REF value) and the pixel steps that prepare one."""
+"""A prepared DreamO reference (the DREAMO_REF value) and the pixel steps that prepare one, per task.
+
+- id: longest side capped at 1024, face detected, aligned to 512x512 and parsed, non-face labels painted white
+  (`face_preprocess`); no resize afterwards. No face: an ip reference (official) or an error ("strict").
+- ip: foreground from the mask input, else the image's alpha, else the built-in remover (`background`), pasted
+  on white; then the official area resize. Without any of these the background is kept, and the notes say so.
+- style: used as is, area resize only.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from .errors import DreamOError
+from .face_preprocess import LONG_SIDE, DETECTION_THRESHOLD, IdCrop, draw_faces
 from .resize import area_size, resize_uint8
 
 TASKS = ("ip", "id", "style")
+ID_FALLBACKS = ("ip", "strict")
+NODE = "DreamORefEncode"
 
 
 @dataclass(frozen=True)
@@ -17,6 +29,26 @@ class DreamOReference:
     task: str
     pixels: torch.Tensor  # (B, H, W, 3) in [0, 1]: exactly what was encoded
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class DreamOPreprocessor:
+    """The DREAMO_PREPROCESSOR value: face models for id, an optional background remover for ip."""
+    face: object | None = None  # face_preprocess.FacePreprocessor
+    remover: object | None = None  # background.BackgroundRemover
+
+    def describe(self) -> str:
+        face = self.face.detector_name + " + BiSeNet" if self.face is not None else "no face models"
+        remover = self.remover.model if self.remover is not None else "no background remover"
+        return f"{face}; {remover}"
+
+
+@dataclass
+class PreparedPixels:
+    pixels: torch.Tensor  # (B, H, W, 3) in [0, 1]: what the VAE will encode
+    task: str  # the task the pixels were prepared as ('ip' after an id reference fell back)
+    notes: list[str]
+    detections: list[np.ndarray] = field(default_factory=list)  # uint8 RGB images with the found faces boxed
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -42,3 +74,131 @@ def resize_batch_to_area(images: torch.Tensor, resolution: int) -> torch.Tensor:
                          f"would be resized to {w}x{h}")
     arr = to_uint8(images)
     return to_float(np.stack([resize_uint8(a, (h, w)) for a in arr]))
+
+
+def foreground_from_inputs(image: torch.Tensor, mask):
+    """Foreground weight (B, H, W) from the mask input, else the image's alpha channel, else None."""
+    if mask is not None:
+        m = mask if mask.ndim == 3 else mask.unsqueeze(0)
+        m = m.float().cpu()
+        if m.shape[-2:] != image.shape[1:3]:
+            m = F.interpolate(m.unsqueeze(1), size=image.shape[1:3], mode="bilinear").squeeze(1)
+        reps = -(-image.shape[0] // m.shape[0])
+        return m.repeat(reps, 1, 1)[: image.shape[0]], "mask input"
+    if image.shape[-1] == 4:
+        return image[..., 3], "image alpha"
+    return None, None
+
+
+def _label(k: int, batch: int) -> str:
+    return f" (image {k + 1} of {batch})" if batch > 1 else ""
+
+
+def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes: list[str], task: str = "ip"):
+    rgb = image[..., :3]
+    fg, source = foreground_from_inputs(image, mask)
+    remover = getattr(preprocessor, "remover", None)
+    if fg is None and remover is not None:
+        fg = torch.from_numpy(np.stack([remover.mask(a) for a in to_uint8(rgb)]))
+        source = f"built-in remover ({remover.model})"
+    if fg is not None:
+        rgb = paste_on_white(rgb, fg)
+        notes.append(f"{task}: background replaced with white using the {source}")
+    else:
+        notes.append(f"{task}: background kept (no mask input, no alpha channel, no background remover): the "
+                     "picture is encoded as is, but DreamO expects the subject on white; connect a "
+                     "background-removal mask to 'mask', or load a remover in DreamOPreprocessorLoader")
+    try:
+        pixels = resize_batch_to_area(rgb, resolution)
+    except ValueError as e:
+        raise DreamOError(NODE, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
+    notes.append(f"{task}: resized {image.shape[2]}x{image.shape[1]} -> {pixels.shape[2]}x{pixels.shape[1]}")
+    return pixels
+
+
+def _face_note(crop: IdCrop, source_hw: tuple[int, int], label: str) -> str:
+    h, w = source_hw
+    parts = []
+    if crop.image.shape[:2] != (h, w):
+        parts.append(f"capped {w}x{h} -> {crop.image.shape[1]}x{crop.image.shape[0]} (longest side {LONG_SIDE})")
+    face = crop.faces[crop.chosen]
+    x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+    if len(crop.faces) > 1:
+        parts.append(f"{len(crop.faces)} faces found, used the one nearest the centre (box {x1},{y1}-{x2},{y2}, "
+                     f"score {face.score:.3f}; green in the detection view)")
+    else:
+        parts.append(f"face found (box {x1},{y1}-{x2},{y2}, score {face.score:.3f})")
+    parts.append("aligned to 512x512 on the FFHQ template, parsed; background, ears, earrings, neck, necklace, "
+                 "clothes and hat painted white")
+    return f"id{label}: " + "; ".join(parts)
+
+
+def _prepare_id(image, resolution, mask, preprocessor, id_fallback, device, notes, detections):
+    if preprocessor is None:
+        raise DreamOError(NODE, "preprocessor", "'id' references need face detection, alignment and parsing.",
+                          "connect a DreamOPreprocessorLoader to 'preprocessor' (its face models, from facexlib: "
+                          "detection_Resnet50_Final.pth and parsing_bisenet.pth, go in models/facexlib).")
+    if getattr(preprocessor, "face", None) is None:
+        raise DreamOError(NODE, "preprocessor", "this preprocessor was loaded without face models.",
+                          "choose a face detector in DreamOPreprocessorLoader.")
+    batch = image.shape[0]
+    arr = to_uint8(image[..., :3])
+    crops = [preprocessor.face.prepare_id(a, device) for a in arr]
+    missing = [k for k, c in enumerate(crops) if c.pixels is None]
+    for c in crops:
+        if c.faces:
+            detections.append(draw_faces(c.image, c.faces, c.chosen))
+    if missing:
+        which = ", ".join(str(k + 1) for k in missing)
+        where = f"image(s) {which} of the batch" if batch > 1 else "the image"
+        if id_fallback == "strict":
+            raise DreamOError(NODE, "id_fallback", f"no face was found in {where} (RetinaFace, confidence > "
+                              f"{DETECTION_THRESHOLD}).", "use a picture with a clear, unobstructed face, or set "
+                              "'id_fallback' to 'ip' to use it as a subject reference instead.")
+        if len(missing) < batch:
+            raise DreamOError(NODE, "image", f"a face was found in some images of the batch but not in {where}; "
+                              "the references of one batch must all be faces or all be used as ip.",
+                              "remove the images without a face, split the batch, or set task 'ip'.")
+        notes.append(f"id: no face found in {where}, so it fell back to ip (official behaviour; set "
+                     "'id_fallback' to 'strict' to stop with an error instead)")
+        return _prepare_ip(image, resolution, mask, preprocessor, notes, task="ip"), "ip"
+    for k, c in enumerate(crops):
+        notes.append(_face_note(c, tuple(arr.shape[1:3]), _label(k, batch)))
+    if mask is not None:
+        notes.append("id: the mask input is not used for id references (the face parser decides what is kept)")
+    return to_float(np.stack([c.pixels for c in crops])), "id"
+
+
+def prepare_pixels(image: torch.Tensor, task: str, resolution: int, mask=None, preprocessor=None,
+                   id_fallback: str = "ip", device=None) -> PreparedPixels:
+    """Pixels DreamO sees for a reference batch, plus notes on what was done. Raises DreamOError on bad input."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4) \
+            or image.shape[0] == 0:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise DreamOError(NODE, "image", f"expected an IMAGE batch (B, H, W, 3), got {shape}.",
+                          "connect a LoadImage (or any IMAGE) output.")
+    if task not in TASKS:
+        raise DreamOError(NODE, "task", f"unknown task '{task}'.", f"choose one of {', '.join(TASKS)}.")
+    if id_fallback not in ID_FALLBACKS:
+        raise DreamOError(NODE, "id_fallback", f"unknown choice '{id_fallback}'.",
+                          f"choose one of {', '.join(ID_FALLBACKS)}.")
+    image = image.float().cpu()
+    if image.shape[-1] == 1:
+        image = image.expand(-1, -1, -1, 3)
+    notes: list[str] = []
+    detections: list[np.ndarray] = []
+    if task == "id":
+        pixels, used = _prepare_id(image, resolution, mask, preprocessor, id_fallback, device, notes, detections)
+    elif task == "ip":
+        pixels, used = _prepare_ip(image, resolution, mask, preprocessor, notes), "ip"
+    else:
+        if mask is not None:
+            notes.append("style: the mask input is not used for style references (the background is kept)")
+        try:
+            pixels = resize_batch_to_area(image[..., :3], resolution)
+        except ValueError as e:
+            raise DreamOError(NODE, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
+        notes.append(f"style: used as is, resized {image.shape[2]}x{image.shape[1]} -> "
+                     f"{pixels.shape[2]}x{pixels.shape[1]}")
+        used = "style"
+    return PreparedPixels(pixels=pixels, task=used, notes=notes, detections=detections)

@@ -2,11 +2,12 @@
 from .apply import DreamOApply
 from .loader import DreamOLoader
 from .model_folders import register_all
+from .preprocess import DreamOPreprocessorLoader
 from .ref_encode import DreamORefEncode
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
 
-NODES = (DreamOLoader, DreamOStageLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
+NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
 
 register_all()
 

@@ -1,60 +1,38 @@
 """DreamORefEncode: one reference image (or a batch) -> DREAMO_REF, with a preview of what was encoded."""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import os
+import uuid
+
+import numpy as np
+
+import comfy.model_management
 
 from ..dreamo_ops.errors import DreamOError
-from ..dreamo_ops.reference import TASKS, DreamOReference, paste_on_white, resize_batch_to_area
+from ..dreamo_ops.reference import ID_FALLBACKS, TASKS, DreamOReference, prepare_pixels, to_uint8
 
 DREAMO_REF_TYPE = "DREAMO_REF"
+PREPROCESSOR_TYPE = "DREAMO_PREPROCESSOR"
 NODE_ID = "DreamORefEncode"
 
 
-def _foreground(image: torch.Tensor, mask):
-    """Foreground weight (B, H, W) from the mask input, else the image's alpha channel, else None."""
-    if mask is not None:
-        m = mask if mask.ndim == 3 else mask.unsqueeze(0)
-        if m.shape[-2:] != image.shape[1:3]:
-            m = F.interpolate(m.unsqueeze(1).float(), size=image.shape[1:3], mode="bilinear").squeeze(1)
-        reps = -(-image.shape[0] // m.shape[0])
-        return m.repeat(reps, 1, 1)[: image.shape[0]], "mask input"
-    if image.shape[-1] == 4:
-        return image[..., 3], "image alpha"
-    return None, None
+def save_temp_images(images: list[np.ndarray]) -> list[dict]:
+    """Save uint8 RGB images to ComfyUI's temp folder; the `ui` entries that show them on the node."""
+    import folder_paths
+    from PIL import Image
 
-
-def prepare_pixels(image: torch.Tensor, task: str, resolution: int, mask=None):
-    """Pixels DreamO sees for a reference, plus notes on what was done. Raises DreamOError on bad input."""
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        raise DreamOError(NODE_ID, "image", f"expected an IMAGE batch (B, H, W, 3), got shape {tuple(image.shape)}.",
-                          "connect a LoadImage (or any IMAGE) output.")
-    if task not in TASKS:
-        raise DreamOError(NODE_ID, "task", f"unknown task '{task}'.", f"choose one of {', '.join(TASKS)}.")
-    if task == "id":
-        raise DreamOError(
-            NODE_ID, "task", "'id' references need face detection, alignment and parsing, which this version of "
-            "the pack does not run yet.", "use task 'ip' with a tightly cropped face on a plain background for now; "
-            "the face models (facexlib: detection_Resnet50_Final.pth, parsing_bisenet.pth) come with the "
-            "reference preprocessing update.")
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, -1, 3)
-    notes = []
-    rgb = image[..., :3]
-    if task == "ip":
-        fg, source = _foreground(image, mask)
-        if fg is not None:
-            rgb = paste_on_white(rgb, fg)
-            notes.append(f"ip: background replaced with white using the {source}")
-        else:
-            notes.append("ip: no mask or alpha given, so the background was kept (DreamO expects the subject on "
-                         "white: connect a background-removal mask to 'mask')")
-    try:
-        pixels = resize_batch_to_area(rgb, resolution)
-    except ValueError as e:
-        raise DreamOError(NODE_ID, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
-    notes.append(f"{task}: resized {image.shape[2]}x{image.shape[1]} -> {pixels.shape[2]}x{pixels.shape[1]}")
-    return pixels, notes
+    if not images:
+        return []
+    out_dir = folder_paths.get_temp_directory()
+    prefix = f"dreamo_ref_{uuid.uuid4().hex[:8]}"
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, images[0].shape[1],
+                                                                           images[0].shape[0])
+    entries = []
+    for i, img in enumerate(images):
+        file = f"{name}_{counter + i:05}_.png"
+        Image.fromarray(np.ascontiguousarray(img)).save(os.path.join(folder, file), compress_level=1)
+        entries.append({"filename": file, "subfolder": subfolder, "type": "temp"})
+    return entries
 
 
 class DreamORefEncode:
@@ -66,12 +44,16 @@ class DreamORefEncode:
     RETURN_NAMES = ("reference", "preview", "info")
     OUTPUT_TOOLTIPS = (
         "The encoded reference, for one of DreamOApply's ref_1…ref_9 sockets.",
-        "Exactly the pixels that were VAE-encoded (after background removal and resizing).",
-        "What was done to the image, one line per step.",
+        "Exactly the pixels that were VAE-encoded (aligned, parsed and whitened face for id; subject on white for "
+        "ip; resized).",
+        "What was done to the image, one line per step (also shown on the node).",
     )
-    DESCRIPTION = ("Prepares a reference picture as DreamO was trained (ip: subject on white; style: as is), "
-                   "resizes it by the official rule and VAE-encodes it. A batch of N images gives N references "
-                   "used by samples 1..N of the latent batch in turn.")
+    DESCRIPTION = ("Prepares a reference picture as DreamO was trained and VAE-encodes it. id: the face nearest "
+                   "the centre is detected, aligned to 512x512 and parsed, everything but the face painted white "
+                   "(needs a preprocessor); ip: subject pasted on white (mask input, alpha channel or the "
+                   "preprocessor's remover), then resized; style: resized only. The node shows what the model "
+                   "will see and, for id, which face was used. A batch of N images gives N references used by "
+                   "samples 1..N of the latent batch in turn.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -80,24 +62,38 @@ class DreamORefEncode:
                 "image": ("IMAGE", {"tooltip": "The reference picture."}),
                 "vae": ("VAE", {"tooltip": "The Flux VAE (ae.safetensors)."}),
                 "task": (list(TASKS), {"default": "ip", "tooltip":
-                         "ip: a subject/object/garment (background to white); id: a face identity; "
-                         "style: a style picture, used as is (start the prompt with 'generate a same style image.')."}),
+                         "ip: a subject/object/garment (background to white); id: a face identity (needs a "
+                         "preprocessor); style: a style picture, used as is (start the prompt with "
+                         "'generate a same style image.')."}),
                 "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 16, "tooltip":
-                               "The reference is resized to about resolution² pixels, sides multiples of 16 "
-                               "(official default 512; up to 1024 keeps fine detail at a higher cost)."}),
+                               "ip/style references are resized to about resolution² pixels, sides multiples of "
+                               "16 (official default 512; up to 1024 keeps fine detail at a higher cost). id "
+                               "references are always 512x512."}),
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Foreground mask (1 = keep) for ip: the subject is pasted on white. "
                                   "A LoadImage mask is 1 where the picture is transparent: invert it first."}),
+                "preprocessor": (PREPROCESSOR_TYPE, {"tooltip":
+                                 "From DreamOPreprocessorLoader: face models (required for id) and an optional "
+                                 "background remover used by ip when there is no mask or alpha channel."}),
+                "id_fallback": (list(ID_FALLBACKS), {"default": "ip", "tooltip":
+                                "What an id reference does when no face is found. ip (official): it is used as "
+                                "an ip reference and the info says so; strict: stop with an error."}),
             },
         }
 
-    def encode(self, image, vae, task, resolution, mask=None):
-        pixels, notes = prepare_pixels(image, task, resolution, mask)
+    def encode(self, image, vae, task, resolution, mask=None, preprocessor=None, id_fallback="ip"):
+        device = comfy.model_management.get_torch_device() if task == "id" and preprocessor is not None else None
+        prepared = prepare_pixels(image, task, resolution, mask, preprocessor, id_fallback, device)
+        pixels = prepared.pixels
         latent = vae.encode(pixels)
         if latent.ndim != 4:
             raise DreamOError(NODE_ID, "vae", f"this VAE gives {latent.ndim - 2}-D latents, DreamO needs an image "
                               "VAE.", "connect the Flux VAE (ae.safetensors).")
-        ref = DreamOReference(latent=latent.cpu(), task=task, pixels=pixels, notes=tuple(notes))
-        info = "\n".join(notes)
-        return {"ui": {"dreamo_info": [info]}, "result": (ref, pixels, info)}
+        ref = DreamOReference(latent=latent.cpu(), task=prepared.task, pixels=pixels, notes=tuple(prepared.notes))
+        info = "\n".join(prepared.notes)
+        ui = {"dreamo_info": [info]}
+        shown = save_temp_images(list(to_uint8(pixels)) + prepared.detections)
+        if shown:
+            ui["images"] = shown
+        return {"ui": ui, "result": (ref, pixels, info)}

@@ -30,6 +30,14 @@ def server(tmp_path_factory):
         Image.open(source).save(os.path.join(sandbox.input_dir, "reference.png"))
     else:
         Image.new("RGB", (300, 300), (200, 30, 30)).save(os.path.join(sandbox.input_dir, "reference.png"))
+    import face_fixtures
+    import offline_retinaface
+
+    if offline_retinaface.available()[0]:
+        face_fixtures.write_facexlib_folder(os.path.join(sandbox.models_dir, "facexlib"))
+    for name in ("hinton.jpeg", "mountain.png"):
+        if os.path.isfile(os.path.join(REFS, name)):
+            Image.open(os.path.join(REFS, name)).convert("RGB").save(os.path.join(sandbox.input_dir, name))
     srv = Server(sandbox).start()
     yield srv
     srv.stop()
@@ -117,3 +125,45 @@ def test_dreamo_loader_can_replace_the_stage_loaders_embeddings(server):
     result = server.run(prompt, timeout=300)
     assert result["status"] == "success", result["error"]
     assert len(server.image_paths(result["outputs"])) == 1
+
+
+def id_workflow(image: str, fallback: str = "ip"):
+    prompt = install_check()
+    prompt["19"] = {"class_type": "DreamOPreprocessorLoader", "inputs": {
+        "face_detector": "retinaface_mobile0.25", "background_remover": "none", "download_missing_weights": False}}
+    prompt["4"]["inputs"]["image"] = image
+    prompt["5"]["inputs"].update(task="id", preprocessor=["19", 0], id_fallback=fallback)
+    return prompt
+
+
+def require_face_inputs(server, *names):
+    import offline_retinaface
+
+    ok, reason = offline_retinaface.available()
+    if not ok:
+        pytest.skip(reason)
+    for name in names:
+        if not os.path.isfile(os.path.join(server.sandbox.input_dir, name)):
+            pytest.skip(f"{name} is not in ../shared/data/refs")
+
+
+def test_an_id_reference_is_aligned_and_shown(server):
+    require_face_inputs(server, "hinton.jpeg")
+    assert "DreamOPreprocessorLoader" in server.object_info("DreamOPreprocessorLoader")
+    result = server.run(id_workflow("hinton.jpeg"), timeout=300)
+    assert result["status"] == "success", result["error"]
+    info = result["outputs"]["5"]["dreamo_info"][0]
+    assert "id:" in info and "512x512" in info
+    preview = result["outputs"]["5"]["images"][0]
+    shown = Image.open(os.path.join(server.sandbox.root, "temp", preview["subfolder"], preview["filename"]))
+    assert shown.size == (512, 512)
+
+
+def test_an_id_reference_without_a_face_falls_back_or_stops(server):
+    require_face_inputs(server, "mountain.png")
+    result = server.run(id_workflow("mountain.png"), timeout=300)
+    assert result["status"] == "success", result["error"]
+    assert "fell back to ip" in result["outputs"]["5"]["dreamo_info"][0]
+    strict = server.run(id_workflow("mountain.png", fallback="strict"), timeout=300)
+    assert strict["status"] == "error" and strict["error"]["node_type"] == "DreamORefEncode"
+    assert "no face was found" in strict["error"]["exception_message"]

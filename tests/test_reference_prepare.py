@@ -1,0 +1,147 @@
+"""Per-task preparation of reference pixels (id / ip / style), with the real offline detector where faces matter."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from comfyui_dreamo.dreamo_ops.errors import DreamOError
+from comfyui_dreamo.dreamo_ops.reference import DreamOPreprocessor, prepare_pixels, to_uint8
+from comfyui_dreamo.dreamo_ops.resize import area_size
+
+from face_fixtures import image_tensor, load_rgb, offline_preprocessor
+
+
+@pytest.fixture(scope="module")
+def pre():
+    return DreamOPreprocessor(face=offline_preprocessor())
+
+
+def test_id_gives_the_aligned_whitened_512_face(pre):
+    out = prepare_pixels(image_tensor(load_rgb("hinton.jpeg")), "id", 512, preprocessor=pre)
+    assert out.task == "id" and out.pixels.shape == (1, 512, 512, 3)
+    crop = pre.face.prepare_id(load_rgb("hinton.jpeg"))
+    assert np.array_equal(to_uint8(out.pixels)[0], crop.pixels)  # the preview is exactly the prepared face
+    assert any("face found" in n and "512x512" in n for n in out.notes)
+    assert len(out.detections) == 1
+
+
+def test_id_ignores_resolution(pre):
+    out = prepare_pixels(image_tensor(load_rgb("woman1.png")), "id", 1024, preprocessor=pre)
+    assert out.pixels.shape == (1, 512, 512, 3)
+
+
+def test_id_without_face_falls_back_to_ip_and_says_so(pre):
+    rgb = load_rgb("shirt.png")
+    out = prepare_pixels(image_tensor(rgb), "id", 512, preprocessor=pre)
+    assert out.task == "ip"
+    assert out.pixels.shape[1:3] == area_size(rgb.shape[0], rgb.shape[1], 512)
+    assert any("no face found" in n and "fell back to ip" in n for n in out.notes)
+    assert any("background kept" in n for n in out.notes)  # no mask, alpha or remover: said, not hidden
+    assert out.detections == []
+
+
+def test_strict_mode_errors_when_no_face(pre):
+    with pytest.raises(DreamOError) as e:
+        prepare_pixels(image_tensor(load_rgb("mountain.png")), "id", 512, preprocessor=pre, id_fallback="strict")
+    assert e.value.input_name == "id_fallback" and "no face" in str(e.value)
+
+
+def test_fallback_uses_the_mask_for_the_ip_path(pre):
+    rgb = load_rgb("dress.png")
+    mask = torch.zeros(1, rgb.shape[0], rgb.shape[1])
+    out = prepare_pixels(image_tensor(rgb), "id", 256, mask=mask, preprocessor=pre)
+    assert out.task == "ip" and torch.all(out.pixels == 1.0)  # mask 0 everywhere: all white
+
+
+def test_id_needs_a_preprocessor_with_face_models():
+    img = image_tensor(load_rgb("hinton.jpeg"))
+    with pytest.raises(DreamOError) as e:
+        prepare_pixels(img, "id", 512)
+    assert e.value.input_name == "preprocessor" and "DreamOPreprocessorLoader" in str(e.value)
+    with pytest.raises(DreamOError, match="without face models"):
+        prepare_pixels(img, "id", 512, preprocessor=DreamOPreprocessor())
+
+
+def _same_size(*names, size=(600, 520)):
+    return torch.cat([image_tensor(cv2.resize(load_rgb(n), size, interpolation=cv2.INTER_AREA)) for n in names])
+
+
+def test_batch_of_faces_encodes_each_image(pre):
+    batch = _same_size("hinton.jpeg", "woman1.png", "man1.png")
+    out = prepare_pixels(batch, "id", 512, preprocessor=pre)
+    assert out.pixels.shape == (3, 512, 512, 3) and len(out.detections) == 3
+    assert sum("(image" in n for n in out.notes) == 3
+    assert not torch.equal(out.pixels[0], out.pixels[1])
+
+
+def test_batch_mixing_faces_and_no_faces_is_a_clear_error(pre):
+    with pytest.raises(DreamOError) as e:
+        prepare_pixels(_same_size("hinton.jpeg", "mountain.png"), "id", 512, preprocessor=pre)
+    assert e.value.input_name == "image" and "2" in str(e.value)
+
+
+def test_batch_without_faces_falls_back_together(pre):
+    out = prepare_pixels(_same_size("shirt.png", "mountain.png"), "id", 512, preprocessor=pre)
+    assert out.task == "ip" and out.pixels.shape[0] == 2
+
+
+def test_grayscale_rgba_tiny_and_huge_images(pre):
+    rgb = load_rgb("hinton.jpeg")
+    gray = image_tensor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    assert gray.shape[-1] == 1
+    assert prepare_pixels(gray, "id", 512, preprocessor=pre).pixels.shape == (1, 512, 512, 3)
+    assert prepare_pixels(gray, "style", 256).pixels.shape[-1] == 3
+
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:, : rgb.shape[1] // 4, 3] = 0  # left quarter transparent
+    out = prepare_pixels(image_tensor(rgba), "id", 512, preprocessor=pre)
+    assert out.task == "id" and out.pixels.shape == (1, 512, 512, 3)  # alpha dropped for id, like facexlib
+    ip = prepare_pixels(image_tensor(rgba), "ip", 512)
+    assert any("image alpha" in n for n in ip.notes)
+    assert torch.all(ip.pixels[0, :, :10] == 1.0)  # transparent part pasted on white
+
+    tiny = image_tensor(cv2.resize(rgb, (9, 11)))
+    out = prepare_pixels(tiny, "id", 256, preprocessor=pre)
+    assert out.task == "ip" and out.pixels.shape[1:3] == area_size(11, 9, 256)
+
+    huge = image_tensor(cv2.resize(rgb, None, fx=5, fy=5, interpolation=cv2.INTER_LINEAR))  # 2425x2750
+    out = prepare_pixels(huge, "id", 512, preprocessor=pre)
+    assert out.task == "id" and out.pixels.shape == (1, 512, 512, 3)
+    assert any("capped" in n for n in out.notes)
+    out = prepare_pixels(huge, "ip", 512)
+    assert out.pixels.shape[1:3] == area_size(huge.shape[1], huge.shape[2], 512)
+
+
+def test_resolution_too_small_for_the_aspect_is_an_error():
+    with pytest.raises(DreamOError) as e:
+        prepare_pixels(torch.rand(1, 2000, 20, 3), "style", 64)
+    assert e.value.input_name == "resolution"
+
+
+def test_style_is_only_resized_and_ignores_the_mask():
+    rgb = load_rgb("mountain.png")
+    img = image_tensor(rgb)
+    out = prepare_pixels(img, "style", 512, mask=torch.zeros(1, *rgb.shape[:2]))
+    h, w = area_size(*rgb.shape[:2], 512)
+    expected = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    assert out.task == "style" and np.array_equal(to_uint8(out.pixels)[0], expected)
+    assert any("mask input is not used" in n for n in out.notes)
+
+
+def test_ip_source_order_mask_then_alpha():
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 3] = 255  # alpha says: keep everything (black)
+    mask = torch.zeros(1, 64, 64)  # mask says: drop everything
+    out = prepare_pixels(image_tensor(rgba), "ip", 64, mask=mask)
+    assert torch.all(out.pixels == 1.0) and any("mask input" in n for n in out.notes)
+    out = prepare_pixels(image_tensor(rgba), "ip", 64)
+    assert torch.all(out.pixels == 0.0) and any("image alpha" in n for n in out.notes)
+
+
+def test_bad_inputs():
+    with pytest.raises(DreamOError, match="IMAGE batch"):
+        prepare_pixels(torch.rand(64, 64, 3), "ip", 512)
+    with pytest.raises(DreamOError, match="unknown task"):
+        prepare_pixels(torch.rand(1, 64, 64, 3), "face", 512)
+    with pytest.raises(DreamOError, match="unknown choice"):
+        prepare_pixels(torch.rand(1, 64, 64, 3), "id", 512, id_fallback="maybe")
