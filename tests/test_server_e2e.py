@@ -167,3 +167,30 @@ def test_an_id_reference_without_a_face_falls_back_or_stops(server):
     strict = server.run(id_workflow("mountain.png", fallback="strict"), timeout=300)
     assert strict["status"] == "error" and strict["error"]["node_type"] == "DreamORefEncode"
     assert "no face was found" in strict["error"]["exception_message"]
+
+
+def test_unet_loader_stage_loader_apply_ksampler_on_an_fp8_flux_file(server):
+    """The stock loader path: UNETLoader (fp8) -> DreamOStageLoader -> DreamOApply -> KSampler, on a generated
+    FLUX.1-shaped file (UNETLoader only detects Flux at hidden size 3072; the file has one block)."""
+    import tiny_models
+
+    unet_dir = os.path.join(server.sandbox.models_dir, "diffusion_models")
+    os.makedirs(unet_dir, exist_ok=True)
+    tiny_models.write_flux_unet_file(os.path.join(unet_dir, "flux_one_block_fp8.safetensors"))
+    tiny_models.write_dreamo_file(os.path.join(server.sandbox.models_dir, "dreamo", "dreamo_flux_sized.safetensors"),
+                                  hidden=3072, with_t5=False)
+    prompt = install_check()
+    prompt["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux_one_block_fp8.safetensors",
+                                                          "weight_dtype": "fp8_e4m3fn"}}
+    prompt["3"]["inputs"]["dreamo_file"] = "dreamo_flux_sized.safetensors"
+    prompt["20"] = {"class_type": "DreamOTestConditioning", "inputs": {"seed": 3, "tokens": 8, "flux_sized": True}}
+    prompt["21"] = {"class_type": "DreamOTestConditioning", "inputs": {"seed": 4, "tokens": 8, "flux_sized": True}}
+    prompt["8"]["inputs"]["positive"] = ["20", 0]
+    prompt["10"]["inputs"]["negative"] = ["21", 0]
+    for unused in ("6", "7", "16", "17"):
+        del prompt[unused]
+    result = server.run(prompt, timeout=600)
+    assert result["status"] == "success", result["error"]
+    (saved,) = server.image_paths(result["outputs"])
+    assert Image.open(saved).size == (64, 48)
+    assert "DreamO stage main: dreamo_flux_sized.safetensors" in server.log_tail(200)

@@ -52,12 +52,13 @@ def embedding_tensors(seed: int = 0, hidden: int = TINY_FLUX["hidden_size"], t5_
     }
 
 
-def write_dreamo_file(path: str, seed: int = 0, with_t5: bool = True) -> dict[str, torch.Tensor]:
+def write_dreamo_file(path: str, seed: int = 0, with_t5: bool = True,
+                      hidden: int = TINY_FLUX["hidden_size"]) -> dict[str, torch.Tensor]:
     """A dreamo.safetensors look-alike: embeddings plus one XLabs-style LoRA pair, as the release has."""
-    tensors = embedding_tensors(seed)
+    tensors = embedding_tensors(seed, hidden=hidden)
     if not with_t5:
         del tensors["dreamo_t5_embedding.weight"]
-    h = TINY_FLUX["hidden_size"]
+    h = hidden
     g = torch.Generator().manual_seed(seed + 1)
     tensors["double_blocks.0.processor.qkv_lora1.down.weight"] = torch.randn(4, h, generator=g) * 0.05
     tensors["double_blocks.0.processor.qkv_lora1.up.weight"] = torch.randn(3 * h, 4, generator=g) * 0.05
@@ -85,3 +86,33 @@ def sd3_patcher():
     config.set_inference_dtype(torch.float32, None)
     return comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=torch.device("cpu"),
                                             offload_device=torch.device("cpu"))
+
+
+def write_flux_unet_file(path: str, seed: int = 0, dtype=torch.float8_e4m3fn, scale: float = 0.02) -> None:
+    """A FLUX.1-shaped diffusion-model file that ComfyUI's UNETLoader detects as Flux (it fixes hidden size
+    3072, so only the depth can be small): one double block, no single blocks, stored in `dtype` (fp8 by
+    default, ~0.36 GB), random weights. Norm scales are ones so activations stay tame."""
+    import comfy.ldm.flux.model
+    import comfy.ops
+
+    params = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=3072,
+                  mlp_ratio=4.0, num_heads=24, depth=1, depth_single_blocks=0, axes_dim=[16, 56, 56],
+                  theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in comfy.ldm.flux.model.Flux(
+            operations=comfy.ops.disable_weight_init, **params).state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for key, shape in sorted(shapes.items()):
+        if key.endswith(".scale"):
+            tensors[key] = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            tensors[key] = (torch.randn(shape, generator=g) * scale).to(dtype)
+    save_file(tensors, path)
+
+
+def flux_sized_conditioning(seed: int = 0, tokens: int = 8):
+    """CONDITIONING shaped for a FLUX.1-sized model (T5 4096-d context, CLIP-L 768-d pooled)."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),
+                                                          "guidance": 3.5}]]

@@ -51,9 +51,12 @@ class DreamOTestConditioning:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
-                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512})}}
+                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512}),
+                             "flux_sized": ("BOOLEAN", {"default": False})}}
 
-    def build(self, seed, tokens):
+    def build(self, seed, tokens, flux_sized=False):
+        if flux_sized:
+            return (tiny_models.flux_sized_conditioning(seed=seed, tokens=tokens),)
         return (tiny_models.conditioning(seed=seed, tokens=tokens),)
 
 
