@@ -97,10 +97,13 @@ def test_two_references_and_a_batch_of_two(server):
     prompt["15"]["inputs"]["task"] = "style"
     prompt["15"]["inputs"]["resolution"] = 96
     prompt["8"]["inputs"]["ref_3"] = ["15", 0]
+    prompt["6"]["inputs"]["ref_3"] = ["15", 0]
+    prompt["6"]["inputs"]["text"] = "the perfume bottle [ref#1] painted in the style of [ref#3]"
     prompt["9"]["inputs"]["batch_size"] = 2
     result = server.run(prompt, timeout=300)
     assert result["status"] == "success", result["error"]
     assert len(server.image_paths(result["outputs"])) == 2
+    assert "generate a same style image." in result["outputs"]["6"]["dreamo_info"][0]
 
 
 def test_frontend_extension_is_served(server):
@@ -194,3 +197,44 @@ def test_unet_loader_stage_loader_apply_ksampler_on_an_fp8_flux_file(server):
     (saved,) = server.image_paths(result["outputs"])
     assert Image.open(saved).size == (64, 48)
     assert "DreamO stage main: dreamo_flux_sized.safetensors" in server.log_tail(200)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(server, tmp_path):
+    """The real ComfyUI frontend in headless Chromium: our extension loads without errors, the API workflow
+    loads on the canvas, queueing it from the page runs it, and the reference info is drawn on the node."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # Only errors from this pack count: the bare frontend logs a few of its own in a fresh profile.
+        page.on("pageerror", lambda e: "dreamo" in f"{e} {getattr(e, 'stack', '')}".lower()
+                and errors.append(f"{e}\n{getattr(e, 'stack', '')}"))
+        page.on("console", lambda m: m.type == "error" and "dreamo" in m.text.lower() and errors.append(m.text))
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.wait_for_function("() => window.app && window.app.graph && window.app.extensions?.length > 0",
+                               timeout=60000)
+        assert page.evaluate("() => app.extensions.some(e => e.name === 'DreamO.ReferenceInfo')")
+        workflow = install_check()
+        page.evaluate("async (wf) => { await app.loadApiJson(wf, 'dreamo_install_check_api.json'); }", workflow)
+        types = page.evaluate("() => app.graph._nodes.map(n => n.type)")
+        assert sorted(types) == sorted(n["class_type"] for n in workflow.values())
+        page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+        page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'DreamORefEncode' && n.dreamoInfo)",
+                               timeout=120000)
+        info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'DreamORefEncode').dreamoInfo")
+        assert "background replaced with white" in info
+        page.keyboard.press("Escape")  # the first-run template dialog
+        page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'DreamORefEncode');
+                                 app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }""")
+        page.wait_for_timeout(500)
+        page.screenshot(path=os.environ.get("DREAMO_SCREENSHOT", str(tmp_path / "canvas.png")))
+        browser.close()
+    assert not errors, errors
