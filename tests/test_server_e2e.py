@@ -223,6 +223,7 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
                                timeout=60000)
         assert page.evaluate("() => app.extensions.some(e => e.name === 'DreamO.ReferenceInfo')")
         workflow = install_check()
+        workflow["5"]["inputs"]["resolution"] = 80  # not run before in this server: nothing comes from the cache
         page.evaluate("async (wf) => { await app.loadApiJson(wf, 'dreamo_install_check_api.json'); }", workflow)
         types = page.evaluate("() => app.graph._nodes.map(n => n.type)")
         assert sorted(types) == sorted(n["class_type"] for n in workflow.values())
@@ -230,7 +231,7 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
         page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'DreamORefEncode' && n.dreamoInfo)",
                                timeout=120000)
         info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'DreamORefEncode').dreamoInfo")
-        assert "background replaced with white" in info
+        assert "background replaced with white" in info and "-> 80x80" in info
         page.keyboard.press("Escape")  # the first-run template dialog
         page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'DreamORefEncode');
                                  app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }""")
@@ -238,3 +239,23 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
         page.screenshot(path=os.environ.get("DREAMO_SCREENSHOT", str(tmp_path / "canvas.png")))
         browser.close()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("name", ["dreamo_install_check", "dreamo_ip"])
+def test_ui_and_api_workflow_files_give_the_same_prompt(server, name):
+    """workflows/<name>.json (UI format, made by scripts/export_ui_workflows.py) queues exactly what
+    workflows/<name>_api.json does, as the real frontend converts it."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from export_ui_workflows import open_frontend
+
+    ui = json.load(open(os.path.join(REPO, "workflows", f"{name}.json")))
+    api = json.load(open(os.path.join(REPO, "workflows", f"{name}_api.json")))
+    with sync_api.sync_playwright() as p:
+        browser, page = open_frontend(p, server.url)
+        prompt = page.evaluate("async (wf) => { await app.loadGraphData(wf); return (await app.graphToPrompt()).output; }",
+                               ui)
+        browser.close()
+    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
