@@ -1,11 +1,12 @@
 """The main job: run an example DreamO workflow end to end in a real ComfyUI server.
 
-With your real models present (FLUX.1-dev, its text encoders and VAE, and dreamo.safetensors in the ComfyUI
-models folders) it runs workflows/dreamo_ip_api.json on them. Otherwise it says so and runs
+With your real models present (FLUX.1-dev, its text encoders and VAE, DreamO's v1.1 stage files and the
+turbo LoRA in the ComfyUI models folders; for id_tryon also facexlib's weights) it runs
+workflows/dreamo_<workflow>_api.json on them. Otherwise it says what is missing and runs
 workflows/dreamo_install_check_api.json on tiny random models it generates: an install check that the pack
 loads and its nodes work in your ComfyUI, not a picture worth looking at.
 
-    python scripts/run_example.py [--image PATH] [--tiny] [--keep DIR]
+    python scripts/run_example.py [--workflow ip|id_tryon] [--image PATH] [--garment PATH] [--tiny] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -24,26 +25,42 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 from comfyui_runner import Sandbox, Server, comfyui_path  # noqa: E402
 
 SHARED_REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
-REAL_MODELS = [  # (folders it may sit in, file the real workflow names)
+DREAMO_FOLDERS = ("dreamo", "loras")
+REAL_MODELS = [  # (folders it may sit in, file the real workflows name; None = a path containing "turbo")
     (("diffusion_models", "unet"), "flux1-dev.safetensors"),
     (("text_encoders", "clip"), "clip_l.safetensors"),
     (("text_encoders", "clip"), "t5xxl_fp16.safetensors"),
     (("vae",), "ae.safetensors"),
-    (("dreamo", "loras"), "dreamo.safetensors"),
+    (DREAMO_FOLDERS, "dreamo.safetensors"),
+    (DREAMO_FOLDERS, "dreamo_cfg_distill.safetensors"),
+    (DREAMO_FOLDERS, "dreamo_sft_lora.safetensors"),
+    (DREAMO_FOLDERS, "dreamo_dpo_lora.safetensors"),
+    (DREAMO_FOLDERS, None),
 ]
+FACE_MODELS = [(("facexlib",), "detection_Resnet50_Final.pth"), (("facexlib",), "parsing_bisenet.pth")]
+WORKFLOW_IMAGES = {"ip": {"reference.png": "perfume.png"},
+                   "id_tryon": {"face.png": "woman1.png", "garment.png": "dress.png"}}
 
 
-def missing_real_models() -> list[str]:
+def _found(models: str, folders, name) -> bool:
+    for folder in folders:
+        for root, _, files in os.walk(os.path.join(models, folder)):
+            for f in files:
+                path = os.path.join(root, f)
+                if (name is None and "turbo" in path.lower() and f.endswith(".safetensors")) or f == name:
+                    return True
+    return False
+
+
+def missing_real_models(workflow: str) -> list[str]:
     models = os.path.join(comfyui_path(), "models")
-    missing = []
-    for folders, name in REAL_MODELS:
-        if not any(os.path.isfile(os.path.join(models, f, name)) for f in folders):
-            missing.append(f"models/{folders[0]}/{name}")
-    return missing
+    needed = REAL_MODELS + (FACE_MODELS if workflow == "id_tryon" else [])
+    return [f"models/{folders[0]}/{name or '<a FLUX.1-Turbo-Alpha folder>/diffusion_pytorch_model.safetensors'}"
+            for folders, name in needed if not _found(models, folders, name)]
 
 
-def default_image() -> str:
-    candidate = os.path.join(SHARED_REFS, "perfume.png")
+def default_image(name: str = "perfume.png") -> str:
+    candidate = os.path.join(SHARED_REFS, name)
     if os.path.isfile(candidate):
         return candidate
     from PIL import Image, ImageDraw  # a plain drawn subject when the sample photos are not beside the repo
@@ -56,12 +73,15 @@ def default_image() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", help="reference picture (default: a sample photo)")
+    parser.add_argument("--workflow", choices=sorted(WORKFLOW_IMAGES), default="ip",
+                        help="ip: one subject reference; id_tryon: a face (id) wearing a garment (ip)")
+    parser.add_argument("--image", help="the (first) reference picture (default: a sample photo)")
+    parser.add_argument("--garment", help="id_tryon: the garment picture (default: a sample photo)")
     parser.add_argument("--tiny", action="store_true", help="run the install check even if real models exist")
     parser.add_argument("--keep", help="folder to keep the sandbox (server log, outputs) in")
     args = parser.parse_args(argv)
 
-    missing = missing_real_models()
+    missing = missing_real_models(args.workflow)
     tiny = args.tiny or bool(missing)
     if tiny and missing and not args.tiny:
         print("Real models not found (missing: " + ", ".join(missing) + ").")
@@ -69,8 +89,10 @@ def main(argv=None) -> int:
               "ComfyUI; the picture is noise.")
     root = args.keep or tempfile.mkdtemp(prefix="dreamo_example_")
     sandbox = Sandbox(root, isolated=tiny, test_nodes=tiny).prepare()
-    shutil.copy(args.image or default_image(), os.path.join(sandbox.input_dir, "reference.png"))
-    workflow = "dreamo_install_check_api.json" if tiny else "dreamo_ip_api.json"
+    images = WORKFLOW_IMAGES["ip" if tiny else args.workflow]  # input file name -> sample photo
+    for (target, sample), given in zip(images.items(), (args.image, args.garment)):
+        shutil.copy(given or default_image(sample), os.path.join(sandbox.input_dir, target))
+    workflow = "dreamo_install_check_api.json" if tiny else f"dreamo_{args.workflow}_api.json"
     prompt = json.load(open(os.path.join(REPO, "workflows", workflow)))
     if tiny:
         import tiny_models

@@ -241,7 +241,7 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
     assert not errors, errors
 
 
-@pytest.mark.parametrize("name", ["dreamo_install_check", "dreamo_ip"])
+@pytest.mark.parametrize("name", ["dreamo_install_check", "dreamo_ip", "dreamo_id_tryon"])
 def test_ui_and_api_workflow_files_give_the_same_prompt(server, name):
     """workflows/<name>.json (UI format, made by scripts/export_ui_workflows.py) queues exactly what
     workflows/<name>_api.json does, as the real frontend converts it."""
