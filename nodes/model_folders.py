@@ -9,6 +9,8 @@ from ..dreamo_ops.errors import DreamOError
 
 SAFETENSORS = {".safetensors", ".sft"}
 DREAMO_FOLDER = "dreamo"
+FACEXLIB_FOLDER = "facexlib"  # face detection/parsing weights (DreamOPreprocessorLoader)
+REMBG_FOLDER = "rembg"  # ONNX background removers (DreamOPreprocessorLoader)
 # Folders a DreamO weights file may sit in, searched in this order.
 WEIGHT_FOLDERS = (DREAMO_FOLDER, "loras")
 
@@ -21,6 +23,8 @@ def register_folder(name: str, extensions: set[str]) -> None:
 
 def register_all() -> None:
     register_folder(DREAMO_FOLDER, SAFETENSORS)
+    register_folder(FACEXLIB_FOLDER, {".pth", ".safetensors"})
+    register_folder(REMBG_FOLDER, {".onnx"})
 
 
 def weight_file_names() -> list[str]:

@@ -1,7 +1,7 @@
 """DreamOPreprocessorLoader: facexlib's face models (id) and an optional background remover (ip), from local files.
 
 Face weights are read from ComfyUI's `models/facexlib` folder, the remover from `models/rembg` (both registered
-here, keeping `extra_model_paths.yaml` entries). Nothing is downloaded unless 'download_missing_weights' is on.
+by `model_folders.register_all`, keeping `extra_model_paths.yaml` entries). Nothing is downloaded unless 'download_missing_weights' is on.
 """
 from __future__ import annotations
 
@@ -12,21 +12,11 @@ from ..dreamo_ops.background import INSTALL_HINT, WHERE_TO_GET, BackgroundRemove
 from ..dreamo_ops.errors import DreamOError
 from ..dreamo_ops.face_preprocess import DETECTORS, FacePreprocessor, MissingWeightsError
 from ..dreamo_ops.reference import DreamOPreprocessor
-from .model_folders import register_folder
+from .model_folders import FACEXLIB_FOLDER, REMBG_FOLDER
+from .ref_encode import PREPROCESSOR_TYPE
 
 NODE_ID = "DreamOPreprocessorLoader"
-PREPROCESSOR_TYPE = "DREAMO_PREPROCESSOR"
-FACEXLIB_FOLDER = "facexlib"
-REMBG_FOLDER = "rembg"
 NONE = "none"
-
-
-def register_folders() -> None:
-    register_folder(FACEXLIB_FOLDER, {".pth", ".safetensors"})
-    register_folder(REMBG_FOLDER, {".onnx"})
-
-
-register_folders()
 
 
 def remover_files() -> list[str]:

@@ -50,13 +50,13 @@ def preprocessor(folders):
 
 def test_folders_are_registered_keeping_extra_model_paths_entries(tmp_path):
     import folder_paths
-    from comfyui_dreamo.nodes.preprocess import register_folders
+    from comfyui_dreamo.nodes.model_folders import register_all
 
     saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
     try:
         extra = str(tmp_path / "elsewhere")
         folder_paths.add_model_folder_path("facexlib", extra)  # as extra_model_paths.yaml would
-        register_folders()
+        register_all()
         paths, exts = folder_paths.folder_names_and_paths["facexlib"]
         assert extra in paths and os.path.join(folder_paths.models_dir, "facexlib") in paths
         assert {".pth", ".safetensors"} <= exts
