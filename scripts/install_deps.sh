@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the pack, its tests and the example need; quick when everything is already there.
-# Sourced by scripts/test.sh and scripts/run_example.sh. Exports COMFYUI_PATH when a ComfyUI checkout is found.
+# Sourced by scripts/test.sh (with DREAMO_TEST_DEPS=1) and scripts/run_example.sh. Exports COMFYUI_PATH when a ComfyUI checkout is found.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY=${PYTHON:-python3}
@@ -11,11 +11,14 @@ if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "installing torch and torchvision"
   pip_install "torch==2.14.1" "torchvision==0.29.1"
 fi
-# The pack's runtime and test dependencies, as pyproject.toml declares them.
-"$PY" - "$REPO/pyproject.toml" > "${TMPDIR:-/tmp}/dreamo-requirements.txt" <<'PYEOF'
+# The pack's runtime dependencies and the server runner's (extra "runner"), plus the test extra when
+# DREAMO_TEST_DEPS=1 (scripts/test.sh sets it), as pyproject.toml declares them.
+"$PY" - "$REPO/pyproject.toml" "${DREAMO_TEST_DEPS:-0}" > "${TMPDIR:-/tmp}/dreamo-requirements.txt" <<'PYEOF'
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(d for d in project["dependencies"] + project["optional-dependencies"]["test"] if not d.startswith("torch")))
+extras = project["optional-dependencies"]
+wanted = project["dependencies"] + extras["runner"] + (extras["test"] if sys.argv[2] == "1" else [])
+print("\n".join(d for d in wanted if not d.startswith("torch")))
 PYEOF
 pip_install -r "${TMPDIR:-/tmp}/dreamo-requirements.txt"
 

@@ -3,7 +3,7 @@
 # Host tests run against $COMFYUI_PATH (default ~/comfyui) and are skipped, with the reason, without it.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$REPO/scripts/install_deps.sh" || exit 1
+DREAMO_TEST_DEPS=1 source "$REPO/scripts/install_deps.sh" || exit 1
 set +e
 cd "$REPO"
 "${PYTHON:-python3}" -m pytest "$@"
