@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "comfyui_dreamo"
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 HOST_READY = bool(COMFYUI_PATH) and os.path.isfile(os.path.join(COMFYUI_PATH, "comfy", "model_patcher.py"))
-HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README, 'Running the tests')" if not COMFYUI_PATH
+HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README, 'Getting ComfyUI')" if not COMFYUI_PATH
                     else f"COMFYUI_PATH={COMFYUI_PATH} is not a ComfyUI checkout")
 
 if HOST_READY:
