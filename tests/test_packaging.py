@@ -48,3 +48,18 @@ def test_dreamo_ops_never_imports_comfyui():
         if name.endswith(".py"):
             text = open(os.path.join(ops, name)).read()
             assert "import comfy" not in text and "from comfy" not in text and "folder_paths" not in text, name
+
+
+@pytest.mark.host
+def test_readme_node_reference_lists_every_node_with_its_inputs():
+    from comfyui_dreamo.nodes import NODES
+
+    readme = open(os.path.join(REPO, "README.md")).read()
+    for node in NODES:
+        row = next((l for l in readme.splitlines() if f"**{node.DISPLAY_NAME}** (`{node.NODE_ID}`)" in l), None)
+        assert row is not None, f"README's node table has no row for {node.NODE_ID}"
+        inputs = node.INPUT_TYPES()
+        for name in list(inputs["required"]) + list(inputs.get("optional", {})):
+            if name.startswith("ref_") or name.endswith("_file") or name.endswith("_strength"):
+                continue  # listed as groups (ref_1 … ref_9, *_file, *_strength)
+            assert f"`{name}`" in row, f"README's row for {node.NODE_ID} does not mention input '{name}'"
