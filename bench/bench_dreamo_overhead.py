@@ -98,7 +98,7 @@ def main():
         "dreamo": (*with_timer(dreamo_model), dreamo_positive),
     }
     times = {name: [] for name in runs}
-    for name, (m, timer, pos) in runs.items():  # warm-up
+    for m, timer, pos in runs.values():  # warm-up
         time_sampling(m, timer, pos, negative, latent, 1)
     order = list(runs)
     for r in range(args.repeats):  # interleaved, order rotated, so drift and switching hit all alike

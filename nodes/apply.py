@@ -38,7 +38,7 @@ def add_references(positive, refs: list[tuple[int, object]]):
     """New conditioning with DreamO's references appended, positioned by the 'uxo' method."""
     out = []
     new_slots = tuple(slot for slot, _ in refs)
-    for i, (context, cond) in enumerate(positive):
+    for context, cond in positive:
         old_latents = list(cond.get("reference_latents") or [])
         old_slots = existing_dreamo_slots(cond)
         if len(old_latents) != len(old_slots):
