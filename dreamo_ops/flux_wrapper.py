@@ -27,9 +27,12 @@ class DreamOSamplingError(RuntimeError):
 class ConditionEmbeddingPatch:
     """`post_input` patch: adds DreamO's condition embedding to the image stream of one call."""
 
-    def __init__(self, embeddings: DreamOEmbeddings, layout: TokenLayout):
+    def __init__(self, embeddings: DreamOEmbeddings, layout: TokenLayout, verified: set | None = None):
         self.embeddings = embeddings
         self.layout = layout
+        # Layouts whose positions were already checked in this sampling run: the check compares on the
+        # device (a sync), so it runs once per layout rather than on every step.
+        self.verified = verified if verified is not None else set()
 
     def __call__(self, args: dict) -> dict:
         img, img_ids = args["img"], args["img_ids"]
@@ -39,8 +42,9 @@ class ConditionEmbeddingPatch:
                 f"has {img.shape[1]}: another patch changed the token sequence before DreamO's embeddings. "
                 "Fix: apply DreamO without that patch, or place it after sampling-time token changes."
             )
-        if img_ids is not None:
+        if img_ids is not None and self.layout not in self.verified:
             self.check_positions(img_ids)
+            self.verified.add(self.layout)
         emb = condition_embedding(self.embeddings, self.layout, dtype=img.dtype, device=img.device)
         out = dict(args)
         out["img"] = img + emb
@@ -62,6 +66,7 @@ class DreamOFluxWrapper:
 
     def __init__(self, embeddings: DreamOEmbeddings):
         self.embeddings = embeddings
+        self.verified_layouts: set = set()  # per wrapper copy, i.e. per sampling run (see `to`)
 
     def to(self, device_or_dtype):
         """ComfyUI calls this before sampling with the load device and the model dtype. A moved copy is
@@ -95,6 +100,7 @@ class DreamOFluxWrapper:
         layout = reference_layout(x.shape[-2:], [r.shape[-2:] for r in ref_latents], slots, patch_size)
         options = dict(transformer_options)
         patches = dict(options.get("patches", {}))
-        patches["post_input"] = list(patches.get("post_input", [])) + [ConditionEmbeddingPatch(self.embeddings, layout)]
+        patch = ConditionEmbeddingPatch(self.embeddings, layout, self.verified_layouts)
+        patches["post_input"] = list(patches.get("post_input", [])) + [patch]
         options["patches"] = patches
         return options

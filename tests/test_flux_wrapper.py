@@ -81,8 +81,8 @@ def test_patch_adds_embeddings_and_checks_the_sequence():
         patch({"img": torch.randn(2, 6, HIDDEN), "txt": None, "img_ids": None, "txt_ids": None})
     shifted = ids.clone()
     shifted[:, 4, 1] += 1
-    with pytest.raises(DreamOSamplingError, match="diagonal positions"):
-        patch({"img": img, "txt": None, "img_ids": shifted, "txt_ids": None})
+    with pytest.raises(DreamOSamplingError, match="diagonal positions"):  # a new run: checked again
+        ConditionEmbeddingPatch(e, layout)({"img": img, "txt": None, "img_ids": shifted, "txt_ids": None})
 
 
 def test_to_moves_a_copy_and_ignores_dtypes():
@@ -90,3 +90,20 @@ def test_to_moves_a_copy_and_ignores_dtypes():
     assert w.to(torch.float16) is w and w.embeddings.task.dtype == torch.float32
     moved = w.to(torch.device("cpu"))
     assert isinstance(moved, DreamOFluxWrapper) and moved is not w
+
+
+def test_positions_are_checked_once_per_layout_in_a_run():
+    e = emb()
+    layout = reference_layout((4, 4), [(2, 2)], (1,))
+    ids = position_ids(layout).unsqueeze(0)
+    shifted = ids.clone()
+    shifted[:, 4, 2] += 3
+    verified = set()
+    first = ConditionEmbeddingPatch(e, layout, verified)
+    with pytest.raises(DreamOSamplingError):
+        first({"img": torch.zeros(1, 5, HIDDEN), "txt": None, "img_ids": shifted, "txt_ids": None})
+    assert verified == set()  # a failed check is not remembered
+    first({"img": torch.zeros(1, 5, HIDDEN), "txt": None, "img_ids": ids, "txt_ids": None})
+    assert verified == {layout}
+    later = ConditionEmbeddingPatch(e, layout, verified)  # a later step of the same run: no device compare
+    later({"img": torch.zeros(1, 5, HIDDEN), "txt": None, "img_ids": shifted, "txt_ids": None})
