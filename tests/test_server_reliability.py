@@ -151,3 +151,26 @@ def test_an_interrupted_dreamo_sampling_leaves_nothing_behind(server):
     assert after["status"] == "success" and "20" not in cached_nodes(after)
     assert torch_equal(saved_latent(server, before), saved_latent(server, after))
     assert server.run(dreamo_prompt(prefix="after_interrupt"), timeout=300)["status"] == "success"
+
+
+def test_the_server_runs_behind_the_network_guard(server):
+    """The guard is on for every test server (so the whole end-to-end suite runs without network) and a DreamO
+    workflow makes no attempt (tests/test_network_guard.py shows the guard refuses and records one)."""
+    assert server.env()["DREAMO_NETWORK_GUARD"] == "1"
+    p = dreamo_prompt(prefix="guard")
+    result = server.run(p, timeout=300)
+    assert result["status"] == "success"
+    assert not os.path.exists(server.network_log) or open(server.network_log).read() == ""
+
+
+@pytest.mark.parametrize("node,field,value", [("3", "dreamo_file", "../../../etc/passwd"),
+                                              ("3", "dreamo_file", "/etc/passwd"),
+                                              ("3", "sft_file", "../dreamo/../../secret.safetensors")])
+def test_file_inputs_only_take_names_from_comfyuis_model_lists(server, node, field, value):
+    p = dreamo_prompt(prefix="traversal")
+    p[node]["inputs"][field] = value
+    result = server.run(p, timeout=300)
+    assert result["status"] in ("rejected", "invalid")  # invalid: ComfyUI still ran the branches that validated
+    assert "value_not_in_list" in json.dumps(result["error"]) and field in json.dumps(result["error"])
+    ran = {m["data"].get("node") for m in result["messages"] if m["type"] == "executing"}
+    assert node not in ran
