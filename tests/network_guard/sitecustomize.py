@@ -41,8 +41,19 @@ def connect_ex(self, address):
     return _connect_ex(self, address)
 
 
+def _is_numeric(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def getaddrinfo(host, *args, **kwargs):
-    if host is not None and not _is_local(host if isinstance(host, str) else host.decode()):
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None and not _is_local(name) and not _is_numeric(name):  # numeric: connect() decides
         _record(f"name lookup of {host!r}")
         raise socket.gaierror(socket.EAI_NONAME, "name lookups are refused by the DreamO test network guard")
     return _getaddrinfo(host, *args, **kwargs)
