@@ -76,3 +76,19 @@ def test_root_init_imports_as_a_plain_module_too():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web"
+
+
+def test_no_pickle_is_ever_loaded_without_weights_only():
+    """Every torch.load in the pack's code passes weights_only=True; nothing imports pickle to read files."""
+    import re
+
+    for folder in ("dreamo_ops", "nodes", "dreamo_cli"):
+        root = os.path.join(REPO, folder)
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                text = open(os.path.join(dirpath, name)).read()
+                for call in re.findall(r"torch\.load\([^)]*\)", text):
+                    assert "weights_only=True" in call, f"{folder}/{name}: {call}"
+                assert not re.search(r"^\s*(import pickle|from pickle|import dill|import joblib)", text, re.M), name
