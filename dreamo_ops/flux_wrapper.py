@@ -104,3 +104,25 @@ class DreamOFluxWrapper:
         patches["post_input"] = list(patches.get("post_input", [])) + [patch]
         options["patches"] = patches
         return options
+
+
+class ReferenceBatchCheck:
+    """OUTER_SAMPLE wrapper: before sampling, a DreamO reference batch larger than the latent batch is an error.
+
+    ComfyUI fits every reference latent to the batch being sampled (`repeat_to_batch_size`), so reference
+    images beyond the latent batch would be dropped silently. Smaller batches repeat in turn (documented)."""
+
+    def __call__(self, executor, noise, latent_image, *args, **kwargs):
+        batch = noise.shape[0]
+        for conds in (getattr(executor.class_obj, "conds", None) or {}).values():
+            for cond in conds:
+                slots = getattr(cond.get("model_conds", {}).get(SLOTS_KWARG), "cond", ())
+                latents = list(cond.get("reference_latents") or [])
+                for slot, latent in zip(slots, latents[len(latents) - len(slots):]):  # DreamO's come last
+                    if latent.shape[0] > batch:
+                        raise DreamOSamplingError(
+                            f"DreamOApply (input 'ref_{slot}'): the reference in slot {slot} is a batch of "
+                            f"{latent.shape[0]} images but the latent batch is {batch}, so images "
+                            f"{batch + 1}..{latent.shape[0]} would never be used. Fix: give as many reference "
+                            "images as latents (or one), or raise the latent's batch_size.")
+        return executor(noise, latent_image, *args, **kwargs)
