@@ -4,10 +4,12 @@ from .loader import DreamOLoader
 from .model_folders import register_all
 from .preprocess import DreamOPreprocessorLoader
 from .ref_encode import DreamORefEncode
+from .routing import DreamORouting, DreamORoutingMap
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
 
-NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
+NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply,
+         DreamORouting, DreamORoutingMap)
 
 register_all()
 
