@@ -9,8 +9,8 @@ onto subject k's region. At inference this module
     routed attention is ONE mask-free `scaled_dot_product_attention` call (no L×L mask; flash-class kernels stay
     usable),
   * captures routing maps: per reference, the attention probability from its tokens to each image token (the
-    reference → image direction DreamO trained), averaged over its tokens and heads, computed a few heads and
-    rows at a time (never L×L),
+    reference → image direction DreamO trained) as the routed layer applies it, averaged over its tokens and
+    heads, computed a few heads and rows at a time (never L×L),
   * provides `RoutedAttention`, the `optimized_attention_override` installed per model call. It chains any
     override another pack set and passes through untouched (the backend `func` called with the original
     arguments: bit-identical) on blocks and calls where nothing is constrained.
@@ -262,10 +262,12 @@ def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels
 # --------------------------------------------------------------------------- routing maps
 
 def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout, txt_len: int,
-                           scale: float | None = None, chunk: int = CAPTURE_CHUNK) -> dict[int, torch.Tensor]:
-    """{slot: (B, N_img)} mean over the reference's tokens and heads of softmax(q_ref · kᵀ · scale) restricted
-    to the image keys (the softmax runs over the whole sequence, unconstrained). Works on chunks of heads and
-    rows of at most `chunk` scores, so memory does not grow with L²."""
+                           scale: float | None = None, channels: RoutingChannels | None = None,
+                           mask: torch.Tensor | None = None, chunk: int = CAPTURE_CHUNK) -> dict[int, torch.Tensor]:
+    """{slot: (B, N_img)} mean over the reference's tokens and heads of the attention probability from each of its
+    tokens to each image token, softmax over the whole sequence — with the routing bias `channels` (and Flux's
+    `mask`) when given, i.e. the attention as the routed layer applies it. Works on chunks of heads and rows of at
+    most `chunk` scores, so memory does not grow with L²."""
     b, h, length, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     n_img = layout.image_count
@@ -277,9 +279,16 @@ def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout
         rows_per = max(1, min(ref.count, chunk // max(1, heads_per * length)))
         for h0 in range(0, h, heads_per):
             kh = k[:, h0:h0 + heads_per].float()
+            if channels is not None:
+                kh = torch.cat((kh, channels.k.float().expand(b, kh.shape[1], length, -1)), dim=-1)
             for r0 in range(start, start + ref.count, rows_per):
                 r1 = min(start + ref.count, r0 + rows_per)
-                s = torch.matmul(q[:, h0:h0 + heads_per, r0:r1].float(), kh.transpose(-1, -2)) * scale
+                qr = q[:, h0:h0 + heads_per, r0:r1].float()
+                if channels is not None:
+                    qr = torch.cat((qr, channels.q[:, :, r0:r1].float().expand(b, qr.shape[1], -1, -1)), dim=-1)
+                s = torch.matmul(qr, kh.transpose(-1, -2)) * scale
+                if mask is not None:
+                    s = s + (mask[..., r0:r1, :] if mask.shape[-2] != 1 else mask).float()
                 s = torch.exp(s[..., img] - torch.logsumexp(s, dim=-1, keepdim=True))
                 acc += s.sum(dim=(1, 2))
         out[ref.slot] = acc / (ref.count * h)
@@ -338,11 +347,14 @@ class RoutedAttention:
         skip_reshape = kwargs.get("skip_reshape", False)
         qh, kh = _to_bhld(q, heads, skip_reshape), _to_bhld(k, heads, skip_reshape)
         txt_len = self._txt_len(qh, kh)
-        if self.spec.capture is not None:
-            grid = (self.layout.image_rows, self.layout.image_cols)
-            for slot, m in capture_reference_maps(qh, kh, self.layout, txt_len).items():
-                self.spec.capture.add(slot, m, grid, self.latent_hw)
         channels = self._channels_for(txt_len, qh)
+        if self.spec.capture is not None:
+            mask = kwargs.get("mask")
+            mask = self._check_mask(mask, qh.shape[2]) if mask is not None else None
+            grid = (self.layout.image_rows, self.layout.image_cols)
+            maps = capture_reference_maps(qh, kh, self.layout, txt_len, channels=channels, mask=mask)
+            for slot, m in maps.items():
+                self.spec.capture.add(slot, m, grid, self.latent_hw)
         if channels is None:
             return self._pass(func, args, kwargs)
         called = []

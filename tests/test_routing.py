@@ -211,6 +211,23 @@ def test_capture_matches_dense_softmax_and_is_chunked():
         assert (got[slot] >= 0).all() and (got[slot].sum(-1) <= 1 + 1e-6).all()
 
 
+@pytest.mark.parametrize("mode,isolate", [("hard", False), ("soft", True)])
+def test_capture_sees_the_routed_attention(mode, isolate):
+    layout, q, k, _ = make_case(seed=10, batch=2)
+    left, right = left_right_masks(9, 13)
+    cov = {1: region_to_tokens(left, (6, 8)), 2: region_to_tokens(right, (6, 8))}
+    ch = routing_channels(layout, 5, RoutingSpec(regions={1: left, 2: right}, mode=mode, strength=3.0,
+                                                 isolate=isolate), cov, scale=0.25)
+    got = capture_reference_maps(q, k, layout, 5, channels=ch, chunk=53)
+    bias = dense_bias(layout, 5, cov, mode, 3.0, isolate)
+    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 0.25 + bias, dim=-1)
+    for slot, span in ref_spans(layout, 5).items():
+        want = p[:, :, list(span), 5:5 + layout.image_count].mean(dim=(1, 2)).float()
+        assert rel_err(got[slot], want) < TOL
+    if mode == "hard":
+        assert (got[1].reshape(2, 3, 4)[..., 2:] == 0).all() and (got[2].reshape(2, 3, 4)[..., :2] == 0).all()
+
+
 def test_capture_store_averages_and_survives_deepcopy():
     import copy
 
