@@ -7,9 +7,10 @@ from .ref_encode import DreamORefEncode
 from .routing import DreamORouting, DreamORoutingMap
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
+from .version_guard import guard, running_comfyui_version
 
-NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply,
-         DreamORouting, DreamORoutingMap)
+NODES = guard((DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode,
+               DreamOApply, DreamORouting, DreamORoutingMap), running_comfyui_version())
 
 register_all()
 

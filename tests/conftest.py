@@ -38,6 +38,8 @@ _register_package()
 
 
 def pytest_configure(config):
+    if os.environ.get("DREAMO_REQUIRE_HOST") == "1" and not HOST_READY:
+        pytest.exit(f"DREAMO_REQUIRE_HOST=1 but the ComfyUI tests would be skipped: {HOST_SKIP_REASON}", returncode=3)
     config.addinivalue_line("markers", "host: needs a real ComfyUI checkout (COMFYUI_PATH)")
     config.addinivalue_line("markers", "server: starts a real ComfyUI server on loopback")
 
