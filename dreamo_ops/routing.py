@@ -277,20 +277,20 @@ def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout
         acc = torch.zeros(b, n_img, dtype=torch.float32, device=q.device)
         heads_per = max(1, min(h, chunk // max(1, ref.count * length)))
         rows_per = max(1, min(ref.count, chunk // max(1, heads_per * length)))
-        for h0 in range(0, h, heads_per):
-            kh = k[:, h0:h0 + heads_per].float()
-            if channels is not None:
-                kh = torch.cat((kh, channels.k.float().expand(b, kh.shape[1], length, -1)), dim=-1)
-            for r0 in range(start, start + ref.count, rows_per):
-                r1 = min(start + ref.count, r0 + rows_per)
-                qr = q[:, h0:h0 + heads_per, r0:r1].float()
-                if channels is not None:
-                    qr = torch.cat((qr, channels.q[:, :, r0:r1].float().expand(b, qr.shape[1], -1, -1)), dim=-1)
-                s = torch.matmul(qr, kh.transpose(-1, -2)) * scale
-                if mask is not None:
-                    s = s + (mask[..., r0:r1, :] if mask.shape[-2] != 1 else mask).float()
-                s = torch.exp(s[..., img] - torch.logsumexp(s, dim=-1, keepdim=True))
-                acc += s.sum(dim=(1, 2))
+        for r0 in range(start, start + ref.count, rows_per):
+            r1 = min(start + ref.count, r0 + rows_per)
+            bias = None
+            if channels is not None:  # the same for every head: (rows, L), added by broadcasting
+                bias = (channels.q[0, 0, r0:r1].float() @ channels.k[0, 0].float().T) * scale
+            if mask is not None:
+                m = (mask[..., r0:r1, :] if mask.shape[-2] != 1 else mask).float()
+                bias = m if bias is None else bias + m
+            for h0 in range(0, h, heads_per):
+                s = torch.matmul(q[:, h0:h0 + heads_per, r0:r1].float() * scale,
+                                 k[:, h0:h0 + heads_per].float().transpose(-1, -2))
+                if bias is not None:
+                    s = s + bias
+                acc += torch.softmax(s, dim=-1)[..., img].sum(dim=(1, 2))
         out[ref.slot] = acc / (ref.count * h)
         start += ref.count
     return out

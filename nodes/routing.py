@@ -10,6 +10,7 @@ from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
 from ..dreamo_ops.routing_map import draw_legend, normalise, overlay, upsample_map
 from ..dreamo_ops.token_layout import MAX_SLOTS
+from .model_check import check_flux1
 
 ROUTING_ID = "DreamORouting"
 MAP_ID = "DreamORoutingMap"
@@ -80,6 +81,7 @@ class DreamORouting:
 
     def route(self, model, mode, strength, isolate_references, start_percent, end_percent, blocks, capture_maps,
               **regions):
+        check_flux1(ROUTING_ID, model)
         if mode not in MODES:
             raise DreamOError(ROUTING_ID, "mode", f"unknown mode '{mode}'.", f"choose one of {', '.join(MODES)}.")
         if blocks not in BLOCKS:
