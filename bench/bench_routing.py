@@ -8,8 +8,10 @@ from one run (variants interleaved, median of `--repeats`). Targets: time ≤ 1.
 
     python bench/bench_routing.py [--device cpu|cuda] [--dtype float32|bfloat16] [--repeats 3] [--sizes small,large]
 
-Peak memory on CPU is the growth of the process's peak RSS while running one call of a variant, each in a fresh
-subprocess (inputs allocated first); on CUDA it is torch's peak allocated memory over the inputs.
+Peak memory on CPU: the highest resident set size sampled (every 0.5 ms) during one call of a variant, minus the
+resident size just before it, each variant in a fresh subprocess with glibc's mmap threshold fixed at 64 KiB (so
+freed tensors go back to the system and RSS follows what is live); on CUDA it is torch's peak allocated memory
+over the inputs.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
 
 import torch
@@ -120,12 +123,28 @@ def _peak_worker(size, device, dtype_name, variant, queue):
             torch.cuda.synchronize()
             queue.put((torch.cuda.max_memory_allocated() - base) / 2**20)
         else:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            base = rss()
+            peak, done = [base], threading.Event()
+
+            def sample():
+                while not done.is_set():
+                    peak[0] = max(peak[0], rss())
+                    time.sleep(0.0005)
+            t = threading.Thread(target=sample)
+            t.start()
             call(*qkv)
-            queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+            done.set()
+            t.join()
+            queue.put((max(peak[0], rss()) - base) / 2**20)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def peak_memory(size, device, dtype_name, variant):
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # read by glibc when the child starts
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_peak_worker, args=(size, device, dtype_name, variant, queue))

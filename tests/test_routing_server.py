@@ -75,3 +75,25 @@ def test_routing_nodes_are_registered(server):
     assert info["output"] == ["MODEL"]
     info = server.object_info("DreamORoutingMap")["DreamORoutingMap"]
     assert info["output"] == ["MASK", "IMAGE"] and list(info["input"]["optional"]) == ["image"]
+
+
+def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
+    """workflows/dreamo_multi_subject.json (UI format, made by the real frontend from the API file) queues exactly
+    what workflows/api/dreamo_multi_subject_api.json does."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    from export_ui_workflows import CHROMIUM, open_frontend
+
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    ui = json.load(open(os.path.join(REPO, "workflows", "dreamo_multi_subject.json")))
+    api = json.load(open(os.path.join(REPO, "workflows", "api", "dreamo_multi_subject_api.json")))
+    with sync_api.sync_playwright() as p:
+        browser, page = open_frontend(p, server.url)
+        prompt = page.evaluate("async (wf) => { await app.loadGraphData(wf); return (await app.graphToPrompt()).output; }",
+                               ui)
+        browser.close()
+    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
+    titles = {v["_meta"]["title"] for v in api.values()}
+    assert {"ref 1 image", "ref 2 image", "ref 1 encode", "ref 2 encode", "prompt", "sampler", "size", "shift",
+            "output"} <= titles
