@@ -26,7 +26,6 @@ No ComfyUI imports here: only the calling conventions of ComfyUI's attention ove
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -286,11 +285,16 @@ def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout
                 m = (mask[..., r0:r1, :] if mask.shape[-2] != 1 else mask).float()
                 bias = m if bias is None else bias + m
             for h0 in range(0, h, heads_per):
-                s = torch.matmul(q[:, h0:h0 + heads_per, r0:r1].float() * scale,
-                                 k[:, h0:h0 + heads_per].float().transpose(-1, -2))
-                if bias is not None:
-                    s = s + bias
-                acc += torch.softmax(s, dim=-1)[..., img].sum(dim=(1, 2))
+                qc = (q[:, h0:h0 + heads_per, r0:r1].float() * scale).flatten(0, 1)
+                kc = k[:, h0:h0 + heads_per].float().flatten(0, 1).transpose(1, 2)
+                if bias is None:
+                    s = torch.bmm(qc, kc)
+                elif bias.ndim == 2:
+                    s = torch.baddbmm(bias, qc, kc)
+                else:  # Flux's own (B, 1, rows, L) mask
+                    s = (torch.bmm(qc, kc).unflatten(0, (b, -1)) + bias).flatten(0, 1)
+                s = torch.softmax(s, dim=-1).unflatten(0, (b, -1))
+                acc += s.sum(dim=(1, 2))[:, img]
         out[ref.slot] = acc / (ref.count * h)
         start += ref.count
     return out

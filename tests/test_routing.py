@@ -22,9 +22,9 @@ def supersampled_coverage(mask, latent_hw, patch=2):
     """Coverage by brute force: both the mask and the latent cells drawn on a common fine pixel grid."""
     H, W = mask.shape
     h, w = latent_hw
-    fy, fx = H * patch, W * patch  # fine grid: H*patch rows span the image height h, i.e. per latent row H*patch/h
-    fine = mask.double().repeat_interleave(patch * h, 0).repeat_interleave(patch * w, 1)  # (H*p*h, W*p*w)
-    # fine pixel size in latent units: 1/(p*H) rows; a token covers p latent rows = p*p*H fine rows
+    # each mask pixel becomes p*h × p*w fine pixels, so a fine row is 1/(p*H) latent rows and a token's p latent
+    # rows are p*p*H fine rows (likewise for columns); a token cell past the image edge is cut by the slicing
+    fine = mask.double().repeat_interleave(patch * h, 0).repeat_interleave(patch * w, 1)
     rows, cols = -(-h // patch), -(-w // patch)
     out = torch.zeros(rows, cols, dtype=torch.float64)
     ry, rx = patch * patch * H, patch * patch * W
@@ -32,7 +32,6 @@ def supersampled_coverage(mask, latent_hw, patch=2):
         for c in range(cols):
             cell = fine[r * ry:(r + 1) * ry, c * rx:(c + 1) * rx]
             out[r, c] = cell.mean()
-    del fy, fx
     return out.float()
 
 
@@ -226,6 +225,17 @@ def test_capture_sees_the_routed_attention(mode, isolate):
         assert rel_err(got[slot], want) < TOL
     if mode == "hard":
         assert (got[1].reshape(2, 3, 4)[..., 2:] == 0).all() and (got[2].reshape(2, 3, 4)[..., :2] == 0).all()
+
+
+def test_capture_with_a_flux_mask():
+    layout, q, k, _ = make_case(seed=11, batch=2)
+    L = q.shape[2]
+    flux_mask = torch.randn(2, 1, L, L, generator=torch.Generator().manual_seed(12))
+    got = capture_reference_maps(q, k, layout, 5, mask=flux_mask, chunk=64)
+    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 0.25 + flux_mask.double(), dim=-1)
+    for slot, span in ref_spans(layout, 5).items():
+        want = p[:, :, list(span), 5:5 + layout.image_count].mean(dim=(1, 2)).float()
+        assert rel_err(got[slot], want) < TOL
 
 
 def test_capture_store_averages_and_survives_deepcopy():
