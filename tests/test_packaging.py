@@ -62,8 +62,8 @@ def test_readme_node_reference_lists_every_node_with_its_inputs():
         assert row is not None, f"README's node table has no row for {node.NODE_ID}"
         inputs = node.INPUT_TYPES()
         for name in list(inputs["required"]) + list(inputs.get("optional", {})):
-            if name.startswith("ref_") or name.endswith("_file") or name.endswith("_strength"):
-                continue  # listed as groups (ref_1 … ref_9, *_file, *_strength)
+            if name.startswith(("ref_", "region_")) or name.endswith("_file") or name.endswith("_strength"):
+                continue  # listed as groups (ref_1 … ref_9, region_1 … region_9, *_file, *_strength)
             assert f"`{name}`" in row, f"README's row for {node.NODE_ID} does not mention input '{name}'"
 
 
