@@ -3,6 +3,7 @@ from .apply import DreamOApply
 from .loader import DreamOLoader
 from .model_folders import register_all
 from .preprocess import DreamOPreprocessorLoader
+from .prompt_check_route import register_routes
 from .ref_encode import DreamORefEncode
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
@@ -10,6 +11,7 @@ from .text_encode import DreamOTextEncode
 NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
 
 register_all()
+register_routes()
 
 NODE_CLASS_MAPPINGS = {n.NODE_ID: n for n in NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {n.NODE_ID: n.DISPLAY_NAME for n in NODES}
