@@ -363,3 +363,14 @@ def test_reference_previews_are_shown_on_their_nodes_after_a_run(page, artifacts
     info = page.js("() => app.graph.getNodeById(6).dreamoInfo")
     assert "generate a same style image." in info
     page.show([5, 6, 8], os.path.join(artifacts, "reference_previews.png"))
+
+
+def test_prompt_check_route_answers_and_refuses_bad_requests(server):
+    url = f"{server.url}/api/dreamo/check_prompt"
+    ok = requests.post(url, json={"text": "a [ref#1] and [ref#3]", "references": {"1": "ip"}}, timeout=10)
+    assert ok.status_code == 200
+    assert "there is no reference in ref_3" in ok.json()["error"]
+    assert requests.post(url, data="not json", timeout=10).status_code == 400
+    bad = requests.post(url, json={"text": "a", "references": {"12": "ip"}}, timeout=10)
+    assert bad.status_code == 400 and "slot 12" in bad.json()["error"]
+    assert requests.get(server.url + "/system_stats", timeout=10).ok
