@@ -374,3 +374,42 @@ def test_prompt_check_route_answers_and_refuses_bad_requests(server):
     bad = requests.post(url, json={"text": "a", "references": {"12": "ip"}}, timeout=10)
     assert bad.status_code == 400 and "slot 12" in bad.json()["error"]
     assert requests.get(server.url + "/system_stats", timeout=10).ok
+
+
+def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server, artifacts):
+    """Frontends with the Vue node renderer ("Nodes 2.0", a setting) draw nodes and widgets as DOM components."""
+    setting = "Comfy.VueNodes.Enabled"
+    probe = Page(playwright, server)
+    try:
+        has_vue = probe.js("() => 'vueNodesMode' in LiteGraph")
+    finally:
+        probe.close()
+    if not has_vue:
+        pytest.skip("this frontend has no Vue node renderer")
+    assert requests.post(f"{server.url}/settings/{setting}", json=True, timeout=10).ok
+    try:
+        page = Page(playwright, server)
+        try:
+            assert page.js("() => LiteGraph.vueNodesMode") is True
+            workflow = graph()
+            workflow["6"]["inputs"]["text"] = "a [ref#2] and [REF#1]"
+            page.load_api(workflow)
+            arrange(page)
+            assert page.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2"]
+            page.js("() => { const a = app.graph.getNodeById(8);"
+                    " app.graph.getNodeById(15).connect(0, a, a.findInputSlot('ref_2')); }")
+            page.settle()
+            assert page.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2*", "ref_3"]
+            check = wait_for_check(page, "a [ref#2] and [REF#1]")
+            assert "'[REF#1]' at character 15" in check["error"]
+            page.page.wait_for_function("() => document.querySelectorAll("
+                                        "'[data-node-id=\"6\"] .dreamo-prompt-overlay span').length === 2",
+                                        timeout=10000)
+            assert marks(page) == [["empty_slot", "[ref#2]"], ["near_miss", "[REF#1]"]]
+            assert page.js("() => document.querySelector('[data-node-id=\"6\"] textarea').title") == check["error"]
+            page.page.screenshot(path=os.path.join(artifacts, "vue_nodes.png"))
+            assert not page.errors, page.errors
+        finally:
+            page.close()
+    finally:
+        requests.post(f"{server.url}/settings/{setting}", json=False, timeout=10)

@@ -73,7 +73,7 @@ class PromptBox {
   constructor(node, widget) {
     this.node = node;
     this.widget = widget;
-    this.textarea = widget.element;
+    this.bound = new WeakSet();
     this.overlay = document.createElement("div");
     this.overlay.className = "dreamo-prompt-overlay";
     this.menu = null;
@@ -81,27 +81,51 @@ class PromptBox {
     this.checkedKey = null;
     this.timer = null;
     this.renderedKey = null;
-    const ta = this.textarea;
+    if (typeof ResizeObserver !== "undefined") this.resizeObserver = new ResizeObserver(() => this.layout());
+    this.bind(this.textarea);
+  }
+
+  /** The text box on screen: the widget's own element on the canvas, the node's textarea with Vue nodes. */
+  get textarea() {
+    const own = this.widget.element;
+    if (own?.isConnected || !LiteGraph.vueNodesMode) return own;
+    return document.querySelector(`[data-node-id="${this.node.id}"] textarea`) ?? own;
+  }
+
+  bind(ta) {
+    if (!ta || this.bound.has(ta)) return;
+    this.bound.add(ta);
     ta.addEventListener("input", () => this.onInput());
     ta.addEventListener("scroll", () => this.syncScroll());
     ta.addEventListener("keydown", (e) => this.onKeyDown(e), true);
     ta.addEventListener("blur", () => setTimeout(() => this.closeMenu(), 150));
-    if (typeof ResizeObserver !== "undefined") {
-      this.resizeObserver = new ResizeObserver(() => this.layout());
-      this.resizeObserver.observe(ta);
-    }
+    this.resizeObserver?.observe(ta);
   }
 
   get text() {
-    return this.textarea.value ?? "";
+    return this.textarea?.value ?? String(this.widget.value ?? "");
+  }
+
+  /** True when the prompt comes from a link, not from this box: then the box is not what will be encoded. */
+  textIsLinked() {
+    return this.node.inputs?.some((i) => i.name === TEXT_WIDGET && i.link != null) ?? false;
   }
 
   /** Called on every canvas draw of the node: cheap unless something changed. */
   refresh() {
     const ta = this.textarea;
-    if (ta.isConnected && ta.parentElement && this.overlay.parentElement !== ta.parentElement) {
+    this.bind(ta);
+    if (ta?.isConnected && ta.parentElement && this.overlay.parentElement !== ta.parentElement) {
       ta.parentElement.appendChild(this.overlay);
       this.layout();
+    }
+    if (this.textIsLinked()) {
+      if (this.node.dreamoPromptCheck) this.node.dreamoPromptCheck = null;
+      this.showErrorOnHover(null);
+      this.checkedKey = null;
+      this.overlay.replaceChildren();
+      this.renderedKey = null;
+      return;
     }
     const key = this.requestKey();
     if (key !== this.checkedKey && key !== this.pendingKey) this.scheduleCheck();
@@ -138,18 +162,33 @@ class PromptBox {
       answer = null; // no server or an older pack on it: no marks, the node still checks when it runs
     }
     this.pendingKey = null;
-    if (key !== this.requestKey()) return; // changed meanwhile; the next draw asks again
+    if (key !== this.requestKey() || this.textIsLinked()) return; // changed meanwhile; the next draw asks again
     this.checkedKey = key;
     this.check = answer;
     this.node.dreamoPromptCheck = answer;
+    this.showErrorOnHover(answer?.error ?? null);
     this.node.setDirtyCanvas?.(true, true);
     this.render();
+  }
+
+  /** The error as the text box's tooltip too (with Vue nodes nothing is drawn under the node). */
+  showErrorOnHover(error) {
+    const ta = this.textarea;
+    if (!ta) return;
+    if (error) {
+      if (!ta.dataset.dreamoError) ta.dataset.dreamoTitle = ta.title ?? "";
+      ta.dataset.dreamoError = "1";
+      ta.title = error;
+    } else if (ta.dataset.dreamoError) {
+      ta.title = ta.dataset.dreamoTitle ?? "";
+      delete ta.dataset.dreamoError;
+    }
   }
 
   layout() {
     const ta = this.textarea;
     const o = this.overlay;
-    if (!o.parentElement) return;
+    if (!o.parentElement || !ta) return;
     const cs = getComputedStyle(ta);
     for (const prop of MIRRORED_STYLES) o.style[prop] = cs[prop];
     if (cs.whiteSpace === "normal") o.style.whiteSpace = "pre-wrap";
@@ -163,8 +202,8 @@ class PromptBox {
   }
 
   syncScroll() {
-    this.overlay.scrollTop = this.textarea.scrollTop;
-    this.overlay.scrollLeft = this.textarea.scrollLeft;
+    this.overlay.scrollTop = this.textarea?.scrollTop ?? 0;
+    this.overlay.scrollLeft = this.textarea?.scrollLeft ?? 0;
   }
 
   /** The overlay's content: the prompt as transparent text with the marked spans. */
@@ -307,6 +346,19 @@ class PromptBox {
   }
 }
 
+const boxes = new Set();
+let driver = null;
+function drive() {
+  for (const box of boxes) {
+    if (box.node.graph?.getNodeById?.(box.node.id) !== box.node) {
+      box.remove(); // the node left its graph (deleted, or the graph was replaced)
+      boxes.delete(box);
+      continue;
+    }
+    box.refresh();
+  }
+}
+
 app.registerExtension({
   name: "DreamO.PromptBox",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -319,6 +371,8 @@ app.registerExtension({
       if (widget?.element instanceof HTMLTextAreaElement) {
         addStyle();
         this.dreamoPromptBox = new PromptBox(this, widget);
+        boxes.add(this.dreamoPromptBox);
+        driver ??= setInterval(drive, 300); // also after connections/values change while nothing is drawn
       }
       return r;
     };
@@ -340,6 +394,7 @@ app.registerExtension({
     const onRemoved = nodeType.prototype.onRemoved;
     nodeType.prototype.onRemoved = function () {
       this.dreamoPromptBox?.remove();
+      boxes.delete(this.dreamoPromptBox);
       return onRemoved?.apply(this, arguments);
     };
   },
