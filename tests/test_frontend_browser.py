@@ -382,10 +382,15 @@ def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server
     probe = Page(playwright, server)
     try:
         has_vue = probe.js("() => 'vueNodesMode' in LiteGraph")
+        version = probe.js("() => window.__COMFYUI_FRONTEND_VERSION__ ?? '0'")
     finally:
         probe.close()
     if not has_vue:
         pytest.skip("this frontend has no Vue node renderer")
+    if tuple(int(x) for x in version.split(".")[:2]) < (1, 49):
+        # Measured on 1.27.10: after loadApiJson its Vue nodes still show the previous graph's node with the same
+        # id, so there is no text box of ours to mark (the canvas renderer, tested above, works there).
+        pytest.skip(f"the Vue node renderer of frontend {version} is an early preview")
     assert requests.post(f"{server.url}/settings/{setting}", json=True, timeout=10).ok
     try:
         page = Page(playwright, server)

@@ -102,8 +102,9 @@ class PromptBox {
     this.resizeObserver?.observe(ta);
   }
 
+  /** The prompt as it will be queued: the widget's value (the box on screen may lag behind it). */
   get text() {
-    return this.textarea?.value ?? String(this.widget.value ?? "");
+    return String(this.widget.value ?? "");
   }
 
   /** True when the prompt comes from a link, not from this box: then the box is not what will be encoded. */
@@ -209,7 +210,8 @@ class PromptBox {
   /** The overlay's content: the prompt as transparent text with the marked spans. */
   render() {
     const text = this.text;
-    const marks = this.checkedKey && JSON.parse(this.checkedKey)[0] === text ? this.check?.marks ?? [] : [];
+    const shown = this.textarea?.value === text; // marks only over the text they belong to
+    const marks = shown && this.checkedKey && JSON.parse(this.checkedKey)[0] === text ? this.check?.marks ?? [] : [];
     const key = JSON.stringify([text, marks]);
     if (key === this.renderedKey) return;
     this.renderedKey = key;
