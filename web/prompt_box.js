@@ -112,7 +112,7 @@ class PromptBox {
     return this.node.inputs?.some((i) => i.name === TEXT_WIDGET && i.link != null) ?? false;
   }
 
-  /** Called on every canvas draw of the node: cheap unless something changed. */
+  /** Called on every draw of the node and by a 300 ms driver: cheap unless something changed. */
   refresh() {
     const ta = this.textarea;
     this.bind(ta);
