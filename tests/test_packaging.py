@@ -38,9 +38,10 @@ def test_package_imports_without_comfyui_and_exposes_the_web_directory():
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_frontend_extension_is_valid_javascript():
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "web")) if f.endswith(".js")))
+def test_frontend_extension_is_valid_javascript(name):
     result = subprocess.run(["node", "--experimental-default-type=module", "--check",
-                             os.path.join(REPO, "web", "dreamo.js")], capture_output=True, text=True)
+                             os.path.join(REPO, "web", name)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
