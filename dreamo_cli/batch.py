@@ -41,7 +41,6 @@ class OutputStore:
 
     def __init__(self, folder: str):
         self.folder = os.path.abspath(folder)
-        os.makedirs(self.folder, exist_ok=True)
 
     def manifest_path(self, job: Job) -> str:
         return os.path.join(self.folder, f"{job.name}.json")
@@ -63,6 +62,7 @@ class OutputStore:
 
     def save(self, job: Job, server: str, prompt_id: str, images: list[tuple[dict, bytes]], events: dict,
              timings: dict) -> list[str]:
+        os.makedirs(self.folder, exist_ok=True)
         names = []
         for i, (ref, data) in enumerate(images, start=1):
             ext = os.path.splitext(ref["filename"])[1] or ".png"
