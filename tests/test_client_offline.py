@@ -11,12 +11,12 @@ import tomllib
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from dreamo_cli import api_workflow  # noqa: E402
-from dreamo_cli.api_workflow import Job  # noqa: E402, WorkflowError, fill, find_workflow, load_workflow
-from dreamo_cli.batch import Outcome  # noqa: E402, OutputStore, summary
-from dreamo_cli.client import UsageError, main, read_jobs  # noqa: E402
+# conftest registers the repo as the package comfyui_dreamo
+from comfyui_dreamo.dreamo_cli import api_workflow
+from comfyui_dreamo.dreamo_cli.api_workflow import Job, WorkflowError, fill, find_workflow, load_workflow
+from comfyui_dreamo.dreamo_cli.batch import Outcome, OutputStore, summary
+from comfyui_dreamo.dreamo_cli.client import UsageError, main, read_jobs
 
 TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
 
@@ -158,7 +158,7 @@ def test_output_store_resume_and_changed_settings(tmp_path):
     assert store.finished(job) is None
     store.save(job, "http://s", "pid", [({"filename": "x.png"}, b"png")], {}, {})
     img.write_bytes(b"another picture")  # same id, other input: refuse rather than mix
-    from dreamo_cli.comfy_server import ClientError
+    from comfyui_dreamo.dreamo_cli.comfy_server import ClientError
     with pytest.raises(ClientError, match="other settings"):
         store.finished(job)
 
