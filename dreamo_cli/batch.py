@@ -102,10 +102,11 @@ def execute(server: ComfyServer, job: Job, default_workflow: str | None, store: 
                              f"SaveImage node?)")
     downloaded = [(ref, server.download(ref)) for ref in run.images]
     download = time.perf_counter() - t1
-    timings = {"upload": upload, **{k: v for k, v in run.timings.items() if k in ("queue", "wait", "execute")},
-               "download": download}
+    timings = {"upload": upload, **{k: v for k, v in run.timings.items()
+                                    if k in ("queue", "wait", "execute", "finish", "history")}, "download": download}
     timings["total"] = time.perf_counter() - t0
-    timings["overhead"] = upload + timings.get("queue", 0.0) + download
+    # the client's own share: everything but waiting for the server's queue and execution
+    timings["overhead"] = upload + timings.get("queue", 0.0) + timings.get("history", 0.0) + download
     files = store.save(job, server.url, run.prompt_id, downloaded, run.events, timings)
     return files, timings
 

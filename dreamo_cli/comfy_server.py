@@ -183,8 +183,9 @@ class ComfyServer:
         """Best effort: take the prompt off the queue, or stop it if it runs (so a retry elsewhere is the only
         run)."""
         try:
-            self.session.post(self.url + "/queue", json={"delete": [prompt_id]}, timeout=self.timeout)
-            self.session.post(self.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=self.timeout)
+            quick = self.connect_timeout
+            self.session.post(self.url + "/queue", json={"delete": [prompt_id]}, timeout=quick)
+            self.session.post(self.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=quick)
         except requests.RequestException:
             pass
 
@@ -214,7 +215,9 @@ class ComfyServer:
             raise
         finally:
             ws.close()
+        t1 = time.perf_counter()
         entry = self.history(prompt_id) or {}
+        timings["history"] = time.perf_counter() - t1
         images = [img for _, out in sorted(entry.get("outputs", {}).items(), key=lambda kv: _node_order(kv[0]))
                   for img in out.get("images", []) if img.get("type") == "output"]
         timings["done"] = time.perf_counter() - t0
@@ -257,12 +260,15 @@ class ComfyServer:
                 raise ServerUnavailable(f"{self.url} interrupted the prompt (someone pressed Cancel, or the server "
                                         f"is stopping)")
             elif kind == "execution_success":  # sent before the server files the outputs in /history
+                timings["_success"] = time.perf_counter()
                 start = timings.pop("_start", None)
                 if server_start is not None and data.get("timestamp") is not None:
                     timings["execute"] = (data["timestamp"] - server_start) / 1000.0
                 elif start is not None:
                     timings["execute"] = time.perf_counter() - start
             elif kind == "executing" and data.get("node") is None:  # outputs are in /history now
+                if "_success" in timings:  # the server's own bookkeeping after the last node
+                    timings["finish"] = time.perf_counter() - timings.pop("_success")
                 start = timings.pop("_start", None)
                 if "execute" not in timings and start is not None:
                     timings["execute"] = time.perf_counter() - start
