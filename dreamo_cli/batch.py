@@ -220,28 +220,32 @@ def run_jobs(jobs: list[Job], servers: list[str], out_dir: str, default_workflow
             o = outcomes[job.name]
             o.attempts += 1
             bar = ProgressBar(job, server, _titles(job, default_workflow), position, progress)
-            hook = bar if on_event is None else (lambda k, d, _j=job, _s=server: (bar(k, d), on_event(_j, _s.url, k, d)))
+            def hook(kind, data, _bar=bar, _job=job):
+                _bar(kind, data)
+                if on_event is not None:
+                    on_event(_job, server.url, kind, data)
             t0 = time.perf_counter()
             try:
                 files, timings = execute(server, job, default_workflow, store, hook, timeout)
             except (PromptRejected, NodeFailed, WorkflowError) as e:
                 finish(job, status="failed", server=server.url, reason=str(e), seconds=time.perf_counter() - t0)
             except ClientError as e:
-                transient = e.transient
-                gone = transient and not server.alive()
+                gone = e.transient and not server.alive()
                 with lock:
                     o.tried.append(f"{server.url} {e}")
                     if gone:
                         dead.add(server.url)
                         log(f"dreamo-client: {server.url} went away; its jobs go to the other servers")
-                    if transient and o.attempts <= retries:
+                    retry = e.transient and o.attempts <= retries
+                    if retry:
                         pending.appendleft(job)
                         lock.notify_all()
-                        transient = "retry"
-                if transient != "retry":
+                if not retry:
                     finish(job, status="failed", server=server.url, reason=str(e), seconds=time.perf_counter() - t0)
             except OSError as e:  # the output folder
                 finish(job, status="failed", server=server.url, reason=f"cannot write outputs: {e}")
+            except Exception as e:  # noqa: BLE001 - a bug must fail its job, not hang the batch
+                finish(job, status="failed", server=server.url, reason=f"client error: {type(e).__name__}: {e}")
             else:
                 finish(job, status="done", server=server.url, files=files, timings=timings,
                        seconds=time.perf_counter() - t0)

@@ -279,7 +279,8 @@ class ComfyServer:
         from .api_workflow import node_label
 
         node_id = data.get("node_id", "?")
-        label = node_label(workflow, node_id) if str(node_id) in workflow else f"node {node_id} ({data.get('node_type')})"
+        label = (node_label(workflow, node_id) if str(node_id) in workflow
+                 else f"node {node_id} ({data.get('node_type')})")
         kind = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]
         return f"{label} failed on {self.url}: {kind}: {data.get('exception_message', '').strip()}"
 

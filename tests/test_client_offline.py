@@ -30,7 +30,8 @@ def test_fill_sets_exactly_the_declared_inputs():
     job = Job(refs={1: "a.png", 2: "b.png"}, tasks={2: "ip"}, resolutions={1: 96}, prompt="a [ref#1]", seed=7,
               steps=3, width=80, height=64, batch_size=2)
     out = fill(wf, job, {1: "dreamo_client/a.png", 2: "dreamo_client/b.png"}, TINY, filename_prefix="x/job")
-    assert out["4"]["inputs"]["image"] == "dreamo_client/a.png" and out["24"]["inputs"]["image"] == "dreamo_client/b.png"
+    assert out["4"]["inputs"]["image"] == "dreamo_client/a.png"
+    assert out["24"]["inputs"]["image"] == "dreamo_client/b.png"
     assert out["25"]["inputs"]["task"] == "ip" and out["5"]["inputs"]["resolution"] == 96
     assert out["6"]["inputs"]["text"] == "a [ref#1]"
     assert (out["10"]["inputs"]["seed"], out["10"]["inputs"]["steps"]) == (7, 3)

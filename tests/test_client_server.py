@@ -202,6 +202,26 @@ def test_a_batch_over_two_servers_then_resumed(servers, pictures, tmp_path, caps
     assert [len(requests.get(s.url + "/history", timeout=10).json()) for s in servers] == before
 
 
+def test_an_interrupted_job_is_queued_again_and_saved_once(servers, pictures, tmp_path):
+    """Someone presses Cancel on the server while our job samples: the job is queued again (the only server
+    here) and finishes; the server saved its image once."""
+    a = servers[0]
+    interrupted = []
+
+    def on_event(job, url, kind, data):
+        if kind == "progress" and not interrupted:
+            interrupted.append(job.name)
+            requests.post(a.url + "/interrupt", json={}, timeout=10)
+
+    job = Job(name="cancelled", workflow=TINY, refs={1: pictures[0], 2: pictures[3]}, seed=555, steps=3)
+    (o,) = run_jobs([job], [a.url], str(tmp_path / "out"), per_server=1, progress=False, on_event=on_event,
+                    log=lambda m: None)
+    assert interrupted and o.status == "done" and o.attempts == 2, o.reason
+    assert "interrupted" in o.tried[0]
+    assert sorted(os.listdir(tmp_path / "out")) == ["cancelled.json", "cancelled_01.png"]
+    assert len(server_files(a, "cancelled")) == 1
+
+
 def test_a_server_killed_mid_batch_loses_nothing(servers, pictures, tmp_path):
     """Kill the second server while it samples one of our jobs: its unfinished jobs are retried on the first,
     every job ends with exactly one output, and a second run queues nothing. (Runs last: it kills a server.)"""
