@@ -252,7 +252,8 @@ def run_jobs(jobs: list[Job], servers: list[str], out_dir: str, default_workflow
             finally:
                 bar.close()
 
-    threads = [threading.Thread(target=worker, args=(s, 1 + i * per_server + k), daemon=True)
+    first = 0 if len(jobs) == 1 else 1  # bar 0 counts the jobs of a batch
+    threads = [threading.Thread(target=worker, args=(s, first + i * per_server + k), daemon=True)
                for i, s in enumerate(alive) for k in range(per_server)]
     for t in threads:
         t.start()

@@ -91,7 +91,7 @@ def test_size_without_a_shift_node_is_fine_but_without_a_size_node_is_not():
 
 
 def test_workflows_by_name_in_either_layout_and_ui_files_refused(tmp_path, monkeypatch):
-    assert find_workflow("install_check").endswith("dreamo_install_check_api.json")
+    assert find_workflow("id_tryon").endswith("dreamo_id_tryon_api.json")  # in workflows/ or workflows/api/
     assert find_workflow(TINY) == TINY
     api = tmp_path / "workflows" / "api"
     api.mkdir(parents=True)
@@ -107,6 +107,28 @@ def test_workflows_by_name_in_either_layout_and_ui_files_refused(tmp_path, monke
     ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
     with pytest.raises(WorkflowError, match="UI-format"):
         load_workflow(str(ui))
+
+
+API_DIR = os.path.join(REPO, "workflows", "api")
+CLIENT_READY = sorted(f for f in os.listdir(API_DIR) if f.endswith("_api.json")) if os.path.isdir(API_DIR) else []
+
+
+@pytest.mark.parametrize("name", CLIENT_READY)
+def test_the_packs_api_workflows_take_every_client_setting(name):
+    """workflows/api/ files are the client's: each declares a prompt, sampler, size, shift and output, and a
+    `ref K image` + `ref K encode` pair for each of its LoadImage nodes."""
+    path = os.path.join(API_DIR, name)
+    wf = load_workflow(path)
+    declared = api_workflow.titles(wf)
+    slots = [k for k in range(1, 10) if f"ref {k} image" in declared]
+    loads = [n for n in wf.values() if n["class_type"] == "LoadImage"]
+    assert slots == list(range(1, len(loads) + 1)), (name, sorted(declared))
+    job = Job(refs={k: "x.png" for k in slots}, tasks={k: "ip" for k in slots}, resolutions={k: 512 for k in slots},
+              prompt="a [ref#1]", seed=3, steps=4, width=640, height=768, batch_size=2)
+    out = fill(wf, job, {k: f"dreamo_client/{k}.png" for k in slots}, path, filename_prefix="dreamo_client/j")
+    shift = out[declared["shift"]]["inputs"]
+    assert (shift["width"], shift["height"]) == (640, 768)
+    assert out[declared["output"]]["inputs"]["filename_prefix"] == "dreamo_client/j"
 
 
 def test_jobs_files_jsonl_and_csv_with_command_line_defaults(tmp_path):
@@ -214,7 +236,7 @@ def test_console_script_is_declared_and_runs_as_a_module():
     assert {"requests", "websocket-client", "tqdm"} <= set(extra)
     r = subprocess.run([sys.executable, "-m", "dreamo_cli.client", "--list-workflows"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "install_check" in r.stdout.split()
+    assert r.returncode == 0 and "id_tryon" in r.stdout.split()
 
 
 def test_dreamo_cli_never_imports_comfyui():
