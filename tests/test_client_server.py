@@ -213,7 +213,7 @@ def test_an_interrupted_job_is_queued_again_and_saved_once(servers, pictures, tm
             interrupted.append(job.name)
             requests.post(a.url + "/interrupt", json={}, timeout=10)
 
-    job = Job(name="cancelled", workflow=TINY, refs={1: pictures[0], 2: pictures[3]}, seed=555, steps=3)
+    job = Job(name="cancelled", workflow=TINY, refs={1: pictures[0], 2: pictures[3]}, seed=555, steps=6)
     (o,) = run_jobs([job], [a.url], str(tmp_path / "out"), per_server=1, progress=False, on_event=on_event,
                     log=lambda m: None)
     assert interrupted and o.status == "done" and o.attempts == 2, o.reason
