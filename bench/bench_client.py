@@ -25,6 +25,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  (registers the package `comfyui_dreamo`)
+import tiny_server  # noqa: E402
 
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # noqa: E402
 from comfyui_dreamo.dreamo_cli.batch import OutputStore, execute, run_jobs  # noqa: E402
@@ -57,16 +58,6 @@ def fresh_pictures(folder: str, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def start_server(root: str):
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
-
-    sandbox = Sandbox(root, isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"), exist_ok=True)
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    return Server(sandbox).start()
-
-
 def table(rows) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     out = ["  ".join(str(c).rjust(w) if j else str(c).ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
@@ -81,7 +72,7 @@ def main() -> None:
     ap.add_argument("--server", help="a running ComfyUI with this pack and tests/helper_nodes loaded")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench_client_")
-    server = None if args.server else start_server(os.path.join(work, "comfy"))
+    server = None if args.server else tiny_server.start(os.path.join(work, "comfy"))
     url = args.server or server.url
     try:
         pictures = iter(fresh_pictures(work, (args.jobs + 1) * len(SCENARIOS) + 2 * 2 * args.jobs))

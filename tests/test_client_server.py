@@ -13,26 +13,16 @@ import pytest
 import requests
 from PIL import Image
 
+import tiny_server  # tests/: a sandboxed server with the pack and tiny models
+from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the repo as comfyui_dreamo
+from comfyui_dreamo.dreamo_cli.batch import run_jobs
+from comfyui_dreamo.dreamo_cli.client import main, read_jobs
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
-
-from comfyui_dreamo.dreamo_cli.batch import run_jobs
-from comfyui_dreamo.dreamo_cli.client import main, read_jobs
-from comfyui_dreamo.dreamo_cli.api_workflow import Job
-
-
-def _start(root):
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
-
-    sandbox = Sandbox(root, isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"), exist_ok=True)
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    return Server(sandbox).start()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +33,7 @@ def servers(tmp_path_factory):
 
     def start(i):
         try:
-            started[i] = _start(roots[i])
+            started[i] = tiny_server.start(roots[i])
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
