@@ -192,6 +192,8 @@ def check_flux(path: str, dims: FluxDims = FLUX1_DEV) -> str:
     if not guidance:
         raise WeightFileError(f"'{name}' has no guidance embedding: it is FLUX.1-schnell (or another distilled "
                               "variant), not FLUX.1-dev, which DreamO's LoRAs were trained on.")
+    if path.lower().endswith(GGUF_EXTENSION):
+        layout = "GGUF"
     return f"FLUX.1-dev, {_dtypes(bfl)}, {n_double} double + {n_single} single blocks ({layout})"
 
 
