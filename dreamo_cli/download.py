@@ -4,9 +4,11 @@
                     [--dry-run] [--token TOKEN]
 
 Runs the doctor's check, then downloads only the files that are missing and have an official source: Hugging
-Face files with huggingface-hub (honours HF_ENDPOINT, HF_HOME and your login/HF_TOKEN; resumes), facexlib's
-weights from its GitHub releases. Each file lands in a staging folder (`.dreamo-download`), is verified (size,
-sha256 where the Hub publishes it, and the doctor's content check) and only then moved into the models
+Face files from their /resolve/ URLs, asked for and authorised through huggingface-hub (honours HF_ENDPOINT,
+HF_HOME and your login/HF_TOKEN; a gated repo gives the licence instruction), facexlib's weights from its
+GitHub releases. Each file is fetched with HTTP ranges into a staging folder (`models/.dreamo-download`, which
+ComfyUI does not list), so an interrupted download resumes where it stopped on the next run; it is verified
+(size, sha256 where the Hub publishes it, and the doctor's content check) and only then moved into the models
 folder; a file that fails is deleted. Nothing is overwritten. Never run by a node: downloads happen only when
 you run this command.
 """
@@ -166,53 +168,64 @@ def verify(item: Item, path: str) -> str:
         raise DownloadError(f"the downloaded file failed the content check: {e}") from e
 
 
-def fetch_hub(item: Item, staging: str, token: Optional[str]) -> str:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return hf_hub_download(item.source.repo, item.source.filename, local_dir=staging, endpoint=endpoint(),
-                               token=token)
-    except Exception as e:  # noqa: BLE001
-        raise DownloadError(_hub_error(item.source, e) + "\n  (run again to resume: the partial download is kept "
-                            f"in {staging})") from e
+def _staged_name(source: Source) -> str:
+    return "--".join(p for p in ((source.repo or "facexlib").replace("/", "--"), source.filename.replace("/", "--")))
 
 
-def fetch_url(item: Item, staging: str, base: str) -> str:
-    """A plain HTTP download with resume (Range) into staging/<name>.part, renamed when complete."""
+def fetch(item: Item, staging: str, token: Optional[str], facexlib_base: str, attempts: int = 3) -> str:
+    """Download to staging/<name>.part with HTTP ranges, resuming what an earlier try or run left there.
+
+    Hub files: the /resolve/ URL of HF_ENDPOINT with huggingface-hub's own headers (your token from --token,
+    HF_TOKEN or `hf auth login`, stored under HF_HOME). The transfer itself is a plain ranged GET so that an
+    interrupted download resumes on the next run (huggingface-hub 1.x+ deletes partial files when a call fails)."""
     import requests
     from tqdm.auto import tqdm
 
-    url = item.source.url(base)
+    src = item.source
+    if src.repo:
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        url, headers = hf_hub_url(src.repo, src.filename, endpoint=endpoint()), build_hf_headers(token=token)
+    else:
+        url, headers = src.url(facexlib_base), {}
+    headers = dict(headers, **{"Accept-Encoding": "identity"})
     os.makedirs(staging, exist_ok=True)
-    final = os.path.join(staging, os.path.basename(item.source.filename))
+    final = os.path.join(staging, _staged_name(src))
     part = final + ".part"
-    have = os.path.getsize(part) if os.path.isfile(part) else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    try:
-        with requests.get(url, headers=headers, stream=True, timeout=60, allow_redirects=True) as r:
-            if r.status_code == 416 and item.size == have:  # already complete
-                os.replace(part, final)
-                return final
-            r.raise_for_status()
-            if r.status_code != 206:
-                have = 0  # the server ignored the range: start over
-            total = have + int(r.headers.get("Content-Length", 0)) or item.size
-            with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                                                 desc=os.path.basename(final)) as bar:
-                for chunk in r.iter_content(CHUNK):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-    except requests.RequestException as e:
-        raise DownloadError(f"{url} failed: {e}\n  (run again to resume from {part})") from e
+    for attempt in range(1, attempts + 1):
+        have = os.path.getsize(part) if os.path.isfile(part) else 0
+        if item.exact and item.size is not None and have == item.size:
+            break
+        ranged = dict(headers, Range=f"bytes={have}-") if have else headers
+        try:
+            with requests.get(url, headers=ranged, stream=True, timeout=60, allow_redirects=True) as r:
+                if r.status_code in (401, 403) and src.repo:
+                    raise DownloadError(_hub_error(src, requests.HTTPError(response=r)))
+                r.raise_for_status()
+                if have and r.status_code != 206:
+                    have = 0  # the server ignored the range: start over
+                length = r.headers.get("Content-Length")
+                total = have + int(length) if length else item.size
+                with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B",
+                                                                     unit_scale=True, desc=src.filename) as bar:
+                    for chunk in r.iter_content(1 << 16):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+            break
+        except requests.RequestException as e:
+            if attempt == attempts:
+                raise DownloadError(f"{url} failed: {_first_line(e)}\n  (run again to resume from "
+                                    f"{os.path.getsize(part) if os.path.isfile(part) else 0} bytes kept in {part})"
+                                    ) from e
     os.replace(part, final)
     return final
 
 
-def _forget(staged: str, staging: str, filename: str) -> None:
-    """Delete a rejected file and huggingface-hub's note of it, so the next run downloads it afresh."""
-    for path in (staged, os.path.join(staging, ".cache", "huggingface", "download", filename + ".metadata")):
-        if os.path.isfile(path):
-            os.remove(path)
+def _forget(staged: str) -> None:
+    """Delete a rejected file so that nothing of it stays behind and the next run downloads it afresh."""
+    if os.path.isfile(staged):
+        os.remove(staged)
 
 
 def install(item: Item, models_dir: str, token: Optional[str], facexlib_base: str) -> str:
@@ -220,11 +233,11 @@ def install(item: Item, models_dir: str, token: Optional[str], facexlib_base: st
     if os.path.exists(item.target):
         raise DownloadError(f"{item.target} appeared meanwhile; not overwritten.")
     staging = staging_dir(models_dir, item.target)
-    staged = fetch_hub(item, staging, token) if item.source.repo else fetch_url(item, staging, facexlib_base)
+    staged = fetch(item, staging, token, facexlib_base)
     try:
         detail = verify(item, staged)
     except DownloadError:
-        _forget(staged, staging, item.source.filename)
+        _forget(staged)
         raise
     os.makedirs(os.path.dirname(item.target), exist_ok=True)
     try:
