@@ -47,9 +47,10 @@ def load_face_models(detector: str, allow_download: bool) -> FacePreprocessor:
                           f"download it from {e.weight.url} (facexlib's release) into {target} (or a folder listed "
                           f"under '{FACEXLIB_FOLDER}' in extra_model_paths.yaml), or switch "
                           "'download_missing_weights' on; then run again.") from e
-    except (RuntimeError, ValueError, OSError) as e:  # a corrupt or mismatched file
+    except (RuntimeError, ValueError, OSError) as e:  # a corrupt or mismatched file (WeightFileError names it)
         raise DreamOError(NODE_ID, "face_detector", f"the face model files could not be loaded: {e}",
-                          f"replace the files in {folders} with facexlib's originals.") from e
+                          f"replace the file in {folders} with facexlib's original (`dreamo-doctor --id` checks "
+                          "the files, `dreamo-download --id` fetches missing ones).") from e
 
 
 def load_remover(name: str) -> BackgroundRemover:
