@@ -111,16 +111,18 @@ class Report:
     files: list[FileResult] = field(default_factory=list)
     packages: list[dict] = field(default_factory=list)
     extra_files: list[str] = field(default_factory=list)
+    pack: Optional[str] = None  # this pack's folder in custom_nodes
 
     @property
     def ok(self) -> bool:
-        return (self.version_ok and all(f.status == OK for f in self.files)
+        return (self.version_ok and self.pack is not None and all(f.status == OK for f in self.files)
                 and all(p["ok"] for p in self.packages))
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "comfyui": {"path": self.root, "version": self.comfyui_version,
                                            "requires": self.requires, "ok": self.version_ok,
                                            "extra_model_paths": self.extra_files},
+                "pack": {"path": self.pack, "ok": self.pack is not None},
                 "files": [f.as_dict() for f in self.files], "packages": self.packages}
 
 
@@ -193,15 +195,36 @@ def _target(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> Optiona
     return os.path.join(inst.download_folder(need.folders[0]), rel)
 
 
-def pack_requirements() -> tuple[Optional[str], list[str]]:
-    """(requires-comfyui, dependencies) from the pack's pyproject.toml."""
+PACK_NAME = "comfyui-dreamo"
+
+
+def _pyproject(folder: str) -> Optional[dict]:
     try:
-        with open(os.path.join(PACK_DIR, "pyproject.toml"), "rb") as f:
+        with open(os.path.join(folder, "pyproject.toml"), "rb") as f:
             data = tomllib.load(f)
-    except OSError:
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return data if data.get("project", {}).get("name") == PACK_NAME else None
+
+
+def find_pack(root: str) -> Optional[str]:
+    """The folder of this pack in the install's custom_nodes (what ComfyUI loads), or None."""
+    custom = os.path.join(root, "custom_nodes")
+    if not os.path.isdir(custom):
+        return None
+    for entry in sorted(os.listdir(custom)):
+        folder = os.path.join(custom, entry)
+        if not entry.endswith(".disabled") and os.path.isdir(folder) and _pyproject(folder):
+            return folder
+    return None
+
+
+def pack_requirements(pack: Optional[str] = None) -> tuple[Optional[str], list[str]]:
+    """(requires-comfyui, dependencies) from the pyproject.toml of the pack ComfyUI loads (else of this copy)."""
+    data = (_pyproject(pack) if pack else None) or _pyproject(PACK_DIR)
+    if data is None:
         return None, []
-    return data.get("tool", {}).get("comfy", {}).get("requires-comfyui"), data.get("project", {}).get(
-        "dependencies", [])
+    return data.get("tool", {}).get("comfy", {}).get("requires-comfyui"), data["project"].get("dependencies", [])
 
 
 def version_ok(version: Optional[str], requires: Optional[str]) -> bool:
@@ -230,9 +253,11 @@ def check_packages(requirements: list[str]) -> list[dict]:
 
 
 def diagnose(inst: ComfyInstall, needs: list[Need]) -> Report:
-    requires, deps = pack_requirements()
+    pack = find_pack(inst.root)
+    requires, deps = pack_requirements(pack)
     version = inst.version()
-    report = Report(inst.root, version, requires, version_ok(version, requires), extra_files=inst.extra_files)
+    report = Report(inst.root, version, requires, version_ok(version, requires), extra_files=inst.extra_files,
+                    pack=pack)
     main_path = None
     for need in needs:
         result = locate(need, inst, main_path)
@@ -272,6 +297,9 @@ def render(report: Report, target: str, fix_command: str) -> str:
                                                    "your ComfyUI build)"))
     for path in report.extra_files:
         lines.append(f"  extra model paths: {path}")
+    lines.append(f"  DreamO pack: {short(report.pack, report.root)}" if report.pack else
+                 f"  DreamO pack: NOT FOUND in {os.path.join(report.root, 'custom_nodes')} - put it there "
+                 "(README, Install) and restart ComfyUI")
     lines.append(f"Needed by: {target}")
     lines.append("")
     width = max([len(f.need.label) for f in report.files] + [10])
@@ -310,7 +338,7 @@ def render(report: Report, target: str, fix_command: str) -> str:
     if report.ok:
         lines.append("Result: OK - every file is in place and looks right; the workflow can run.")
     else:
-        count = len(problems) + len(bad_pkgs) + (0 if report.version_ok else 1)
+        count = len(problems) + len(bad_pkgs) + (0 if report.version_ok else 1) + (0 if report.pack else 1)
         lines.append(f"Result: {count} problem(s); the workflow cannot run yet.")
         if downloadable:
             lines.append(f"  `{fix_command}` fetches the {len(downloadable)} missing official file(s) "

@@ -133,10 +133,14 @@ def write_face_file(path: str, network: str | None) -> str:
     return path
 
 
-def make_comfyui(root: str, version: str = "0.3.64") -> str:
-    """An empty ComfyUI-like folder: folder_paths.py, comfy/, comfyui_version.py, models/."""
+def make_comfyui(root: str, version: str = "0.3.64", pack: bool = True) -> str:
+    """An empty ComfyUI-like folder: folder_paths.py, comfy/, comfyui_version.py, models/, and this pack
+    (a link to the repo) in custom_nodes/."""
     os.makedirs(os.path.join(root, "comfy"), exist_ok=True)
     os.makedirs(os.path.join(root, "models"), exist_ok=True)
+    os.makedirs(os.path.join(root, "custom_nodes"), exist_ok=True)
+    if pack and not os.path.exists(os.path.join(root, "custom_nodes", "comfyui-dreamo")):
+        os.symlink(REPO, os.path.join(root, "custom_nodes", "comfyui-dreamo"))
     open(os.path.join(root, "folder_paths.py"), "w").close()
     with open(os.path.join(root, "comfyui_version.py"), "w") as f:
         f.write(f'__version__ = "{version}"\n')
@@ -147,9 +151,9 @@ def model(root: str, rel: str) -> str:
     return os.path.join(root, "models", rel)
 
 
-def full_install(root: str, turbo: bool = True, version: str = "0.3.64") -> str:
+def full_install(root: str, turbo: bool = True, version: str = "0.3.64", pack: bool = True) -> str:
     """Every file of the v1.1 preset (+ turbo) in the documented folders, official names."""
-    make_comfyui(root, version)
+    make_comfyui(root, version, pack)
     write_header_file(model(root, "diffusion_models/flux1-dev.safetensors"), flux_dev())
     write_header_file(model(root, "text_encoders/clip_l.safetensors"), clip_text())
     write_header_file(model(root, "text_encoders/t5xxl_fp16.safetensors"), t5xxl())

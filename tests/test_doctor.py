@@ -173,9 +173,23 @@ def test_old_comfyui_fails_the_version_check(tmp_path):
     assert "0.3.40" in text and "NOT SUPPORTED" in text
 
 
+def test_version_range_comes_from_the_pack_comfyui_loads(tmp_path):
+    root = t.full_install(str(tmp_path / "ComfyUI"), pack=False)
+    code, data, _ = report(root)
+    assert code == 1 and data["pack"] == {"path": None, "ok": False}
+    assert "DreamO pack: NOT FOUND" in run("--comfyui", root)[1]
+    pack = tmp_path / "ComfyUI" / "custom_nodes" / "DreamO-pack"
+    pack.mkdir()
+    (pack / "pyproject.toml").write_text('[project]\nname = "comfyui-dreamo"\ndependencies = []\n'
+                                         '[tool.comfy]\nrequires-comfyui = ">=0.4"\n')
+    code, data, _ = report(root)
+    assert code == 1 and data["pack"]["path"] == str(pack)
+    assert data["comfyui"]["requires"] == ">=0.4" and data["comfyui"]["ok"] is False and data["packages"] == []
+
+
 def test_missing_python_package_fails(installed, monkeypatch):
     requires, deps = doctor.pack_requirements()
-    monkeypatch.setattr(doctor, "pack_requirements", lambda: (requires, deps + ["no-such-package-dreamo>=1"]))
+    monkeypatch.setattr(doctor, "pack_requirements", lambda pack: (requires, deps + ["no-such-package-dreamo>=1"]))
     code, data, _ = report(installed)
     bad = [p for p in data["packages"] if not p["ok"]]
     assert code == 1 and [p["name"] for p in bad] == ["no-such-package-dreamo"]
