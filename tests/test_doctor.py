@@ -271,3 +271,33 @@ def test_cli_runs_as_a_module(installed):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ok"] is True
+
+
+@pytest.mark.host
+def test_doctor_lists_and_picks_stage_files_as_the_stage_loader_does(tree):
+    """The same names, in the same order, and the same 'auto' picks as DreamOStageLoader in a real ComfyUI."""
+    import folder_paths
+
+    from comfyui_dreamo.dreamo_ops import stages as st
+    from comfyui_dreamo.nodes import model_folders
+    from dreamo_cli.comfy_folders import ComfyInstall
+
+    t.write_header_file(t.model(tree, "loras/DreamO/dreamo.safetensors"), t.xlabs_lora(embeddings=True))
+    t.write_header_file(t.model(tree, "loras/DreamO/v1.1/dreamo_sft_lora.safetensors"), t.diffusers_lora())
+    t.write_header_file(t.model(tree, "loras/other_turbo/diffusion_pytorch_model.safetensors"), t.diffusers_lora())
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    try:
+        model_folders.register_all()
+        for folder in st.WEIGHT_FOLDERS:
+            folder_paths.folder_names_and_paths[folder] = ([t.model(tree, folder)], {".safetensors", ".sft"})
+        folder_paths.filename_list_cache.clear()
+        node_names = model_folders.weight_file_names()
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update(saved)
+        folder_paths.filename_list_cache.clear()
+    doctor_names = doctor.weight_file_names(ComfyInstall.open(str(tree)))
+    assert doctor_names == node_names and len(node_names) == 8
+    for stage in st.STAGES:
+        for near in (None, "dreamo.safetensors", "DreamO/dreamo.safetensors"):
+            assert st.find_stage_file(stage, doctor_names, near) == st.find_stage_file(stage, node_names, near)
