@@ -384,7 +384,8 @@ def resolve(args) -> tuple[ComfyInstall, list[Need], str]:
 
 
 def fix_command(args) -> str:
-    parts = ["dreamo-download"]
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    parts = ["dreamo-download" if script.startswith("dreamo-") else "python -m dreamo_cli.download"]
     if args.comfyui:
         parts += ["--comfyui", args.comfyui]
     if args.workflow:
