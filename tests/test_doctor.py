@@ -64,7 +64,7 @@ def test_missing_files_say_where_they_go_and_where_they_come_from(tree):
     assert dpo["status"] == "missing" and dpo["target"] == t.model(tree, "dreamo/v1.1/dreamo_dpo_lora.safetensors")
     assert [f["status"] for f in files.values()].count("missing") == 2
     code, text = run("--comfyui", str(tree))
-    assert "Result: 2 problem(s)" in text and "dreamo-download" in text
+    assert "Result: 2 problem(s)" in text and f"`python -m dreamo_cli.download --comfyui {tree}` fetches the 2" in text
 
 
 def test_v1_preset_needs_the_quality_pair_and_no_turbo_drops_turbo(installed):
