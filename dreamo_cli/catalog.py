@@ -82,6 +82,7 @@ class Need:
     check: str = ""  # content check: see doctor.CHECKS
     source: Optional[Source] = None  # where the (first) official file comes from
     stage: Optional[st.Stage] = None  # an 'auto' DreamO stage, found as the stage loader finds it
+    stems: tuple[str, ...] = ()  # or: a file of one of these stems, the one closest to the main file
     dest: Optional[str] = None  # relative path it is downloaded to in folders[0]'s download folder
     note: str = ""  # shown when it cannot be downloaded
 
@@ -127,6 +128,14 @@ def face_needs(asked_by: str, detector: str = "retinaface_resnet50") -> list[Nee
                  f"face:{network}", FACE_SOURCES[weight.name], dest=weight.name),
             Need("BiSeNet face parser", asked_by, ("facexlib",), PARSER.candidates()[::-1], "face:parser",
                  FACE_SOURCES[PARSER.name], dest=PARSER.name)]
+
+
+def embedding_need(asked_by: str) -> Need:
+    """embedding.safetensors, which the stage loader reads when the main file is a LoRA-only copy."""
+    return Need("DreamO embeddings", f"{asked_by} 'embedding_file'", st.WEIGHT_FOLDERS, (), "embeddings",
+                stems=st.EMBEDDING_STEMS, dest="embedding.safetensors",
+                note="the main file is a LoRA-only copy: put the ComfyUI port's embedding.safetensors from "
+                     "ByteDance/DreamO next to it, or use dreamo.safetensors as the main file.")
 
 
 def remover_need(asked_by: str, name: Optional[str] = None) -> Need:

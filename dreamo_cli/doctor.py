@@ -28,7 +28,7 @@ from dreamo_ops import stages as st
 from dreamo_ops.background import session_name
 from dreamo_ops.weights import WeightFileError
 
-from .catalog import Need, WorkflowError, preset_needs, workflow_needs
+from .catalog import Need, WorkflowError, embedding_need, preset_needs, workflow_needs
 from .comfy_folders import ComfyInstall, InstallError, default_root
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +152,7 @@ def _inside(path: str, folders: list[str]) -> bool:
 def locate(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> FileResult:
     """Find a need's file the way the node that reads it would, then check its contents."""
     path = None
-    if need.stage is not None:
+    if need.stage is not None or need.stems:
         names = weight_file_names(inst)
         main_rel = None
         if main_path:
@@ -160,7 +160,8 @@ def locate(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> FileResu
                 for base in inst.paths(folder):
                     if _inside(main_path, [base]):
                         main_rel = os.path.relpath(main_path, base).replace(os.sep, "/")
-        found = st.find_stage_file(need.stage, names, near=main_rel)
+        found = (st.find_stage_file(need.stage, names, near=main_rel) if need.stage is not None
+                 else st.find_file(need.stems, names, near=main_rel))
         if found:
             path = _full_path(inst, need.folders, found)
     else:
@@ -170,7 +171,8 @@ def locate(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> FileResu
                 break
     target = _target(need, inst, main_path)
     if path is None:
-        wanted = need.names or ((f"{need.stage.stems[0]}.safetensors",) if need.stage and need.stage.stems else ())
+        stems = need.stems or (need.stage.stems if need.stage else ())
+        wanted = need.names or ((f"{stems[0]}.safetensors",) if stems else ())
         searched = [p for f in need.folders for p in inst.paths(f)]
         for name in wanted:
             elsewhere = [p for p in inst.find_anywhere(os.path.basename(name)) if not _inside(p, searched)]
@@ -190,7 +192,7 @@ def _target(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> Optiona
     rel = need.dest or (need.names[0] if need.names else None)
     if rel is None:
         return None
-    if need.stage is not None and need.stage is not st.MAIN and main_path:
+    if (need.stems or (need.stage is not None and need.stage is not st.MAIN)) and main_path:
         return os.path.join(os.path.dirname(main_path), rel)  # next to the main file, in the repo's own layout
     return os.path.join(inst.download_folder(need.folders[0]), rel)
 
@@ -259,11 +261,15 @@ def diagnose(inst: ComfyInstall, needs: list[Need]) -> Report:
     report = Report(inst.root, version, requires, version_ok(version, requires), extra_files=inst.extra_files,
                     pack=pack)
     main_path = None
+    explicit_embeddings = any(n.check == "embeddings" for n in needs)
     for need in needs:
         result = locate(need, inst, main_path)
+        report.files.append(result)
         if need.stage is st.MAIN and result.status == OK:
             main_path = result.path
-        report.files.append(result)
+            if "no embeddings" in result.detail and not explicit_embeddings:  # a LoRA-only '_comfyui' copy
+                report.files.append(locate(embedding_need(need.asked_by.rsplit(" '", 1)[0]), inst, main_path))
+    _check_text_encoder_pairs(report.files)
     extras = []
     if any(r.need.check == "rembg" for r in report.files):
         extras += ["rembg", "onnxruntime"]
@@ -271,6 +277,20 @@ def diagnose(inst: ComfyInstall, needs: list[Need]) -> Report:
         extras.append("gguf")
     report.packages = check_packages(deps + extras)
     return report
+
+
+def _check_text_encoder_pairs(results: list[FileResult]) -> None:
+    """A FLUX DualCLIPLoader needs one CLIP-L and one T5-XXL: two of a kind is reported on the second."""
+    by_node: dict[str, list[FileResult]] = {}
+    for r in results:
+        if r.need.check == "text_encoder" and r.status == OK and r.need.asked_by.startswith("DualCLIPLoader"):
+            by_node.setdefault(r.need.asked_by.rsplit(" '", 1)[0], []).append(r)
+    for pair in by_node.values():
+        kinds = [r.detail.split(",")[0] for r in pair]
+        if len(pair) == 2 and kinds[0] == kinds[1]:
+            pair[1].status = BAD
+            pair[1].detail = (f"both inputs of {pair[1].need.asked_by.rsplit(' ', 1)[0]} are {kinds[0]}; FLUX.1 needs "
+                              "one CLIP-L (clip_l.safetensors) and one T5-XXL (t5xxl_fp16.safetensors).")
 
 
 def fmt_size(n: Optional[int], approx: bool = False) -> str:

@@ -230,6 +230,31 @@ def test_repo_workflows_are_read_from_their_loader_nodes(installed):
     assert "UNETLoader #1 'unet_name'" in asked and "DualCLIPLoader #3 'clip_name2'" in asked
 
 
+def test_dual_clip_loader_needs_one_clip_l_and_one_t5(tree):
+    wf = tree / "wf.json"
+    wf.write_text(json.dumps({"3": {"class_type": "DualCLIPLoader", "inputs": {
+        "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}}))
+    assert report(tree, "--workflow", str(wf))[0] == 0
+    t.write_header_file(t.model(tree, "text_encoders/t5xxl_fp16.safetensors"), t.clip_text())
+    code, data, _ = report(tree, "--workflow", str(wf))
+    second = data["files"][1]
+    assert code == 1 and data["files"][0]["status"] == "ok" and second["status"] == "bad"
+    assert "both inputs of DualCLIPLoader #3 are CLIP-L" in second["detail"]
+
+
+def test_lora_only_main_copy_needs_the_embedding_file(tree):
+    os.remove(t.model(tree, "dreamo/dreamo.safetensors"))
+    t.write_header_file(t.model(tree, "dreamo/dreamo_comfyui.safetensors"), t.xlabs_lora())
+    code, data, files = report(tree)
+    emb = files["DreamO embeddings"]
+    assert code == 1 and emb["status"] == "missing" and emb["target"] == t.model(tree, "dreamo/embedding.safetensors")
+    assert "no embeddings" in files["DreamO main stage"]["detail"]
+    t.write_header_file(t.model(tree, "dreamo/embedding.safetensors"), {
+        "dreamo_task_embedding.weight": ((2, 3072), "F32"), "dreamo_idx_embedding.weight": ((10, 3072), "F32")})
+    code, data, files = report(tree)
+    assert code == 0 and "no placeholder table" in files["DreamO embeddings"]["detail"]
+
+
 def test_face_weights_are_loaded_without_unpickling_code(tree):
     wf = tree / "wf.json"
     wf.write_text(json.dumps({"16": {"class_type": "DreamOPreprocessorLoader", "inputs": {
