@@ -26,7 +26,7 @@ from packaging.version import InvalidVersion, Version
 from dreamo_ops import model_files as mf
 from dreamo_ops import stages as st
 from dreamo_ops.background import session_name
-from dreamo_ops.weights import WeightFileError
+from dreamo_ops.weights import SAFETENSORS_EXTENSIONS, WeightFileError
 
 from .catalog import Need, WorkflowError, embedding_need, preset_needs, workflow_needs
 from .comfy_folders import ComfyInstall, InstallError, default_root
@@ -130,7 +130,7 @@ def weight_file_names(inst: ComfyInstall) -> list[str]:
     """What the stage loader lists: safetensors in models/dreamo then models/loras, each name once."""
     names: list[str] = []
     for folder in st.WEIGHT_FOLDERS:
-        for name in inst.list_files(folder, mf.SAFETENSORS_EXTENSIONS):
+        for name in inst.list_files(folder, SAFETENSORS_EXTENSIONS):
             if name not in names:
                 names.append(name)
     return names

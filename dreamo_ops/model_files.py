@@ -20,8 +20,8 @@ from typing import Mapping, Optional
 import torch
 
 from .lora_formats import LoraFormatError, check_against_model, is_embedding_key, parse_lora
-from .weights import (INDEX_KEY, PLACEHOLDER_COUNT, SAFETENSORS_EXTENSIONS, T5_KEY, TASK_KEY, WeightFileError,
-                      open_safetensors)
+from .weights import (INDEX_KEY, PLACEHOLDER_COUNT, T5_KEY, TASK_KEY, WeightFileError,
+                      open_safetensors, read_embeddings)
 
 GGUF_EXTENSION = ".gguf"
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -277,8 +277,6 @@ def check_lora(path: str, dims: FluxDims = FLUX1_DEV) -> str:
 def check_embeddings(path: str, dims: FluxDims = FLUX1_DEV, need_placeholders: bool = False) -> str:
     """DreamO's task (2 x hidden) and index (10 x hidden) embeddings and, when present, the T5 table whose last
     10 rows are the placeholder tokens — the same reader DreamOLoader uses, plus FLUX.1-dev's widths."""
-    from .weights import read_embeddings  # noqa: PLC0415 - kept next to its use
-
     name = _name(path)
     emb = read_embeddings(path)
     if emb.hidden_size != dims.hidden:
@@ -309,7 +307,3 @@ def file_size(path: str) -> Optional[int]:
         return os.path.getsize(path)
     except OSError:
         return None
-
-
-def is_safetensors(path: str) -> bool:
-    return path.lower().endswith(SAFETENSORS_EXTENSIONS)
