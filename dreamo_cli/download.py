@@ -69,7 +69,7 @@ def gated_instruction(repo: str) -> str:
 
 
 def _hub_error(source: Source, e: Exception) -> str:
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError  # also where huggingface-hub < 0.23 has them
 
     status = getattr(getattr(e, "response", None), "status_code", None)
     if isinstance(e, GatedRepoError) or (source.gated and status in (401, 403)):
