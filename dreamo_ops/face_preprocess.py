@@ -16,7 +16,6 @@ module imports ComfyUI. facexlib itself is imported when a model is built (it ta
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -78,6 +77,17 @@ class MissingWeightsError(FileNotFoundError):
                          "pack fetch it once.")
 
 
+class DownloadFailedError(OSError):
+    """Downloading a missing weight file was allowed but failed (no network, HTTP error, disk full)."""
+
+    def __init__(self, weight: WeightFile, folder: str, cause: Exception):
+        self.weight = weight
+        self.folder = folder
+        reason = getattr(cause, "reason", None) or cause
+        super().__init__(f"the download of '{weight.name}' from {weight.url} failed: {reason} "
+                         f"({type(cause).__name__}); nothing was written to {folder}")
+
+
 def locate_weight(weight: WeightFile, folders, allow_download: bool = False) -> str:
     """Path of `weight` in the first folder that has it. Downloads into folders[0] only when allowed."""
     folders = [f for f in folders if f]
@@ -90,7 +100,10 @@ def locate_weight(weight: WeightFile, folders, allow_download: bool = False) -> 
         raise MissingWeightsError(weight, folders)
     from facexlib.utils.misc import load_file_from_url
 
-    return load_file_from_url(weight.url, save_dir=folders[0], progress=True)
+    try:
+        return load_file_from_url(weight.url, save_dir=folders[0], progress=True)
+    except Exception as e:  # URLError, HTTPError, timeouts, a full disk: all say "the download failed"
+        raise DownloadFailedError(weight, folders[0], e) from e
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -113,13 +126,11 @@ def load_model(path: str, network: str | None):
     what = "BiSeNet face parser" if network is None else f"RetinaFace-{network} face detector"
     try:
         sd = load_state_dict(path)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        if "weights only" in str(e).lower():  # torch's refusal of a pickled object that is not a tensor
             raise WeightFileError(f"'{name}' holds Python objects besides tensors; it was refused without running "
                                   "them (torch weights_only load). Use facexlib's original file.") from e
-        raise WeightFileError(f"'{name}' is not a readable weight file (truncated or corrupted?).") from e
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise WeightFileError(f"'{name}' is not a readable weight file (truncated or corrupted?): {first}") from e
     try:
         return build_detector(sd, network) if network is not None else build_parser(sd)
