@@ -200,3 +200,32 @@ def test_existing_bad_file_is_never_overwritten(hub, tmp_path):
     code, text = run("--comfyui", root)
     assert code == 1 and "failed its check (not overwritten)" in text and "nothing to download" in text
     assert os.path.getsize(t.model(root, "dreamo/" + CFG)) == before
+
+
+def test_login_stored_under_hf_home_is_used(hub, tmp_path):
+    """A fresh process (huggingface-hub reads HF_HOME at import) finds the token `hf auth login` stored there."""
+    import subprocess
+    import sys
+
+    hub.add_hub_file("ByteDance/DreamO", CFG, lora_bytes(tmp_path))
+    seen = []
+    handler = hub.server.RequestHandlerClass
+    original = handler.do_HEAD
+
+    def spy(self):
+        seen.append(self.headers.get("Authorization"))
+        original(self)
+    handler.do_HEAD = spy
+    try:
+        home = tmp_path / "hf_home_login"
+        home.mkdir()
+        (home / "token").write_text("hf_stored_login_token")
+        root = install_without(tmp_path, "dreamo/" + CFG)
+        env = dict(os.environ, HF_HOME=str(home), HF_ENDPOINT=hub.url)
+        env.pop("HF_TOKEN", None)
+        r = subprocess.run([sys.executable, "-m", "dreamo_cli.download", "--comfyui", root, "--dry-run"],
+                           cwd=t.REPO, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        handler.do_HEAD = original
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert seen == ["Bearer hf_stored_login_token"]
