@@ -25,11 +25,23 @@ def run(*argv):
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
+    """The fake Hub on loopback; any other connection attempt fails the test."""
+    import socket
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    outside, getaddrinfo = [], socket.getaddrinfo
+
+    def loopback_only(host, *args, **kw):
+        if not (isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))):
+            outside.append(host)
+            raise OSError(f"test network guard: {host} refused")
+        return getaddrinfo(host, *args, **kw)
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
     with FakeHub() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
+    assert outside == [], f"the downloader tried to reach {outside}"
 
 
 def lora_bytes(tmp_path, name="lora.safetensors", **kw) -> bytes:
@@ -221,7 +233,9 @@ def test_login_stored_under_hf_home_is_used(hub, tmp_path):
         home.mkdir()
         (home / "token").write_text("hf_stored_login_token")
         root = install_without(tmp_path, "dreamo/" + CFG)
-        env = dict(os.environ, HF_HOME=str(home), HF_ENDPOINT=hub.url)
+        log = tmp_path / "network_attempts.log"
+        env = dict(os.environ, HF_HOME=str(home), HF_ENDPOINT=hub.url, DREAMO_NETWORK_LOG=str(log),
+                   PYTHONPATH=os.path.join(t.REPO, "tests", "network_guard"))
         env.pop("HF_TOKEN", None)
         r = subprocess.run([sys.executable, "-m", "dreamo_cli.download", "--comfyui", root, "--dry-run"],
                            cwd=t.REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -229,3 +243,4 @@ def test_login_stored_under_hf_home_is_used(hub, tmp_path):
         handler.do_HEAD = original
     assert r.returncode == 0, r.stdout + r.stderr
     assert seen == ["Bearer hf_stored_login_token"]
+    assert not log.exists() or log.read_text() == ""
