@@ -173,11 +173,48 @@ def _file_need(label, asked_by, folders, name, check) -> Need:
                 if src else None)
 
 
+# Widget order of the loaders the doctor reads, as the UI format stores them (`widgets_values`): the node's
+# inputs without links, in schema order (tests/test_doctor.py checks ours against the nodes and the repo's
+# UI workflows against their API twins).
+STAGE_WIDGETS = ("dreamo_file", "version", "main_strength", "cfg_distill_file", "cfg_distill_strength", "turbo",
+                 "turbo_file", "turbo_strength", "sft_file", "sft_strength", "dpo_file", "dpo_strength",
+                 "quality_pos_file", "quality_pos_strength", "quality_neg_file", "quality_neg_strength",
+                 "embedding_file")
+UI_WIDGETS = {
+    "UNETLoader": ("unet_name", "weight_dtype"), "UnetLoaderGGUF": ("unet_name",),
+    "CheckpointLoaderSimple": ("ckpt_name",), "VAELoader": ("vae_name",),
+    "DualCLIPLoader": ("clip_name1", "clip_name2", "type", "device"), "DualCLIPLoaderGGUF": ("clip_name1",
+                                                                                             "clip_name2", "type"),
+    "CLIPLoader": ("clip_name", "type", "device"), "CLIPLoaderGGUF": ("clip_name", "type"),
+    "LoraLoader": ("lora_name", "strength_model", "strength_clip"), "LoraLoaderModelOnly": ("lora_name", "strength_model"),
+    "DreamOLoader": ("dreamo_file",), "DreamOStageLoader": STAGE_WIDGETS,
+    "DreamOPreprocessorLoader": ("face_detector", "background_remover", "download_missing_weights"),
+}
+UI_SKIPPED_MODES = (2, 4)  # muted, bypassed: not run, so not needed
+
+
+def ui_to_api(workflow: dict) -> dict:
+    """The loader nodes of a UI-format workflow (what the canvas saves) as API-format entries."""
+    prompt = {}
+    for node in workflow.get("nodes", []):
+        widgets = node.get("widgets_values")
+        if node.get("type") not in UI_WIDGETS or node.get("mode", 0) in UI_SKIPPED_MODES:
+            continue
+        if not isinstance(widgets, list):
+            raise WorkflowError(f"node {node.get('id')} ({node.get('type')}) stores its values in a form this doctor "
+                                "does not read; export the workflow in API format (Workflow > Export (API)).")
+        prompt[str(node.get("id"))] = {"class_type": node["type"],
+                                       "inputs": dict(zip(UI_WIDGETS[node["type"]], widgets))}
+    return prompt
+
+
 def workflow_needs(prompt: dict) -> list[Need]:
-    """Needs of an API-format workflow ({node id: {class_type, inputs}}), from the loaders it contains."""
-    if not isinstance(prompt, dict) or "nodes" in prompt and "links" in prompt:
-        raise WorkflowError("this is a UI-format workflow (what the canvas saves); give the API format "
-                            "(ComfyUI: Workflow > Export (API)), or a preset.")
+    """Needs of a workflow, from the loaders it contains: API format ({node id: {class_type, inputs}}) or the
+    UI format the canvas saves (its loader nodes' widget values)."""
+    if isinstance(prompt, dict) and isinstance(prompt.get("nodes"), list):
+        prompt = ui_to_api(prompt)
+    if not isinstance(prompt, dict):
+        raise WorkflowError("not a ComfyUI workflow (API format: {node id: {class_type, inputs}}).")
     needs: list[Need] = []
     for node_id, node in sorted(prompt.items(), key=lambda kv: (len(str(kv[0])), str(kv[0]))):
         if not isinstance(node, dict) or "class_type" not in node:

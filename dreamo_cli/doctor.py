@@ -373,7 +373,8 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an extra_model_paths.yaml given to ComfyUI with the same option (the one in the "
                              "ComfyUI folder is always read)")
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--workflow", help="an API-format workflow file: its loader nodes and file names are checked")
+    what.add_argument("--workflow", help="a workflow file (API format, or the UI format the canvas saves): its "
+                                         "loader nodes and file names are checked")
     what.add_argument("--preset", choices=[v for v in st.VERSIONS if v != "custom"], default=None,
                       help="DreamO version preset (default v1.1), with the official files")
     parser.add_argument("--no-turbo", action="store_true", help="preset: without FLUX.1-Turbo-Alpha")

@@ -285,7 +285,39 @@ def test_bad_arguments_exit_2(tmp_path, installed):
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [], "links": []}))
     code, text = run("--comfyui", installed, "--workflow", str(ui))
-    assert code == 2 and "Export (API)" in text
+    assert code == 2 and "no model loader nodes" in text
+    ui.write_text("{not json")
+    assert run("--comfyui", installed, "--workflow", str(ui))[0] == 2
+
+
+@pytest.mark.parametrize("name", ["dreamo_ip", "dreamo_id_tryon"])
+def test_ui_workflow_needs_the_same_files_as_its_api_twin(installed, name):
+    from dreamo_cli.catalog import workflow_needs
+
+    ui = json.load(open(os.path.join(REPO, "workflows", f"{name}.json")))
+    api = json.load(open(os.path.join(REPO, "workflows", f"{name}_api.json")))
+
+    def summary(needs):
+        return [(n.label, n.asked_by, n.folders, n.names, n.check, n.stage) for n in needs]
+    assert summary(workflow_needs(ui)) == summary(workflow_needs(api)) and len(workflow_needs(api)) >= 8
+    code, data, _ = report(installed, "--workflow", os.path.join(REPO, "workflows", f"{name}.json"))
+    assert data["files"] == report(installed, "--workflow", os.path.join(REPO, "workflows", f"{name}_api.json"))[1][
+        "files"]
+    bypassed = dict(ui, nodes=[dict(n, mode=4) if n["type"] == "DreamOPreprocessorLoader" else n for n in ui["nodes"]])
+    assert not any("face" in n.label for n in workflow_needs(bypassed))
+
+
+@pytest.mark.host
+def test_ui_widget_order_matches_the_pack_nodes():
+    from comfyui_dreamo.nodes import NODES
+    from dreamo_cli.catalog import UI_WIDGETS
+
+    for node in NODES:
+        if node.NODE_ID in UI_WIDGETS:
+            required = node.INPUT_TYPES()["required"]
+            widgets = tuple(k for k, v in required.items() if isinstance(v[0], list) or v[0] in (
+                "INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"))
+            assert UI_WIDGETS[node.NODE_ID] == widgets, node.NODE_ID
 
 
 def test_cli_runs_as_a_module(installed):
