@@ -358,3 +358,22 @@ def test_doctor_lists_and_picks_stage_files_as_the_stage_loader_does(tree):
     for stage in st.STAGES:
         for near in (None, "dreamo.safetensors", "DreamO/dreamo.safetensors"):
             assert st.find_stage_file(stage, doctor_names, near) == st.find_stage_file(stage, node_names, near)
+
+
+def test_background_remover_is_looked_up_in_models_rembg(tree):
+    code, data, files = report(tree, "--remover")
+    remover = files["background remover (ONNX)"]
+    assert code == 1 and remover["status"] == "missing" and "models/rembg" in remover["detail"]
+    assert {"rembg", "onnxruntime"} <= {p["name"] for p in data["packages"]}
+    os.makedirs(t.model(tree, "rembg"))
+    with open(t.model(tree, "rembg/u2net.onnx"), "wb") as f:
+        f.write(b"\x08\x07onnx")
+    _, _, files = report(tree, "--remover")
+    assert files["background remover (ONNX)"]["status"] == "ok"
+    wf = tree / "wf.json"
+    open(t.model(tree, "rembg/mystery.onnx"), "wb").write(b"x")
+    wf.write_text(json.dumps({"16": {"class_type": "DreamOPreprocessorLoader", "inputs": {
+        "face_detector": "none", "background_remover": "mystery.onnx"}}}))
+    _, _, files = report(tree, "--workflow", str(wf))
+    assert files["background remover (ONNX)"]["status"] == "bad"
+    assert "'mystery.onnx' is not a background remover the pack can run" in files["background remover (ONNX)"]["detail"]
