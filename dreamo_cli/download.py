@@ -22,6 +22,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from typing import Optional
+from urllib.parse import quote
 
 from dreamo_ops.weights import WeightFileError
 
@@ -54,6 +55,12 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
+def hub_url(source: Source, revision: str = "main") -> str:
+    """The file's /resolve/ URL on HF_ENDPOINT, read now (huggingface-hub's `hf_hub_url` uses the endpoint of
+    when it was imported)."""
+    return f"{endpoint()}/{source.repo}/resolve/{quote(revision, safe='')}/{quote(source.filename)}"
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:160] if text else type(e).__name__
@@ -82,11 +89,11 @@ def _hub_error(source: Source, e: Exception) -> str:
 
 def hub_metadata(item: Item, token: Optional[str]) -> None:
     """Exact size and sha256 of a Hub file from a HEAD request (what hf_hub_download itself asks first)."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import get_hf_file_metadata
 
     src = item.source
     try:
-        meta = get_hf_file_metadata(hf_hub_url(src.repo, src.filename, endpoint=endpoint()), token=token)
+        meta = get_hf_file_metadata(hub_url(src), token=token)
     except Exception as e:  # noqa: BLE001 - connection errors and the Hub's HTTP errors are all reported
         if getattr(getattr(e, "response", None), "status_code", None) is None:
             item.warning = f"{endpoint()} could not be reached ({_first_line(e)}); size as published, approximately"
@@ -183,10 +190,9 @@ def fetch(item: Item, staging: str, token: Optional[str], facexlib_base: str, at
 
     src = item.source
     if src.repo:
-        from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers
 
-        url, headers = hf_hub_url(src.repo, src.filename, endpoint=endpoint()), build_hf_headers(token=token)
+        url, headers = hub_url(src), build_hf_headers(token=token)
     else:
         url, headers = src.url(facexlib_base), {}
     headers = dict(headers, **{"Accept-Encoding": "identity"})

@@ -40,6 +40,11 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
     with FakeHub() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
+        # huggingface-hub reads HF_ENDPOINT when it is imported (a fresh `dreamo-download` process sees it then);
+        # here it may already be imported, and it asks its endpoint for more than our files (2.x: an agent list).
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
         yield server
     assert outside == [], f"the downloader tried to reach {outside}"
 
