@@ -4,7 +4,8 @@
 # line per ComfyUI checkout found: "<checkout> <python of its venv> <ComfyUI version>".
 #
 # Variables (README, "Getting ComfyUI"):
-#   COMFYUI_PATH         a ComfyUI checkout (default ~/comfyui)
+#   COMFYUI_PATH         a ComfyUI checkout (default ~/comfyui; cloned from GitHub at the oldest supported
+#                        release when neither it nor COMFYUI_GIT_DIR exists)
 #   COMFYUI_LATEST_PATH  a second checkout, tested too (default ~/comfyui-latest): CI tests the oldest supported
 #                        release and the newest this way
 #   COMFYUI_GIT_DIR, COMFYUI_LATEST_GIT_DIR
@@ -47,10 +48,17 @@ export_snapshot() {  # git dir, destination: the snapshot's HEAD, blob by blob (
   done
 }
 
-prepare_checkout() {  # checkout, git snapshot (may be empty): make its venv and install into it
+COMFYUI_REPO="https://github.com/comfyanonymous/ComfyUI"
+COMFYUI_FLOOR_TAG="v0.3.64"  # the oldest release the pack supports (dreamo_ops/host_version.py)
+
+prepare_checkout() {  # checkout, git snapshot (may be empty), tag to clone when neither exists (may be empty)
   local checkout=$1 snapshot=$2
   if [ ! -f "$checkout/main.py" ] && [ -n "$snapshot" ] && [ -d "$snapshot" ]; then
     export_snapshot "$snapshot" "$checkout"
+  elif [ ! -f "$checkout/main.py" ] && [ -n "${3:-}" ] && [ ! -e "$checkout" ] && command -v git >/dev/null 2>&1; then
+    echo "  no ComfyUI at $checkout: cloning $COMFYUI_REPO at $3 there (set COMFYUI_PATH to use your own)"
+    timeout 600 git clone -q --depth 1 --branch "$3" "$COMFYUI_REPO" "$checkout" 2>/dev/null \
+      || { echo "  (the clone failed: no network to GitHub?)"; rm -rf "$checkout"; }
   fi
   [ -f "$checkout/main.py" ] && [ -f "$checkout/requirements.txt" ] || return 1
   local version venv="$checkout/.venv"
@@ -78,7 +86,7 @@ prepare_checkout() {  # checkout, git snapshot (may be empty): make its venv and
 }
 
 DREAMO_RELEASES=""
-prepare_checkout "${COMFYUI_PATH:-$HOME/comfyui}" "${COMFYUI_GIT_DIR:-}" || true
+prepare_checkout "${COMFYUI_PATH:-$HOME/comfyui}" "${COMFYUI_GIT_DIR:-}" "$COMFYUI_FLOOR_TAG" || true
 prepare_checkout "${COMFYUI_LATEST_PATH:-$HOME/comfyui-latest}" "${COMFYUI_LATEST_GIT_DIR:-}" || true
 if [ -z "$DREAMO_RELEASES" ]; then
   echo "  no ComfyUI checkout at ${COMFYUI_PATH:-$HOME/comfyui} or ${COMFYUI_LATEST_PATH:-$HOME/comfyui-latest}"
