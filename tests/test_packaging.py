@@ -46,11 +46,25 @@ def test_frontend_extension_is_valid_javascript(name):
 
 
 def test_dreamo_ops_never_imports_comfyui():
-    ops = os.path.join(REPO, "dreamo_ops")
-    for name in os.listdir(ops):
-        if name.endswith(".py"):
-            text = open(os.path.join(ops, name)).read()
-            assert "import comfy" not in text and "from comfy" not in text and "folder_paths" not in text, name
+    for package in ("dreamo_ops", "dreamo_cli"):
+        folder = os.path.join(REPO, package)
+        for name in os.listdir(folder):
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name)).read()
+                assert "import comfy" not in text and "from comfy" not in text, f"{package}/{name}"
+                assert "import folder_paths" not in text and "from folder_paths" not in text, f"{package}/{name}"
+                if package == "dreamo_ops":
+                    assert "folder_paths" not in text, name
+
+
+def test_command_line_tools_are_console_scripts():
+    data = pyproject()
+    scripts = data["project"]["scripts"]
+    assert scripts == {"dreamo-doctor": "dreamo_cli.doctor:main", "dreamo-download": "dreamo_cli.download:main"}
+    assert set(data["tool"]["setuptools"]["packages"]) == {"dreamo_cli", "dreamo_ops"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert f"def {func}(" in open(os.path.join(REPO, *module.split(".")) + ".py").read()
 
 
 @pytest.mark.host
