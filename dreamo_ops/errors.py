@@ -19,4 +19,4 @@ def refuse_unknown_inputs(node: str, given, known) -> None:
     if unknown:
         raise DreamOError(node, unknown[0], f"'{unknown[0]}' is not an input of {node} (its inputs are "
                           f"{', '.join(known)}).", "connect the value to one of those inputs, or remove it from the "
-                          "workflow (DreamO has nine reference slots, ref_1 … ref_9).")
+                          "workflow (DreamO has nine reference slots: 1 … 9).")

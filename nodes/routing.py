@@ -5,7 +5,7 @@ import torch
 
 import comfy.patcher_extension
 
-from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
 from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
 from ..dreamo_ops.routing_map import draw_legend, normalise, overlay, upsample_map
@@ -81,6 +81,7 @@ class DreamORouting:
 
     def route(self, model, mode, strength, isolate_references, start_percent, end_percent, blocks, capture_maps,
               **regions):
+        refuse_unknown_inputs(ROUTING_ID, regions, REGION_INPUTS)
         check_flux1(ROUTING_ID, model)
         if mode not in MODES:
             raise DreamOError(ROUTING_ID, "mode", f"unknown mode '{mode}'.", f"choose one of {', '.join(MODES)}.")

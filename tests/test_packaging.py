@@ -60,7 +60,8 @@ def test_dreamo_ops_never_imports_comfyui():
 def test_command_line_tools_are_console_scripts():
     data = pyproject()
     scripts = data["project"]["scripts"]
-    assert scripts == {"dreamo-doctor": "dreamo_cli.doctor:main", "dreamo-download": "dreamo_cli.download:main"}
+    assert scripts == {"dreamo-client": "dreamo_cli.client:main", "dreamo-doctor": "dreamo_cli.doctor:main",
+                       "dreamo-download": "dreamo_cli.download:main"}
     assert set(data["tool"]["setuptools"]["packages"]) == {"dreamo_cli", "dreamo_ops"}
     for target in scripts.values():
         module, func = target.split(":")

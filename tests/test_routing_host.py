@@ -358,3 +358,13 @@ def test_routing_map_peak_follows_the_region(flux, dreamo, mode):
     cols_right = region_peak_column(flux, dreamo, right, mode)
     assert cols_left[:4].sum() > cols_left[4:].sum() and cols_right[4:].sum() > cols_right[:4].sum()
     assert int(cols_left.argmax()) < 4 <= int(cols_right.argmax())
+
+
+def test_routing_refuses_a_tenth_region():
+    import tiny_models
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
+    from comfyui_dreamo.nodes.routing import DreamORouting
+
+    with pytest.raises(DreamOError, match=r"DreamORouting \(input 'region_10'\): 'region_10' is not an input"):
+        DreamORouting().route(tiny_models.flux_patcher(), "hard", 8.0, False, 0.0, 1.0, "all", False,
+                              region_10=torch.ones(1, 8, 8))
