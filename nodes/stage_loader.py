@@ -12,6 +12,7 @@ import logging
 
 import comfy.lora
 import comfy.model_base
+import comfy.utils
 import folder_paths
 from comfy.weight_adapter import LoRAAdapter
 
@@ -52,9 +53,16 @@ def flux_dims(model):
     prefix = "diffusion_model."
     for name, key in key_map.items():
         if isinstance(key, str) and name.startswith(prefix) and key == f"{name}.weight" and key in sd:
+            # The weight's own shape, not its state-dict entry's: ComfyUI-GGUF's quantized weights show their
+            # packed bytes' shape in state_dict() (plus a "temp.weight" stand-in for memory estimates that is
+            # no weight at all), the weight's real shape on the tensor itself.
+            try:
+                weight = comfy.utils.get_attr(base, key)
+            except AttributeError:
+                continue
             module = name[len(prefix):]
             keys[module] = key
-            shapes[module] = tuple(sd[key].shape)
+            shapes[module] = tuple(weight.shape)
     hidden = dm.hidden_size
     linear1 = shapes.get("single_blocks.0.linear1")
     mlp_hidden = linear1[0] - 3 * hidden if linear1 else 4 * hidden
