@@ -6,8 +6,10 @@ from .preprocess import DreamOPreprocessorLoader
 from .ref_encode import DreamORefEncode
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
+from .version_guard import guard, running_comfyui_version
 
-NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
+NODES = guard((DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode,
+               DreamOApply), running_comfyui_version())
 
 register_all()
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import comfy.conds
-import comfy.ldm.flux.model
-import comfy.model_base
 import comfy.patcher_extension
 
 from ..dreamo_ops.errors import DreamOError
 from ..dreamo_ops.flux_wrapper import REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .loader import DREAMO_TYPE
+from .model_check import check_flux1
 from .ref_encode import DREAMO_REF_TYPE
 
 NODE_ID = "DreamOApply"
@@ -17,12 +16,7 @@ REF_INPUTS = tuple(f"ref_{i}" for i in range(1, MAX_SLOTS + 1))
 
 
 def check_model(model, dreamo):
-    base = getattr(model, "model", None)
-    dm = getattr(base, "diffusion_model", None)
-    if not isinstance(base, comfy.model_base.Flux) or type(dm) is not comfy.ldm.flux.model.Flux:
-        kind = type(base).__name__ if base is not None else type(model).__name__
-        raise DreamOError(NODE_ID, "model", f"DreamO works on FLUX.1 models, this is a {kind} model.",
-                          "load flux1-dev (UNETLoader or a Flux checkpoint) and connect it here.")
+    dm = check_flux1(NODE_ID, model)
     if dm.hidden_size != dreamo.hidden_size:
         raise DreamOError(NODE_ID, "dreamo", f"the embeddings are {dreamo.hidden_size}-wide but the model's hidden "
                           f"size is {dm.hidden_size}.", "load the DreamO file made for this model (FLUX.1-dev).")

@@ -18,7 +18,9 @@ def test_registry_metadata():
     data = pyproject()
     comfy = data["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"] and "Icon" in comfy
-    assert comfy["requires-comfyui"] == ">=0.3.57"
+    from comfyui_dreamo.dreamo_ops.host_version import MIN_COMFYUI
+
+    assert comfy["requires-comfyui"] == f">={MIN_COMFYUI}"
     assert data["project"]["license"] == {"file": "LICENSE"} and os.path.isfile(os.path.join(REPO, "LICENSE"))
     assert not any("git+" in d or "@" in d for d in data["project"]["dependencies"])
 
