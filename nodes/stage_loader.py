@@ -119,8 +119,9 @@ class DreamOStageLoader:
                 "0 leaves the model's weights untouched by this stage.")})
 
         return {"required": {
-            "model": ("MODEL", {"tooltip": "FLUX.1-dev, as loaded by UNETLoader or a checkpoint loader (fp8 and "
-                                           "other ComfyUI-supported quantizations work)."}),
+            "model": ("MODEL", {"tooltip": "FLUX.1-dev, as loaded by UNETLoader, a checkpoint loader or "
+                                           "ComfyUI-GGUF's Unet Loader (GGUF) (fp8, GGUF and other quantized "
+                                           "models work)."}),
             "dreamo_file": (auto, {"tooltip": (
                 "DreamO's main file: dreamo.safetensors (main LoRA + embeddings) or the pre-converted "
                 "dreamo_comfyui.safetensors. 'auto' takes dreamo.safetensors from models/dreamo or models/loras "
