@@ -116,6 +116,32 @@ def write_flux_gguf(path: str, seed: int = 0, scale: float = 0.02, qtype=None) -
     return types
 
 
+_WRITTEN: dict[int, tuple[str, dict[str, str]]] = {}
+
+
+def shared_flux_gguf(tmp_path_factory, seed: int = 11) -> tuple[str, dict[str, str]]:
+    """`write_flux_gguf` once per test session (in pytest's session temp folder): (path, {key: GGML type})."""
+    if seed not in _WRITTEN or not os.path.isfile(_WRITTEN[seed][0]):
+        folder = tmp_path_factory.getbasetemp() / f"flux_gguf_{seed}"
+        folder.mkdir(exist_ok=True)
+        path = str(folder / f"flux1_one_block_Q8_0_seed{seed}.gguf")
+        _WRITTEN[seed] = (path, write_flux_gguf(path, seed=seed))
+    return _WRITTEN[seed]
+
+
+def link_into(path: str, folder: str, name: str) -> str:
+    """`path` under `folder` as `name` (a hard link when possible, else a copy)."""
+    import shutil
+
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, name)
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copyfile(path, target)
+    return target
+
+
 def read_dequantized(path: str) -> dict[str, torch.Tensor]:
     """Every tensor of a .gguf as float32, dequantized by the `gguf` package (independent of the pack)."""
     import gguf

@@ -38,9 +38,8 @@ def flux1_dims():
 @pytest.fixture(scope="module")
 def gguf_file(tmp_path_factory):
     pytest.importorskip("gguf")
-    folder = tmp_path_factory.mktemp("diffusion_models")
-    path = str(folder / GGUF_NAME)
-    types = gf.write_flux_gguf(path, seed=11)
+    source, types = gf.shared_flux_gguf(tmp_path_factory)
+    path = gf.link_into(source, str(tmp_path_factory.mktemp("diffusion_models")), GGUF_NAME)
     return path, types
 
 

@@ -29,9 +29,8 @@ def server(tmp_path_factory):
 
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy_gguf")), isolated=True, test_nodes=True,
                       extra_nodes={"ComfyUI-GGUF": gf.pack_path()}).prepare()
-    unet_dir = os.path.join(sandbox.models_dir, "diffusion_models")
-    os.makedirs(unet_dir)
-    gf.write_flux_gguf(os.path.join(unet_dir, GGUF_NAME), seed=12)
+    gf.link_into(gf.shared_flux_gguf(tmp_path_factory)[0], os.path.join(sandbox.models_dir, "diffusion_models"),
+                 GGUF_NAME)
     os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
     tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_flux_sized.safetensors"),
                                   hidden=3072, with_t5=False)
