@@ -142,13 +142,18 @@ def link_into(path: str, folder: str, name: str) -> str:
     return target
 
 
-def read_dequantized(path: str) -> dict[str, torch.Tensor]:
-    """Every tensor of a .gguf as float32, dequantized by the `gguf` package (independent of the pack)."""
-    import gguf
+class DequantizedReader:
+    """A .gguf's tensors as float32, dequantized one at a time by the `gguf` package (independent of the pack)."""
 
-    out = {}
-    for t in gguf.GGUFReader(path).tensors:
+    def __init__(self, path: str):
+        import gguf
+
+        self.tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+
+    def dequantized(self, name: str) -> torch.Tensor:
+        import gguf
+
+        t = self.tensors[name]
         shape = tuple(int(v) for v in reversed(t.shape))
-        out[t.name] = torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-                                       ).reshape(shape)
-    return out
+        data = gguf.quants.dequantize(t.data, t.tensor_type)
+        return torch.from_numpy(np.array(data, dtype=np.float32)).reshape(shape)

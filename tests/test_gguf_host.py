@@ -44,8 +44,8 @@ def gguf_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference_weights(gguf_file):
-    return gf.read_dequantized(gguf_file[0])
+def reference(gguf_file):
+    return gf.DequantizedReader(gguf_file[0])
 
 
 @pytest.fixture
@@ -119,11 +119,10 @@ def run_stage_loader(model, **overrides):
         return DreamOStageLoader().load(model, **{**inputs, **overrides})
 
 
-def layer_weights(patcher):
-    """{BFL tensor name: float32 weight or bias as the pack's layers compute it for a forward}, patches applied as
-    ComfyUI loads the model; the model is unpatched afterwards."""
+def layer_tensors(patcher):
+    """(BFL tensor name, float32 weight or bias as the pack's layers compute it for a forward), one at a time, with
+    the patches applied as ComfyUI loads the model; the model is unpatched afterwards."""
     cpu = torch.device("cpu")
-    out = {}
     with torch.inference_mode():
         patcher.patch_model(device_to=cpu)
         try:
@@ -133,28 +132,26 @@ def layer_weights(patcher):
                 for kind in ("weight", "bias"):
                     tensor = getattr(module, kind, None)
                     if tensor is not None:
-                        out[f"{name}.{kind}"] = module.get_weight(tensor, torch.float32).detach().clone()
+                        yield f"{name}.{kind}", module.get_weight(tensor, torch.float32)
         finally:
             patcher.unpatch_model(device_to=cpu)
-    return out
-
-
-def pack_view(reference, types, dequant_dtype):
-    """The reference weights as the pack dequantizes them: Q8_0 products rounded to float16 by default."""
-    out = {}
-    for k, v in reference.items():
-        if types[k] == "Q8_0" and dequant_dtype == "default":
-            v = v.to(torch.float16).float()
-        out[k] = v
-    return out
 
 
 def rel_err(got, want):
     return ((got.float() - want).abs().max() / want.abs().max()).item()
 
 
+def reference_tensor(reference, key, kind, dequant_dtype):
+    """The file's tensor dequantized by the `gguf` package, as the pack sees it: its default dequantization
+    rounds Q8_0's (exact in float32) int8 x fp16-scale products to float16."""
+    t = reference.dequantized(key)
+    if kind == "Q8_0" and dequant_dtype == "default":
+        t = t.to(torch.float16).float()
+    return t
+
+
 @pytest.mark.parametrize("dequant_dtype", ["default", "float32"])
-def test_stage_loader_patches_a_q8_0_gguf_flux_exactly(gguf_file, reference_weights, release, dequant_dtype):
+def test_stage_loader_patches_a_q8_0_gguf_flux_exactly(gguf_file, reference, release, dequant_dtype):
     import comfy.model_base
 
     path, types = gguf_file
@@ -168,22 +165,27 @@ def test_stage_loader_patches_a_q8_0_gguf_flux_exactly(gguf_file, reference_weig
     assert not unet.patches, "the input model must stay untouched"
     assert dreamo.hidden_size == 3072
 
-    base = pack_view(reference_weights, types, dequant_dtype)
-    touched = {c.weight for s in OFFICIAL for c in release[s]}
-    want = {k: base[k].clone() for k in touched}
-    for stage, strength in OFFICIAL.items():  # W + s * scale * up @ down, in place (FLUX.1-sized weights)
+    changes = {}  # BFL weight -> [(strength, Change)]
+    for stage, strength in OFFICIAL.items():
         for c in release[stage]:
-            want[c.weight][c.start:c.start + c.rows] += (strength * c.scale) * torch.mm(c.up.float(), c.down.float())
-    got = layer_weights(model)
-    assert {types[k] for k in touched} == {"Q8_0", "BF16"}, "both the quantized and the kept-BF16 weights are hit"
-    for k in sorted(touched):
-        err = rel_err(got[k], want[k])
-        assert err < REL_TOL, f"{k} ({types[k]}): relative error {err:.2e}"
-        assert (got[k] - base[k]).abs().max() > 1e-3, f"{k} was not patched"
-    untouched = [k for k in got if k not in touched]
+            changes.setdefault(c.weight, []).append((strength, c))
+    assert {types[k] for k in changes} == {"Q8_0", "BF16"}, "both the quantized and the kept-BF16 weights are hit"
+    seen, untouched = set(), []
+    for key, got in layer_tensors(model):  # one FLUX.1-sized tensor at a time
+        base = reference_tensor(reference, key, types[key], dequant_dtype)
+        if key not in changes:
+            assert torch.equal(got, base), f"{key} changed but no stage targets it"
+            untouched.append(key)
+            continue
+        want = base.clone()
+        for strength, c in changes[key]:  # W + s * scale * up @ down
+            want[c.start:c.start + c.rows] += (strength * c.scale) * torch.mm(c.up.float(), c.down.float())
+        err = rel_err(got, want)
+        assert err < REL_TOL, f"{key} ({types[key]}): relative error {err:.2e}"
+        assert (got - base).abs().max() > 1e-3, f"{key} was not patched"
+        seen.add(key)
+    assert seen == set(changes), f"patched weights not found in the model: {sorted(set(changes) - seen)}"
     assert untouched and all(k.endswith(".bias") for k in untouched), "turbo touches every linear weight"
-    for k in untouched:
-        assert torch.equal(got[k], base[k]), f"{k} changed but no stage targets it"
     # The clone shares the loaded model with the input: unpatching must clear the patches the pack put on it.
     assert not any(getattr(p, "patches", None) for p in unet.model.parameters()), "GGUF patches left behind"
 
