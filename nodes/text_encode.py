@@ -69,6 +69,9 @@ class DreamOTextEncode:
     DISPLAY_NAME = "DreamO Text Encode"
     CATEGORY = "DreamO"
     FUNCTION = "encode"
+    # The preview/info shown on the node is UI output: on ComfyUI 0.33+ it only reaches /history (and the page)
+    # after a cache hit when the node declares it (0.3.x ignores the flag and always sends it).
+    HAS_INTERMEDIATE_OUTPUT = True
     RETURN_TYPES = ("CONDITIONING", "STRING")
     RETURN_NAMES = ("conditioning", "prompt")
     OUTPUT_TOOLTIPS = (
