@@ -42,6 +42,27 @@ SKIP_REASON = ("ComfyUI-GGUF not found: clone https://github.com/city96/ComfyUI-
                "to it (or put it in $COMFYUI_PATH/custom_nodes/ComfyUI-GGUF); README, 'GGUF models'")
 
 
+def _comfyui_nodes_module():
+    """Make `import nodes` give ComfyUI's nodes.py, as inside ComfyUI. pytest may put this repo's root (which has
+    a `nodes` package of its own) ahead of the ComfyUI checkout on sys.path, so go by file, not by search."""
+    import comfy.model_patcher
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(comfy.model_patcher.__file__)))
+    path = os.path.join(root, "nodes.py")
+    loaded = sys.modules.get("nodes")
+    if loaded is not None and os.path.abspath(getattr(loaded, "__file__", "") or "") == path:
+        return loaded
+    spec = importlib.util.spec_from_file_location("nodes", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nodes"] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules["nodes"]
+        raise
+    return module
+
+
 def import_pack():
     """The pack as a package (its nodes, ops, loader and dequant modules), imported the way ComfyUI does."""
     if PACK_MODULE in sys.modules:
@@ -49,6 +70,7 @@ def import_pack():
     path = pack_path()
     if path is None:
         raise RuntimeError(SKIP_REASON)
+    _comfyui_nodes_module()
     spec = importlib.util.spec_from_file_location(PACK_MODULE, os.path.join(path, "__init__.py"),
                                                   submodule_search_locations=[path])
     module = importlib.util.module_from_spec(spec)
