@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .resize import long_side_size, resize_uint8
+from .weights import WeightFileError
 
 LONG_SIDE = 1024
 FACE_SIZE = 512
@@ -116,6 +117,27 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"'{os.path.basename(path)}' does not hold a plain state dict of tensors.")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def load_model(path: str, network: str | None):
+    """facexlib's RetinaFace (`network` 'resnet50' / 'mobile0.25') or BiSeNet parser (`network` None) built from a
+    weight file, or WeightFileError naming the file and what is wrong. The node and `dreamo-doctor` both use it."""
+    name = os.path.basename(path)
+    what = "BiSeNet face parser" if network is None else f"RetinaFace-{network} face detector"
+    try:
+        sd = load_state_dict(path)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        if "weights only" in str(e).lower():  # torch's refusal of a pickled object that is not a tensor
+            raise WeightFileError(f"'{name}' holds Python objects besides tensors; it was refused without running "
+                                  "them (torch weights_only load). Use facexlib's original file.") from e
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise WeightFileError(f"'{name}' is not a readable weight file (truncated or corrupted?): {first}") from e
+    try:
+        return build_detector(sd, network) if network is not None else build_parser(sd)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:300]
+        raise WeightFileError(f"'{name}' does not fit facexlib's {what} (another model?): {detail}") from e
 
 
 def build_detector(state_dict: dict[str, torch.Tensor], network: str = "resnet50"):
@@ -221,8 +243,8 @@ class FacePreprocessor:
         network, weight = DETECTORS[detector_name]
         det_path = locate_weight(weight, folders, allow_download)
         parse_path = locate_weight(PARSER, folders, allow_download)
-        detector = build_detector(load_state_dict(det_path), network)
-        parser = build_parser(load_state_dict(parse_path))
+        detector = load_model(det_path, network)
+        parser = load_model(parse_path, None)
         return cls(detector, parser, detector_name, offload_device)
 
     def _move(self, device: torch.device) -> None:

@@ -169,6 +169,11 @@ def find_near_misses(text: str) -> list[NearMiss]:
     return [found[k] for k in sorted(found)]
 
 
+def describe_near_miss(nm: NearMiss) -> str:
+    """How a near miss is named in DreamOTextEncode's error (and, with the same words, in the editor)."""
+    return f"'{nm.snippet}' at character {nm.position + 1} (did you mean {nm.suggestion}?)"
+
+
 def has_style_instruction(text: str) -> bool:
     return _STYLE_RE.search(text) is not None
 
@@ -259,8 +264,7 @@ def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_
                           "connect a STRING or type the prompt in the box.")
     near = find_near_misses(text)
     if near:
-        listed = "; ".join(f"'{nm.snippet}' at character {nm.position + 1} (did you mean {nm.suggestion}?)"
-                           for nm in near)
+        listed = "; ".join(describe_near_miss(nm) for nm in near)
         raise DreamOError(node, input_name, f"the prompt has text that looks like a DreamO placeholder but is not "
                           f"one, so T5 would read it as ordinary words: {listed}.",
                           "write placeholders exactly as [ref#1]…[ref#9] or [res]: lower case, '#', no spaces, "
@@ -275,3 +279,33 @@ def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_
         notes += _check_slots(placeholders, references, node, input_name)
     return PromptPlan(text=text, plain=plain, char_weights=char_weights, placeholders=placeholders,
                       notes=tuple(notes))
+
+
+def check_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_style_instruction: bool = True,
+                 node: str = "DreamOTextEncode", input_name: str = "text") -> dict:
+    """What `build_prompt` would say about a prompt, as plain data for the editor (JSON-ready).
+
+    `error` is the exact message `build_prompt` raises (None when the prompt is accepted), `notes` its notes;
+    `marks` are spans of the prompt as written (0-based, end exclusive): every exact placeholder ("placeholder"),
+    placeholders whose slot has no reference ("empty_slot") and near misses ("near_miss"), each with the words
+    the error uses for it. Slots are only checked when `references` names at least one, as in the node.
+    """
+    refs = dict(references) if references else None
+    marks = []
+    for nm in find_near_misses(text):
+        marks.append({"kind": "near_miss", "start": nm.position, "end": nm.position + len(nm.snippet),
+                      "text": nm.snippet, "message": f"looks like a DreamO placeholder but is not one: "
+                      f"{describe_near_miss(nm)}"})
+    for name, start, end in find_placeholders(text):
+        slot = _slot_of(name)
+        if refs is not None and slot is not None and slot not in refs:
+            marks.append({"kind": "empty_slot", "start": start, "end": end, "text": name, "slot": slot,
+                          "message": f"the prompt names {name} but there is no reference in {_slot_list([slot])}"})
+        else:
+            marks.append({"kind": "placeholder", "start": start, "end": end, "text": name, "slot": slot})
+    marks.sort(key=lambda m: m["start"])
+    try:
+        plan = build_prompt(text, refs, add_style_instruction, node=node, input_name=input_name)
+    except DreamOError as e:
+        return {"error": str(e), "notes": [], "marks": marks}
+    return {"error": None, "notes": list(plan.notes), "marks": marks}

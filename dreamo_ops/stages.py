@@ -45,6 +45,7 @@ SFT = Stage("sft", ("dreamo_sft_lora", "dreamo_sft_lora_comfyui"), 1.0, ("v1.1",
 DPO = Stage("dpo", ("dreamo_dpo_lora", "dreamo_dpo_lora_comfyui"), 1.25, ("v1.1",),
             f"{HF_DREAMO} (v1.1/dreamo_dpo_lora.safetensors)")
 STAGES = (MAIN, CFG_DISTILL, TURBO, QUALITY_POS, QUALITY_NEG, SFT, DPO)
+WEIGHT_FOLDERS = ("dreamo", "loras")  # ComfyUI folders the stage files are looked up in, in this order
 EMBEDDING_STEMS = ("embedding",)  # the ComfyUI port's stand-alone task/index embeddings
 TURBO_DEFAULT_FILE = "diffusion_pytorch_model.safetensors"
 
@@ -60,6 +61,28 @@ def stage_is_on(stage: Stage, choice: str, version: str, strength: float) -> boo
     if choice == AUTO:
         return version in stage.presets
     return True
+
+
+def input_name(stage: Stage) -> str:
+    """The stage loader's file input for a stage."""
+    return "dreamo_file" if stage is MAIN else f"{stage.name}_file"
+
+
+def active_stages(version: str, choices: dict, turbo: bool = True) -> list[tuple[Stage, str, str]]:
+    """(stage, input name, file choice) of every stage the stage loader applies, in its order.
+
+    `choices` maps a stage name to (file choice, strength); a stage left out is 'auto' at its official strength.
+    Turbo is on when `turbo` is and its choice is not 'none'; the others follow `stage_is_on`."""
+    active = []
+    for stage in STAGES:
+        choice, strength = choices.get(stage.name, (AUTO, stage.strength))
+        if stage is TURBO:
+            on = turbo and choice != NONE and strength != 0
+        else:
+            on = stage_is_on(stage, choice, version, strength)
+        if on:
+            active.append((stage, input_name(stage), choice))
+    return active
 
 
 def _parts(name: str) -> list[str]:

@@ -16,6 +16,7 @@ INDEX_KEY = "dreamo_idx_embedding.weight"
 T5_KEY = "dreamo_t5_embedding.weight"
 EMBEDDING_KEYS = (TASK_KEY, INDEX_KEY, T5_KEY)
 PLACEHOLDER_COUNT = 10
+SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 
 
 class WeightFileError(ValueError):
@@ -24,7 +25,7 @@ class WeightFileError(ValueError):
 
 def open_safetensors(path: str):
     name = os.path.basename(path)
-    if not path.lower().endswith(".safetensors"):
+    if not path.lower().endswith(SAFETENSORS_EXTENSIONS):
         raise WeightFileError(
             f"'{name}' is not a .safetensors file; DreamO files are read only as safetensors "
             "(pickle-based .ckpt/.pt/.bin files are refused because loading them can run code)."

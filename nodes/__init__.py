@@ -3,15 +3,18 @@ from .apply import DreamOApply
 from .loader import DreamOLoader
 from .model_folders import register_all
 from .preprocess import DreamOPreprocessorLoader
+from .prompt_check_route import register_routes
 from .ref_encode import DreamORefEncode
+from .routing import DreamORouting, DreamORoutingMap
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
 from .version_guard import guard, running_comfyui_version
 
 NODES = guard((DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode,
-               DreamOApply), running_comfyui_version())
+               DreamOApply, DreamORouting, DreamORoutingMap), running_comfyui_version())
 
 register_all()
+register_routes()
 
 NODE_CLASS_MAPPINGS = {n.NODE_ID: n for n in NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {n.NODE_ID: n.DISPLAY_NAME for n in NODES}

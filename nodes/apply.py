@@ -4,8 +4,9 @@ from __future__ import annotations
 import comfy.conds
 import comfy.patcher_extension
 
-from ..dreamo_ops.errors import DreamOError
-from ..dreamo_ops.flux_wrapper import REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper
+from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
+from ..dreamo_ops.flux_wrapper import (REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper,
+                                        ReferenceBatchCheck)
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .loader import DREAMO_TYPE
 from .model_check import check_flux1
@@ -61,6 +62,9 @@ def patch_model(model, dreamo):
     kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
     m.remove_wrappers_with_key(kind, WRAPPER_KEY)
     m.add_wrapper_with_key(kind, WRAPPER_KEY, DreamOFluxWrapper(dreamo))
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    m.remove_wrappers_with_key(outer, WRAPPER_KEY)
+    m.add_wrapper_with_key(outer, WRAPPER_KEY, ReferenceBatchCheck())
     return m
 
 
@@ -91,6 +95,7 @@ class DreamOApply:
         }
 
     def apply(self, model, positive, dreamo, **refs):
+        refuse_unknown_inputs(NODE_ID, refs, REF_INPUTS)
         dm = check_model(model, dreamo)
         chosen = [(i, refs[name]) for i, name in enumerate(REF_INPUTS, start=1) if refs.get(name) is not None]
         if not chosen:

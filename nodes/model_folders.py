@@ -5,14 +5,14 @@ import os
 
 import folder_paths
 
+from ..dreamo_ops import stages
 from ..dreamo_ops.errors import DreamOError
 
 SAFETENSORS = {".safetensors", ".sft"}
 DREAMO_FOLDER = "dreamo"
 FACEXLIB_FOLDER = "facexlib"  # face detection/parsing weights (DreamOPreprocessorLoader)
 REMBG_FOLDER = "rembg"  # ONNX background removers (DreamOPreprocessorLoader)
-# Folders a DreamO weights file may sit in, searched in this order.
-WEIGHT_FOLDERS = (DREAMO_FOLDER, "loras")
+WEIGHT_FOLDERS = stages.WEIGHT_FOLDERS  # folders a DreamO weights file may sit in, searched in this order
 
 
 def register_folder(name: str, extensions: set[str]) -> None:

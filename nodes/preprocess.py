@@ -51,9 +51,10 @@ def load_face_models(detector: str, allow_download: bool) -> FacePreprocessor:
         raise DreamOError(NODE_ID, "download_missing_weights", f"{e} (no network, or the server refused).",
                           f"check the network and run again, or download {e.weight.url} by hand into {e.folder} "
                           "and switch 'download_missing_weights' off.") from e
-    except (RuntimeError, ValueError, OSError) as e:  # a corrupt or mismatched file
+    except (RuntimeError, ValueError, OSError) as e:  # a corrupt or mismatched file (WeightFileError names it)
         raise DreamOError(NODE_ID, "face_detector", f"the face model files could not be loaded: {e}",
-                          f"replace the files in {folders} with facexlib's originals.") from e
+                          f"replace the file in {folders} with facexlib's original (`dreamo-doctor --id` checks "
+                          "the files, `dreamo-download --id` fetches missing ones).") from e
 
 
 def load_remover(name: str) -> BackgroundRemover:

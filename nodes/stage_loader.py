@@ -166,19 +166,14 @@ class DreamOStageLoader:
         names = weight_file_names()
         main_name = self._main_file(dreamo_file, names)
         choices = {"main": (main_name, main_strength), "cfg_distill": (cfg_distill_file, cfg_distill_strength),
-                   "turbo": (turbo_file if turbo else st.NONE, turbo_strength),
+                   "turbo": (turbo_file, turbo_strength),
                    "quality_pos": (quality_pos_file, quality_pos_strength),
                    "quality_neg": (quality_neg_file, quality_neg_strength),
                    "sft": (sft_file, sft_strength), "dpo": (dpo_file, dpo_strength)}
 
         plan = []  # (stage, input name, file name, strength), all resolved before anything is read
-        for stage in st.STAGES:
-            choice, strength = choices[stage.name]
-            on = (choice != st.NONE and strength != 0) if stage is st.TURBO else \
-                st.stage_is_on(stage, choice, version, strength)
-            if not on:
-                continue
-            input_name = "dreamo_file" if stage is st.MAIN else f"{stage.name}_file"
+        for stage, input_name, choice in st.active_stages(version, choices, bool(turbo)):
+            strength = choices[stage.name][1]
             name = choice
             if choice == st.AUTO:
                 name = st.find_stage_file(stage, names, near=main_name)

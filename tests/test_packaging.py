@@ -38,18 +38,33 @@ def test_package_imports_without_comfyui_and_exposes_the_web_directory():
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_frontend_extension_is_valid_javascript():
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "web")) if f.endswith(".js")))
+def test_frontend_extension_is_valid_javascript(name):
     result = subprocess.run(["node", "--experimental-default-type=module", "--check",
-                             os.path.join(REPO, "web", "dreamo.js")], capture_output=True, text=True)
+                             os.path.join(REPO, "web", name)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
 def test_dreamo_ops_never_imports_comfyui():
-    ops = os.path.join(REPO, "dreamo_ops")
-    for name in os.listdir(ops):
-        if name.endswith(".py"):
-            text = open(os.path.join(ops, name)).read()
-            assert "import comfy" not in text and "from comfy" not in text and "folder_paths" not in text, name
+    for package in ("dreamo_ops", "dreamo_cli"):
+        folder = os.path.join(REPO, package)
+        for name in os.listdir(folder):
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name)).read()
+                assert "import comfy" not in text and "from comfy" not in text, f"{package}/{name}"
+                assert "import folder_paths" not in text and "from folder_paths" not in text, f"{package}/{name}"
+                if package == "dreamo_ops":
+                    assert "folder_paths" not in text, name
+
+
+def test_command_line_tools_are_console_scripts():
+    data = pyproject()
+    scripts = data["project"]["scripts"]
+    assert scripts == {"dreamo-doctor": "dreamo_cli.doctor:main", "dreamo-download": "dreamo_cli.download:main"}
+    assert set(data["tool"]["setuptools"]["packages"]) == {"dreamo_cli", "dreamo_ops"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert f"def {func}(" in open(os.path.join(REPO, *module.split(".")) + ".py").read()
 
 
 @pytest.mark.host
@@ -62,8 +77,8 @@ def test_readme_node_reference_lists_every_node_with_its_inputs():
         assert row is not None, f"README's node table has no row for {node.NODE_ID}"
         inputs = node.INPUT_TYPES()
         for name in list(inputs["required"]) + list(inputs.get("optional", {})):
-            if name.startswith("ref_") or name.endswith("_file") or name.endswith("_strength"):
-                continue  # listed as groups (ref_1 … ref_9, *_file, *_strength)
+            if name.startswith(("ref_", "region_")) or name.endswith("_file") or name.endswith("_strength"):
+                continue  # listed as groups (ref_1 … ref_9, region_1 … region_9, *_file, *_strength)
             assert f"`{name}`" in row, f"README's row for {node.NODE_ID} does not mention input '{name}'"
 
 

@@ -231,7 +231,7 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
         page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'DreamORefEncode' && n.dreamoInfo)",
                                timeout=120000)
         info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'DreamORefEncode').dreamoInfo")
-        assert "background replaced with white" in info and "-> 80x80" in info
+        assert "background kept: the mask input keeps the whole picture" in info and "-> 80x80" in info
         page.keyboard.press("Escape")  # the first-run template dialog
         page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'DreamORefEncode');
                                  app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }""")

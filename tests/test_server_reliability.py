@@ -174,3 +174,24 @@ def test_file_inputs_only_take_names_from_comfyuis_model_lists(server, node, fie
     assert "value_not_in_list" in json.dumps(result["error"]) and field in json.dumps(result["error"])
     ran = {m["data"].get("node") for m in result["messages"] if m["type"] == "executing"}
     assert node not in ran
+
+
+@pytest.mark.parametrize("node", ["8", "6"])  # DreamOApply, DreamOTextEncode
+def test_a_tenth_slot_or_unknown_input_in_a_workflow_is_refused(server, node):
+    p = dreamo_prompt(prefix="tenth")
+    p[node]["inputs"]["ref_10"] = ["5", 0]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == p[node]["class_type"]
+    assert (f"{p[node]['class_type']} (input 'ref_10'): 'ref_10' is not an input of {p[node]['class_type']}"
+            in result["error"]["exception_message"]) and "Fix: connect" in result["error"]["exception_message"]
+
+
+def test_a_reference_batch_larger_than_the_latent_batch(server):
+    p = dreamo_prompt(prefix="bigbatch")
+    p["41"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["4", 0], "amount": 3}}
+    p["5"]["inputs"]["image"] = ["41", 0]
+    p["9"]["inputs"]["batch_size"] = 2
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "KSampler"
+    assert ("DreamOApply (input 'ref_1'): the reference in slot 1 is a batch of 3 images but the latent batch is 2"
+            in result["error"]["exception_message"])

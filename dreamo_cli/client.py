@@ -1,0 +1,239 @@
+"""dreamo-client: queue DreamO jobs on running ComfyUI servers through their HTTP API.
+
+One job:
+    dreamo-client --workflow id_tryon --ref 1=face.png --ref 2=dress.png \\
+        --prompt "a woman [ref#1] wearing the dress [ref#2] on a beach" --seed 7 --out results/
+A batch (JSONL or CSV, one row per job) spread over several servers:
+    dreamo-client --jobs jobs.jsonl --server 10.0.0.5:8188 --server 10.0.0.6:8188 --out results/
+
+Reference images are uploaded (/upload/image), the API-format workflow is filled through the node titles it
+declares (see dreamo_cli/api_workflow.py and the README, "Queue jobs through the API"), queued with a
+client_id, followed on the websocket (a progress bar per job: node being run, step k of n) and its saved
+images downloaded (/view) as <out>/<job>_01.png ... with a <job>.json manifest. Finished jobs are skipped
+when the same command runs again.
+
+Exit status: 0 every job done (or already there); 1 a job failed (the server's own message is printed:
+node, input, error); 2 bad arguments, workflow or jobs file; 3 no server could be reached.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+from .api_workflow import SLOTS, Job, WorkflowError, find_workflow, load_workflow
+from .batch import run_jobs, summary
+from .comfy_server import ClientError, ServerUnavailable
+
+DEFAULT_SERVER = "127.0.0.1:8188"
+ROW_KEYS = {"id", "workflow", "prompt", "seed", "steps", "width", "height", "size", "batch_size", "refs", "tasks",
+            "resolutions"} | {f"{p}_{k}" for p in ("ref", "task", "resolution") for k in SLOTS}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _slot_pairs(values, option: str, convert=str) -> dict[int, object]:
+    out = {}
+    for item in values or []:
+        slot, sep, value = str(item).partition("=")
+        if not sep or not slot.strip().isdigit() or int(slot) not in SLOTS or not value:
+            raise UsageError(f"{option} {item!r}: expected SLOT=VALUE with SLOT 1..9, e.g. {option} 1="
+                             + ("face.png" if option == "--ref" else "id" if option == "--task" else "512"))
+        try:
+            out[int(slot)] = convert(value.strip())
+        except ValueError:
+            raise UsageError(f"{option} {item!r}: {value!r} is not a valid value") from None
+    return out
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = str(text).lower().partition("x")
+    if not sep or not w.strip().isdigit() or not h.strip().isdigit():
+        raise UsageError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 768x1024")
+    return int(w), int(h)
+
+
+def _int(value, what: str):
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: {value!r} is not a whole number") from None
+
+
+def job_from_args(args) -> Job:
+    width, height = _size(args.size) if args.size else (None, None)
+    return Job(name="", workflow=args.workflow,
+               refs={k: os.path.abspath(os.path.expanduser(v)) for k, v in _slot_pairs(args.ref, "--ref").items()},
+               tasks=_slot_pairs(args.task, "--task"), resolutions=_slot_pairs(args.resolution, "--resolution", int),
+               prompt=args.prompt, seed=args.seed, steps=args.steps, width=width, height=height,
+               batch_size=args.batch_size)
+
+
+def read_jobs(path: str, defaults: Job) -> list[Job]:
+    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if path.lower().endswith(".csv"):
+                rows = [(i + 2, {k.strip(): v for k, v in r.items() if k and v not in (None, "")})
+                        for i, r in enumerate(csv.DictReader(f))]
+            else:
+                rows = []
+                for i, line in enumerate(f, start=1):
+                    if line.strip() and not line.lstrip().startswith("#"):
+                        try:
+                            rows.append((i, json.loads(line)))
+                        except json.JSONDecodeError as e:
+                            raise UsageError(f"{path} line {i}: not JSON ({e})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read the jobs file: {e}") from None
+    jobs = []
+    for line, row in rows:
+        where = f"{path} line {line}"
+        if not isinstance(row, dict):
+            raise UsageError(f"{where}: a row must be an object of settings")
+        unknown = sorted(set(row) - ROW_KEYS)
+        if unknown:
+            raise UsageError(f"{where}: unknown column(s) {', '.join(unknown)}; known: id, workflow, prompt, seed, "
+                             f"steps, size (WxH) or width/height, batch_size, ref_K, task_K, resolution_K (K=1..9)")
+        refs = dict(defaults.refs)
+        tasks, resolutions = dict(defaults.tasks), dict(defaults.resolutions)
+        for key, target, conv in (("ref", refs, str), ("task", tasks, str), ("resolution", resolutions, int)):
+            nested = row.get(key + "s") or {}
+            if not isinstance(nested, dict):
+                raise UsageError(f"{where}: '{key}s' must map slot numbers to values")
+            items = {**{str(k): v for k, v in nested.items()},
+                     **{str(k): row[f"{key}_{k}"] for k in SLOTS if f"{key}_{k}" in row}}
+            for k, v in items.items():
+                target.update(_slot_pairs([f"{k}={v}"], f"{where}: {key}", conv))
+        refs = {k: os.path.normpath(os.path.join(folder, os.path.expanduser(v))) for k, v in refs.items()}
+        width, height = (_size(row["size"]) if "size" in row else (defaults.width, defaults.height))
+        workflow = row.get("workflow") or defaults.workflow
+        if row.get("workflow") and os.path.isfile(os.path.join(folder, row["workflow"])):
+            workflow = os.path.join(folder, row["workflow"])
+        job = Job(name=str(row.get("id", "")).strip(), workflow=workflow, refs=refs, tasks=tasks,
+                  resolutions=resolutions, prompt=row.get("prompt", defaults.prompt),
+                  seed=_int(row.get("seed", defaults.seed), f"{where}: seed"),
+                  steps=_int(row.get("steps", defaults.steps), f"{where}: steps"),
+                  width=_int(row.get("width", width), f"{where}: width"),
+                  height=_int(row.get("height", height), f"{where}: height"),
+                  batch_size=_int(row.get("batch_size", defaults.batch_size), f"{where}: batch_size"))
+        if job.name and not _safe_name(job.name):
+            raise UsageError(f"{where}: id {job.name!r} must be letters, digits, '-', '_' or '.' (it names files)")
+        if not job.name:
+            job.name = f"job{line:03d}-{job.fingerprint()[:8]}"
+        jobs.append(job)
+    if not jobs:
+        raise UsageError(f"{path} holds no jobs")
+    return jobs
+
+
+def _safe_name(name: str) -> bool:
+    return all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
+
+
+def check_jobs(jobs: list[Job], default_workflow: str | None) -> None:
+    """Everything that can be checked before a server is touched: workflow files, titles, local images."""
+    from .api_workflow import fill
+
+    for job in jobs:
+        path = find_workflow(job.workflow or default_workflow)
+        job.workflow = path
+        for slot, local in job.refs.items():
+            if not os.path.isfile(local):
+                raise UsageError(f"job '{job.name}': reference {slot} is not a file: {local}")
+        fill(load_workflow(path), job, {k: "check.png" for k in job.refs}, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dreamo-client", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", action="append", metavar="HOST:PORT",
+                   help=f"a running ComfyUI (repeat for several; default {DEFAULT_SERVER})")
+    p.add_argument("--workflow", default="ip",
+                   help="API-format workflow: a pack workflow by name (ip, id_tryon, ...) or a file (default ip)")
+    p.add_argument("--ref", action="append", metavar="K=IMAGE", help="reference image for slot K (repeatable)")
+    p.add_argument("--task", action="append", metavar="K=TASK", help="task of reference K: ip, id or style")
+    p.add_argument("--resolution", action="append", metavar="K=PIXELS", help="encode resolution of reference K")
+    p.add_argument("--prompt", help="the prompt; [ref#K] names reference K")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--size", metavar="WxH", help="output size, e.g. 768x1024 (also sets the Flux shift's size)")
+    p.add_argument("--batch-size", type=int, help="images per job")
+    p.add_argument("--out", default="dreamo_outputs", help="output folder (default ./dreamo_outputs)")
+    p.add_argument("--name", help="one job: the name its outputs carry (default: workflow + a hash of the settings)")
+    p.add_argument("--jobs", metavar="FILE", help="batch: a .jsonl or .csv file, one job per row "
+                                                   "(command-line settings are the rows' defaults)")
+    p.add_argument("--per-server", type=int, default=2, help="jobs in flight per server (default 2)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a job is tried again after its server went away (default 2)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take (default 3600)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--list-workflows", action="store_true", help="print the pack's workflow names and exit")
+    return p
+
+
+def main(argv=None, on_event=None) -> int:
+    """Console entry point; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    err = sys.stderr
+    if args.list_workflows:
+        from .api_workflow import available_workflows
+
+        print("\n".join(available_workflows()))
+        return 0
+    try:
+        if args.per_server < 1 or args.retries < 0:
+            raise UsageError("--per-server must be at least 1 and --retries at least 0")
+        defaults = job_from_args(args)
+        if args.jobs:
+            jobs = read_jobs(args.jobs, defaults)
+        else:
+            job = defaults
+            if args.name and not _safe_name(args.name):
+                raise UsageError(f"--name {args.name!r}: use letters, digits, '-', '_' or '.'")
+            jobs = [job]
+        check_jobs(jobs, args.workflow)
+        if not args.jobs:
+            stem = os.path.basename(jobs[0].workflow).removesuffix(".json").removesuffix("_api")
+            jobs[0].name = args.name or f"{stem.removeprefix('dreamo_')}-{jobs[0].fingerprint()[:8]}"
+        outcomes = run_jobs(jobs, args.server or [DEFAULT_SERVER], args.out, per_server=args.per_server,
+                            retries=args.retries, progress=not args.quiet, on_event=on_event,
+                            timeout=args.timeout, log=lambda m: print(m, file=err))
+    except (UsageError, WorkflowError) as e:
+        print(f"dreamo-client: {e}", file=err)
+        return 2
+    except ServerUnavailable as e:
+        print(f"dreamo-client: {e}", file=err)
+        return 3
+    except ClientError as e:
+        print(f"dreamo-client: {e}", file=err)
+        return 1
+    failed = [o for o in outcomes if o.status == "failed"]
+    if args.jobs or len(outcomes) > 1:
+        print(summary(outcomes))
+    else:
+        o = outcomes[0]
+        if o.status == "done":
+            t = o.timings
+            print(f"{o.job.name}: {len(o.files)} image(s) in {os.path.abspath(args.out)}: {', '.join(o.files)} "
+                  f"({o.seconds:.1f} s on {o.server}; execution {t.get('execute', 0):.1f} s, client "
+                  f"{t.get('overhead', 0):.2f} s)")
+        elif o.status == "skipped":
+            print(f"{o.job.name}: already done, nothing queued ({', '.join(o.files)} in {os.path.abspath(args.out)};"
+                  f" delete {o.job.name}.json there to make it again)")
+    for o in failed:
+        print(f"dreamo-client: job {o.job.name} failed: {o.reason}", file=err)
+    if failed and all("no server left" in o.reason for o in failed) and not any(o.status == "done" for o in outcomes):
+        return 3
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""dreamo-download against a loopback server that serves files the way the Hub does (HF_ENDPOINT points at it):
+a fresh download, an interrupted one resumed, a corrupted one rejected and not left in the models folder, a 401
+for a gated file turned into the licence instruction, facexlib's weights from their release URL. No test
+touches the internet."""
+import hashlib
+import io
+import os
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+
+import install_tree as t
+from fake_hub import FakeHub
+from dreamo_cli import download
+
+CFG = "dreamo_cfg_distill.safetensors"
+
+
+def run(*argv):
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(out):
+        code = download.main(list(argv))
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The fake Hub on loopback; any other connection attempt fails the test."""
+    import socket
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    outside, getaddrinfo = [], socket.getaddrinfo
+
+    def loopback_only(host, *args, **kw):
+        if not (isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))):
+            outside.append(host)
+            raise OSError(f"test network guard: {host} refused")
+        return getaddrinfo(host, *args, **kw)
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        # huggingface-hub reads HF_ENDPOINT when it is imported (a fresh `dreamo-download` process sees it then);
+        # here it may already be imported, and it asks its endpoint for more than our files (2.x: an agent list).
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+        yield server
+    assert outside == [], f"the downloader tried to reach {outside}"
+
+
+def lora_bytes(tmp_path, name="lora.safetensors", **kw) -> bytes:
+    path = t.write_header_file(str(tmp_path / "src" / name), t.xlabs_lora(**kw))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def install_without(tmp_path, *rels):
+    root = t.full_install(str(tmp_path / "ComfyUI"))
+    for rel in rels:
+        os.remove(t.model(root, rel))
+    return root
+
+
+def leftovers(root):
+    """Files anywhere under models/ other than the ones full_install wrote (staging included)."""
+    found = []
+    for dirpath, _, files in os.walk(os.path.join(root, "models")):
+        found += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
+    return found
+
+
+def test_dry_run_prints_the_plan_with_exact_sizes_and_downloads_nothing(hub, tmp_path):
+    body = lora_bytes(tmp_path, blocks=(2,), single=(3,))
+    served = hub.add_hub_file("ByteDance/DreamO", CFG, body)
+    root = install_without(tmp_path, "dreamo/" + CFG, "dreamo/v1.1/dreamo_dpo_lora.safetensors")
+    dpo = hub.add_hub_file("ByteDance/DreamO", "v1.1/dreamo_dpo_lora.safetensors", body + b"")
+    before = leftovers(root)
+    code, text = run("--comfyui", root, "--dry-run")
+    assert code == 0, text
+    assert "ByteDance/DreamO (dreamo_cfg_distill.safetensors)" in text and "models/dreamo/" + CFG in text
+    assert "ByteDance/DreamO (v1.1/dreamo_dpo_lora.safetensors)" in text
+    assert f"total: {download.fmt_size(2 * len(body))} in 2 file(s)" in text and "≈" not in text.split("total:")[1]
+    assert [m for m, _ in served.requests] == ["HEAD"] and [m for m, _ in dpo.requests] == ["HEAD"]
+    assert leftovers(root) == before
+
+
+def test_fresh_download_is_verified_and_moved_into_place(hub, tmp_path):
+    body = lora_bytes(tmp_path, blocks=(2,), single=(3,))
+    hub.add_hub_file("ByteDance/DreamO", CFG, body)
+    root = install_without(tmp_path, "dreamo/" + CFG)
+    code, text = run("--comfyui", root)
+    assert code == 0, text
+    target = t.model(root, "dreamo/" + CFG)
+    with open(target, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == hashlib.sha256(body).hexdigest()
+    assert "FLUX.1 LoRA (xlabs)" in text and "The doctor now finds everything in place." in text
+    assert not [p for p in leftovers(root) if ".dreamo-download" in p and not p.endswith(".metadata")
+                and "/.cache/" not in p]
+
+
+def _range_starts(served):
+    return [int(r[6:-1]) if r else 0 for m, r in served.requests if m == "GET"]
+
+
+def test_interrupted_download_resumes_with_a_range_request(hub, tmp_path):
+    body = lora_bytes(tmp_path, blocks=(2, 3), single=(3,))
+    served = hub.add_hub_file("ByteDance/DreamO", CFG, body, drop_after=len(body) // 3)
+    root = install_without(tmp_path, "dreamo/" + CFG)
+    code, text = run("--comfyui", root)
+    assert code == 0, text
+    starts = _range_starts(served)
+    assert len(starts) == 2 and starts[0] == 0 and 0 < starts[1] <= len(body) // 3, served.requests
+    with open(t.model(root, "dreamo/" + CFG), "rb") as f:
+        assert f.read() == body
+
+
+def test_download_interrupted_in_one_run_resumes_in_the_next(hub, tmp_path):
+    body = lora_bytes(tmp_path, blocks=(2, 3, 4, 5), single=(3,))
+    served = hub.add_hub_file("ByteDance/DreamO", CFG, body, drop_after=len(body) // 10, drop_count=3)
+    root = install_without(tmp_path, "dreamo/" + CFG)
+    code, text = run("--comfyui", root)
+    assert code == 1 and "run again to resume" in text, text
+    assert not os.path.exists(t.model(root, "dreamo/" + CFG))
+    kept = _range_starts(served)
+    code, text = run("--comfyui", root)
+    assert code == 0, text
+    starts = _range_starts(served)[len(kept):]
+    assert len(starts) == 1 and starts[0] >= kept[-1] > 0  # the second run went on from what the first kept
+    with open(t.model(root, "dreamo/" + CFG), "rb") as f:
+        assert f.read() == body
+
+
+def test_facexlib_weights_come_from_their_release_url_and_resume(hub, tmp_path):
+    import torch
+
+    t.write_face_file(str(tmp_path / "src" / "det.pth"), "mobile0.25")
+    body = (tmp_path / "src" / "det.pth").read_bytes()
+    served = hub.add_plain_file("/facexlib/v0.1.0/detection_mobilenet0.25_Final.pth", body,
+                                drop_after=len(body) // 8, drop_count=3)
+    t.write_face_file(str(tmp_path / "src" / "parser.pth"), None)
+    hub.add_plain_file("/facexlib/v0.2.0/parsing_bisenet.pth", (tmp_path / "src" / "parser.pth").read_bytes())
+    root = t.full_install(str(tmp_path / "ComfyUI"))
+    wf = tmp_path / "wf.json"
+    wf.write_text('{"1": {"class_type": "DreamOPreprocessorLoader", "inputs": {"face_detector": '
+                  '"retinaface_mobile0.25", "background_remover": "none"}}}')
+    args = ("--comfyui", root, "--workflow", str(wf), "--facexlib-url", hub.url + "/facexlib")
+    code, text = run(*args)
+    assert code == 1 and "run again to resume" in text, text
+    assert not os.path.exists(t.model(root, "facexlib/detection_mobilenet0.25_Final.pth"))
+    assert os.path.isfile(t.model(root, "facexlib/parsing_bisenet.pth"))  # the other file went through
+    code, text = run(*args)
+    assert code == 0, text
+    assert 0 < _range_starts(served)[-1] < len(body)
+    sd = torch.load(t.model(root, "facexlib/detection_mobilenet0.25_Final.pth"), weights_only=True)
+    assert set(sd) == set(t.random_face_state("mobile0.25"))
+
+
+def test_corrupted_download_is_rejected_and_not_left_in_the_models_folder(hub, tmp_path):
+    body = lora_bytes(tmp_path, blocks=(2,), single=(3,))
+    bad = bytearray(body)
+    bad[-10] ^= 0xFF
+    hub.add_hub_file("ByteDance/DreamO", CFG, bytes(bad), sha256=hashlib.sha256(body).hexdigest())
+    root = install_without(tmp_path, "dreamo/" + CFG)
+    before = leftovers(root)
+    code, text = run("--comfyui", root)
+    assert code == 1
+    assert "FAILED" in text and "sha256" in text and "corrupted" in text
+    assert not os.path.exists(t.model(root, "dreamo/" + CFG))
+    assert [p for p in leftovers(root) if p not in before and p.endswith(".safetensors")] == []
+
+
+def test_wrong_file_from_the_server_fails_the_content_check(hub, tmp_path):
+    body = lora_bytes(tmp_path, hidden=2048)  # a LoRA for another model size, with an honest sha256
+    hub.add_hub_file("ByteDance/DreamO", CFG, body)
+    root = install_without(tmp_path, "dreamo/" + CFG)
+    code, text = run("--comfyui", root)
+    assert code == 1 and "failed the content check" in text and "does not fit" in text
+    assert not os.path.exists(t.model(root, "dreamo/" + CFG))
+
+
+def test_gated_repo_gives_the_licence_instruction(hub, tmp_path):
+    served = hub.add_hub_file("black-forest-labs/FLUX.1-dev", "flux1-dev.safetensors", b"x" * 100, gated=True)
+    root = install_without(tmp_path, "diffusion_models/flux1-dev.safetensors")
+    for argv in (("--dry-run",), ()):
+        code, text = run("--comfyui", root, *argv)
+        assert code == 1, text
+        assert "black-forest-labs/FLUX.1-dev is gated" in text
+        assert f"Open {hub.url}/black-forest-labs/FLUX.1-dev" in text and "accept the licence" in text
+        assert "hf auth login" in text and "HF_TOKEN" in text
+    assert not os.path.exists(t.model(root, "diffusion_models/flux1-dev.safetensors"))
+    assert all(m == "HEAD" for m, _ in served.requests)
+
+
+def test_token_is_sent_to_the_hub(hub, tmp_path, monkeypatch):
+    body = lora_bytes(tmp_path, blocks=(2,), single=(3,))
+    hub.add_hub_file("ByteDance/DreamO", CFG, body)
+    seen = []
+    handler = hub.server.RequestHandlerClass
+    original = handler.do_HEAD
+
+    def spy(self):
+        seen.append(self.headers.get("Authorization"))
+        original(self)
+    monkeypatch.setattr(handler, "do_HEAD", spy)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    root = install_without(tmp_path, "dreamo/" + CFG)
+    assert run("--comfyui", root, "--dry-run")[0] == 0
+    assert seen and seen[0] == "Bearer hf_test_token"
+
+
+def test_existing_bad_file_is_never_overwritten(hub, tmp_path):
+    hub.add_hub_file("ByteDance/DreamO", CFG, lora_bytes(tmp_path))
+    root = t.full_install(str(tmp_path / "ComfyUI"))
+    t.write_header_file(t.model(root, "dreamo/" + CFG), t.sdxl_unet())
+    before = os.path.getsize(t.model(root, "dreamo/" + CFG))
+    code, text = run("--comfyui", root)
+    assert code == 1 and "failed its check (not overwritten)" in text and "nothing to download" in text
+    assert os.path.getsize(t.model(root, "dreamo/" + CFG)) == before
+
+
+def test_login_stored_under_hf_home_is_used(hub, tmp_path):
+    """A fresh process (huggingface-hub reads HF_HOME at import) finds the token `hf auth login` stored there."""
+    import subprocess
+    import sys
+
+    hub.add_hub_file("ByteDance/DreamO", CFG, lora_bytes(tmp_path))
+    seen = []
+    handler = hub.server.RequestHandlerClass
+    original = handler.do_HEAD
+
+    def spy(self):
+        seen.append(self.headers.get("Authorization"))
+        original(self)
+    handler.do_HEAD = spy
+    try:
+        home = tmp_path / "hf_home_login"
+        home.mkdir()
+        (home / "token").write_text("hf_stored_login_token")
+        root = install_without(tmp_path, "dreamo/" + CFG)
+        log = tmp_path / "network_attempts.log"
+        env = dict(os.environ, HF_HOME=str(home), HF_ENDPOINT=hub.url, DREAMO_NETWORK_LOG=str(log),
+                   PYTHONPATH=os.path.join(t.REPO, "tests", "network_guard"))
+        env.pop("HF_TOKEN", None)
+        r = subprocess.run([sys.executable, "-m", "dreamo_cli.download", "--comfyui", root, "--dry-run"],
+                           cwd=t.REPO, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        handler.do_HEAD = original
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert seen == ["Bearer hf_stored_login_token"]
+    assert not log.exists() or log.read_text() == ""
