@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import comfy.lora
+import comfy.utils
 import folder_paths
 from comfy.weight_adapter import LoRAAdapter
 
@@ -48,9 +49,16 @@ def flux_dims(model):
     prefix = "diffusion_model."
     for name, key in key_map.items():
         if isinstance(key, str) and name.startswith(prefix) and key == f"{name}.weight" and key in sd:
+            # The weight's own shape, not its state-dict entry's: ComfyUI-GGUF's quantized weights show their
+            # packed bytes' shape in state_dict() (plus a "temp.weight" stand-in for memory estimates that is
+            # no weight at all), the weight's real shape on the tensor itself.
+            try:
+                weight = comfy.utils.get_attr(base, key)
+            except AttributeError:
+                continue
             module = name[len(prefix):]
             keys[module] = key
-            shapes[module] = tuple(sd[key].shape)
+            shapes[module] = tuple(weight.shape)
     hidden = dm.hidden_size
     linear1 = shapes.get("single_blocks.0.linear1")
     mlp_hidden = linear1[0] - 3 * hidden if linear1 else 4 * hidden
@@ -111,8 +119,9 @@ class DreamOStageLoader:
                 "0 leaves the model's weights untouched by this stage.")})
 
         return {"required": {
-            "model": ("MODEL", {"tooltip": "FLUX.1-dev, as loaded by UNETLoader or a checkpoint loader (fp8 and "
-                                           "other ComfyUI-supported quantizations work)."}),
+            "model": ("MODEL", {"tooltip": "FLUX.1-dev, as loaded by UNETLoader, a checkpoint loader or "
+                                           "ComfyUI-GGUF's Unet Loader (GGUF) (fp8, GGUF and other quantized "
+                                           "models work)."}),
             "dreamo_file": (auto, {"tooltip": (
                 "DreamO's main file: dreamo.safetensors (main LoRA + embeddings) or the pre-converted "
                 "dreamo_comfyui.safetensors. 'auto' takes dreamo.safetensors from models/dreamo or models/loras "

@@ -40,6 +40,7 @@ class Sandbox:
     root: str
     isolated: bool = True  # own models/input/output folders; False = the checkout's models, sandbox output
     test_nodes: bool = False
+    extra_nodes: dict = field(default_factory=dict)  # {name in custom_nodes: folder}: other packs to load too
 
     @property
     def custom_nodes(self):
@@ -64,6 +65,7 @@ class Sandbox:
         links = {PACK_NAME: REPO}
         if self.test_nodes:
             links[TEST_NODES_NAME] = os.path.join(REPO, "tests", "helper_nodes")
+        links.update(self.extra_nodes)
         for name, target in links.items():
             link = os.path.join(self.custom_nodes, name)
             if not os.path.islink(link):
@@ -71,7 +73,7 @@ class Sandbox:
         return self
 
     def server_args(self, port: int) -> list[str]:
-        names = [PACK_NAME] + ([TEST_NODES_NAME] if self.test_nodes else [])
+        names = [PACK_NAME] + ([TEST_NODES_NAME] if self.test_nodes else []) + list(self.extra_nodes)
         args = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
                 "--disable-all-custom-nodes", "--whitelist-custom-nodes", *names,
                 "--database-url", "sqlite:///:memory:"]
