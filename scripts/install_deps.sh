@@ -10,6 +10,8 @@
 #                        release and the newest this way
 #   COMFYUI_GIT_DIR, COMFYUI_LATEST_GIT_DIR
 #                        a local git snapshot of ComfyUI to export into the checkout when it does not exist yet
+#   COMFYUI_GGUF_PATH    city96's ComfyUI-GGUF pack, for the GGUF tests only (default ~/ComfyUI-GGUF; cloned at
+#                        the tested commit when DREAMO_TEST_DEPS=1 and it is missing)
 #   PYTHON               the base interpreter (default python3). Each checkout gets a venv, <checkout>/.venv, made
 #                        with --system-site-packages so torch is installed once, in the base; ComfyUI's pinned
 #                        frontend packages differ between releases and live in each venv.
@@ -84,6 +86,14 @@ prepare_checkout() {  # checkout, git snapshot (may be empty), tag to clone when
   fi
   DREAMO_RELEASES+="$checkout $venv/bin/python ${version:-unknown}"$'\n'
 }
+
+GGUF_PACK="${COMFYUI_GGUF_PATH:-$HOME/ComfyUI-GGUF}"
+GGUF_PACK_COMMIT="795e45156ece99afbc3efef911e63fcb46e6a20d"  # the commit the GGUF tests ran on
+if [ "${DREAMO_TEST_DEPS:-0}" = 1 ] && [ ! -f "$GGUF_PACK/nodes.py" ] && [ ! -e "$GGUF_PACK" ] && command -v git >/dev/null 2>&1; then
+  echo "  cloning city96/ComfyUI-GGUF at $GGUF_PACK_COMMIT into $GGUF_PACK (GGUF tests only)"
+  { git clone -q https://github.com/city96/ComfyUI-GGUF "$GGUF_PACK" 2>/dev/null && git -C "$GGUF_PACK" checkout -q "$GGUF_PACK_COMMIT"; } \
+    || { echo "  (the clone failed: no network to GitHub? the GGUF tests will be skipped with the reason)"; rm -rf "$GGUF_PACK"; }
+fi
 
 DREAMO_RELEASES=""
 prepare_checkout "${COMFYUI_PATH:-$HOME/comfyui}" "${COMFYUI_GIT_DIR:-}" "$COMFYUI_FLOOR_TAG" || true

@@ -1,8 +1,8 @@
 """GGUF test material: city96's ComfyUI-GGUF pack loaded from outside the repo, and a FLUX.1-shaped .gguf file.
 
 The pack is never part of this repo. Tests find it through `COMFYUI_GGUF_PATH` (a clone of
-https://github.com/city96/ComfyUI-GGUF), falling back to `$COMFYUI_PATH/custom_nodes/ComfyUI-GGUF`, and skip
-with that reason when neither is there.
+https://github.com/city96/ComfyUI-GGUF; default ~/ComfyUI-GGUF, where scripts/install_deps.sh clones it),
+falling back to `$COMFYUI_PATH/custom_nodes/ComfyUI-GGUF`, and skip with that reason when neither is there.
 
 `write_flux_gguf` writes a .gguf as the pack's own tools make one: `tools/convert.py` (GGUFWriter, arch "flux",
 1-D and tiny tensors F32, the rest BF16 from a bf16 source), then the pack's patched `llama-quantize` (its
@@ -31,7 +31,7 @@ QUANTIZATION_THRESHOLD = 1024  # tools/convert.py: tensors this small stay F32
 
 def pack_path() -> str | None:
     """Folder of a ComfyUI-GGUF checkout, or None."""
-    for path in (os.environ.get("COMFYUI_GGUF_PATH", ""),
+    for path in (os.environ.get("COMFYUI_GGUF_PATH") or os.path.expanduser("~/ComfyUI-GGUF"),
                  os.path.join(os.environ.get("COMFYUI_PATH", ""), "custom_nodes", "ComfyUI-GGUF")):
         if path and os.path.isfile(os.path.join(path, "nodes.py")) and os.path.isfile(os.path.join(path, "ops.py")):
             return path
