@@ -43,6 +43,8 @@ def open_frontend(playwright, url: str, viewport=(1600, 1000)):
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_function("() => window.app && window.app.graph && window.app.extensions?.length > 0",
                            timeout=60000)
+    page.wait_for_timeout(1500)  # let the start-up workflow restore finish: it can replace a graph loaded earlier
+    page.keyboard.press("Escape")
     return browser, page
 
 
@@ -81,6 +83,8 @@ def layout_spec(api: dict) -> dict:
 LAYOUT_JS = """async ([wf, name, spec, note]) => {
     await app.loadApiJson(wf, name);
     const byId = Object.fromEntries(app.graph._nodes.map(n => [String(n.id), n]));
+    const lost = Object.keys(wf).filter(id => !byId[id]);
+    if (lost.length) throw new Error(`nodes ${lost} of ${name} did not load (${app.graph._nodes.length} loaded)`);
     for (const [id, n] of Object.entries(wf)) {
         byId[id].title = n._meta.title;
         for (const w of byId[id].widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
@@ -94,7 +98,8 @@ LAYOUT_JS = """async ([wf, name, spec, note]) => {
         const x0 = Math.min(...xs) - PAD, y0 = Math.min(...ys) - TITLE - PAD;
         const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])) + PAD;
         const y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1])) + PAD;
-        const g = new LiteGraph.LGraphGroup(title, color);
+        const g = new LiteGraph.LGraphGroup(title);
+        g.color = color;
         g.pos = [x0, y0]; g.size = [x1 - x0, y1 - y0];
         app.graph.add(g);
         return y1;
@@ -128,14 +133,22 @@ LAYOUT_JS = """async ([wf, name, spec, note]) => {
         y = group(b.title, nodes, "#533") + GAP + TITLE + 30;
     }
     app.graph.setDirtyCanvas(true, true);
-    return app.graph.serialize();
+    // as the frontend saves a file: JSON drops undefined fields (returned directly, they would become nulls,
+    // which the frontend's workflow schema rejects)
+    return JSON.parse(JSON.stringify(app.graph.serialize()));
 }"""
 
 def to_ui_format(page, api_workflow: dict, name: str) -> dict:
     key = name.removesuffix("_api.json")
     note = NOTES[key]
-    return page.evaluate(LAYOUT_JS, [api_workflow, name, layout_spec(api_workflow),
-                                     {"title": note["title"], "text": note_text(key)}])
+    args = [api_workflow, name, layout_spec(api_workflow), {"title": note["title"], "text": note_text(key)}]
+    for attempt in range(3):
+        try:
+            return page.evaluate(LAYOUT_JS, args)
+        except Exception as e:  # noqa: BLE001 - playwright's Error; a late start-up restore can clear the graph
+            if "did not load" not in str(e) or attempt == 2:
+                raise
+            page.wait_for_timeout(2000)
 
 
 TASK_COLOURS = {"id": (176, 82, 62), "ip": (52, 120, 170), "style": (120, 86, 160)}

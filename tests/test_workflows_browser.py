@@ -84,6 +84,12 @@ class Page:
         self.page.goto(url, wait_until="domcontentloaded")
         self.page.wait_for_function("() => window.app && window.app.graph && window.app.extensions?.length > 0",
                                     timeout=60000)
+        # Check workflows against the frontend's own schema as it loads them (the setting is on by default in
+        # 1.27, off in 1.49: a user may turn it on, and a file that fails it is broken either way).
+        self.page.evaluate("""async () => {
+            const s = app.extensionManager?.setting;
+            if (s?.set) await s.set('Comfy.Validation.Workflows', true);
+            else await app.ui.settings.setSettingValueAsync('Comfy.Validation.Workflows', true); }""")
         self.page.wait_for_timeout(1500)
         self.dismiss()
 
@@ -95,12 +101,15 @@ class Page:
         self.page.wait_for_timeout(300)
 
     def problems(self):
-        """Alerts and toasts (the zod 'Invalid workflow' alert is one), open dialogs (missing nodes/models) and
-        console errors since recording started."""
+        """Alerts and toasts (the schema check's 'Invalid workflow' alert is one), open dialogs (missing nodes or
+        models in 1.27), the error overlay (missing nodes, models or pictures in 1.49) and console errors since
+        recording started."""
         shown = self.page.evaluate("""() => {
             const out = [];
             for (const t of document.querySelectorAll('.p-toast-message'))
                 out.push('toast: ' + t.innerText.slice(0, 400));
+            for (const e of document.querySelectorAll('[data-testid="error-overlay"]'))
+                out.push('error overlay: ' + e.innerText.slice(0, 400));
             for (const d of document.querySelectorAll('.p-dialog, .comfy-modal[style*="block"]'))
                 if (d.offsetParent !== null || getComputedStyle(d).display !== 'none')
                     out.push('dialog: ' + d.innerText.slice(0, 400));
