@@ -88,8 +88,9 @@ LAYOUT_JS = """async ([wf, name, spec, note]) => {
     for (const [id, n] of Object.entries(wf)) {
         byId[id].title = n._meta.title;
         for (const w of byId[id].widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
-        if (n.class_type === "DreamOTextEncode") byId[id].size = [420, 230];
-        if (n.class_type === "LoadImage") byId[id].size = [300, 340];  // room for the picture preview
+        const want = { DreamOTextEncode: [420, 230], LoadImage: [300, 340] }[n.class_type] ?? [0, 0];
+        const min = byId[id].computeSize();  // the size the frontend gives it on load (inputs + widgets)
+        byId[id].size = [Math.max(want[0], min[0], byId[id].size[0]), Math.max(want[1], min[1], byId[id].size[1])];
     }
     const GAP = 30, TITLE = 34, PAD = 12;
     const groups = [];

@@ -46,6 +46,9 @@ FACE_MODELS = [(("facexlib",), "detection_Resnet50_Final.pth"), (("facexlib",), 
 REMOVER_MODELS = [(("rembg",), "BEN2_Base.onnx")]
 
 
+DRAWN: list[str] = []  # folders of drawn stand-in pictures, removed when the job ends
+
+
 class UsageError(Exception):
     """A bad argument: printed as one line, exit status 2."""
 
@@ -109,12 +112,32 @@ def pictures(prompt: dict, images: list[str], garments: list[str]) -> dict[str, 
             chosen[node_id] = given[i]
             continue
         sample = os.path.join(SHARED_REFS, prompt[node_id]["inputs"]["image"])
-        if not os.path.isfile(sample):
-            flag = "--garment" if task == "ip" and i > 0 else "--image"
-            raise UsageError(f"ref {slot} ({task}) needs a picture: the sample {os.path.basename(sample)} is not in "
-                             f"{SHARED_REFS}; pass one with {flag} PATH")
-        chosen[node_id] = sample
+        if os.path.isfile(sample):
+            chosen[node_id] = sample
+        elif task != "id":  # a drawn subject stands in for the sample photo
+            chosen[node_id] = drawn_picture(task)
+        else:
+            raise UsageError(f"ref {slot} (id) needs a photo with a face: the sample {os.path.basename(sample)} is "
+                             f"not in {SHARED_REFS}; pass one with --image PATH")
     return chosen
+
+
+def drawn_picture(task: str) -> str:
+    """A plain drawn subject (ip) or pattern (style), used when the sample photos are not beside the repo."""
+    from PIL import Image, ImageDraw
+
+    folder = tempfile.mkdtemp(prefix="dreamo_picture_")
+    DRAWN.append(folder)
+    path = os.path.join(folder, f"drawn_{task}.png")
+    img = Image.new("RGB", (320, 320), (150, 170, 190))
+    draw = ImageDraw.Draw(img)
+    if task == "style":
+        for i in range(0, 320, 40):
+            draw.line((0, i, 320, 320 - i), fill=(40, 60, 120), width=12)
+    else:
+        draw.ellipse((60, 40, 260, 290), fill=(180, 40, 60), outline=(20, 20, 20), width=6)
+    img.save(path)
+    return path
 
 
 class Progress:
@@ -185,6 +208,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for node_id, path in chosen.items():
+        if os.path.dirname(path) in DRAWN:
+            print(f"{prompt[node_id]['inputs']['image']} is not beside the repo: a drawn picture stands in for it.")
     missing = missing_real_models(args.workflow)
     tiny = args.tiny or bool(missing)
     if missing and not args.tiny:
@@ -204,6 +230,8 @@ def main(argv=None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+        for folder in DRAWN:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(args, prompt: dict, api_file: str, chosen: dict, tiny: bool, root: str) -> int:

@@ -79,13 +79,22 @@ def test_no_comfyui_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "no ComfyUI checkout" in capsys.readouterr().err
 
 
-def test_a_missing_sample_photo_asks_for_a_picture(fake_checkout, monkeypatch, capsys, tmp_path):
+def test_a_missing_sample_face_asks_for_a_photo(fake_checkout, monkeypatch, capsys, tmp_path):
     import run_example
 
     monkeypatch.setattr(run_example, "SHARED_REFS", str(tmp_path / "no_refs"))
-    assert run_example.main(["--workflow", "id_tryon", "--image", __file__]) == 2
+    assert run_example.main(["--workflow", "id"]) == 2
     err = capsys.readouterr().err
-    assert "ref 2 (ip) needs a picture" in err and "pass one with --garment PATH" in err
+    assert "ref 1 (id) needs a photo with a face" in err and "--image PATH" in err
+
+
+def test_without_the_sample_photos_a_drawn_subject_stands_in(monkeypatch, tmp_path):
+    import run_example
+
+    monkeypatch.setattr(run_example, "SHARED_REFS", str(tmp_path / "no_refs"))
+    prompt = run_example.load_workflow("style_subject")
+    chosen = run_example.pictures(prompt, [], [])
+    assert len(chosen) == 2 and all(os.path.isfile(p) and "drawn_" in p for p in chosen.values())
 
 
 @pytest.mark.host
