@@ -165,10 +165,14 @@ def thumbnail(api: dict, title: str, path: str, size=(640, 400)) -> None:
 
     card = Image.new("RGB", size, (32, 34, 40))
     draw = ImageDraw.Draw(card)
-    big, small = ImageFont.load_default(size=26), ImageFont.load_default(size=17)
-    draw.text((20, 14), f"DreamO: {title}", fill=(240, 240, 240), font=big)
+    big, small = ImageFont.load_default(size=30), ImageFont.load_default(size=20)
+    heading = f"DreamO: {title}"
+    size_h = 30
+    while draw.textlength(heading, font=ImageFont.load_default(size=size_h)) > size[0] - 40 and size_h > 14:
+        size_h -= 1
+    draw.text((20, 14), heading, fill=(240, 240, 240), font=ImageFont.load_default(size=size_h))
     refs = sorted((n["_meta"]["title"], n) for n in api.values() if n["class_type"] == "DreamORefEncode")
-    tile = min(200, (size[0] - 40) // max(1, len(refs)) - 16)
+    tile = min(190, (size[0] - 40) // max(1, len(refs)) - 16)
     for i, (ref_title, node) in enumerate(refs):
         x, y = 20 + i * (tile + 16), 62
         picture = api[str(node["inputs"]["image"][0])]["inputs"]["image"]
@@ -176,13 +180,14 @@ def thumbnail(api: dict, title: str, path: str, size=(640, 400)) -> None:
         draw.rounded_rectangle((x, y, x + tile, y + tile), 14, fill=TASK_COLOURS.get(task, (90, 90, 90)))
         slot = ref_title.split()[1]
         draw.text((x + 14, y + 12), f"[ref#{slot}]", fill=(255, 255, 255), font=big)
-        draw.text((x + 14, y + 50), TASK_WORDS.get(task, task), fill=(255, 255, 255), font=small)
+        draw.multiline_text((x + 14, y + 54), "\n".join(textwrap.wrap(TASK_WORDS.get(task, task), 14)),
+                            fill=(255, 255, 255), font=small)
         draw.text((x + 14, y + tile - 30), picture, fill=(235, 235, 235), font=small)
         draw.text((x, y + tile + 6), f"{task} reference", fill=(250, 200, 90), font=small)
     prompts = [n["inputs"]["text"] for _, n in sorted(api.items(), key=lambda kv: int(kv[0]))
                if n["class_type"] == "DreamOTextEncode"]
     text = " | ".join(prompts)
-    draw.multiline_text((20, 62 + tile + 36), "\n".join(textwrap.wrap(text, 62)[:4]), fill=(210, 210, 210),
+    draw.multiline_text((20, 62 + tile + 36), "\n".join(textwrap.wrap(text, 52)[:3]), fill=(210, 210, 210),
                         font=small, spacing=6)
     card.save(path, quality=88)
 
