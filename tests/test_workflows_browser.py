@@ -101,21 +101,21 @@ class Page:
         self.page.wait_for_timeout(300)
 
     def open_from_templates_dialog(self, name):
-        """Click the template in the Templates dialog (sidebar 'Templates' -> the pack's category -> its card), as
-        a user does; on a frontend whose dialog has no per-template test ids (1.27), run what the dialog runs on
-        a click (useTemplateWorkflows.loadWorkflowTemplate): fetch it from the pack's template route and load it
-        as a template. Returns how it was opened."""
-        card = self.page.locator(f'[data-testid="template-workflow-{name}"]')
-        try:
-            self.page.get_by_text("Templates", exact=True).first.click(timeout=5000)
-            self.page.get_by_text(PACK, exact=True).first.click(timeout=10000)
-            card.wait_for(timeout=10000)
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError: an older dialog
+        """Click the template in the Templates dialog (opened by the frontend's own command, then the pack's
+        category, then its card), as a user does. The 1.27 dialog has no per-template test ids: there the test
+        runs what that dialog runs on a click (useTemplateWorkflows.loadWorkflowTemplate: fetch the file from the
+        pack's template route, load it as a template). Returns how it was opened."""
+        self.page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        self.page.wait_for_selector('[data-testid="template-workflows-content"], .p-dialog', timeout=30000)
+        if self.page.locator('[data-testid="template-workflows-content"]').count() == 0:  # the 1.27 dialog
             self.dismiss()
             self.page.evaluate("""async ([pack, name]) => {
                 const json = await fetch(`api/workflow_templates/${pack}/${name}.json`).then(r => r.json());
                 await app.loadGraphData(json, true, true, name, { openSource: 'template' }); }""", [PACK, name])
             return "template-route"
+        self.page.get_by_text(PACK, exact=True).first.click(timeout=20000)
+        card = self.page.locator(f'[data-testid="template-workflow-{name}"]')
+        card.wait_for(timeout=30000)
         card.click()
         return "templates-dialog"
 
