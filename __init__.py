@@ -7,7 +7,9 @@ import importlib.util
 
 WEB_DIRECTORY = "./web"
 
-if importlib.util.find_spec("comfy") is not None and importlib.util.find_spec("folder_paths") is not None:
+# `__package__` is empty when a tool imports this file as a plain module (pytest does so for a clone folder
+# whose name is no Python identifier, e.g. "comfyui-dreamo"): the nodes are only registered as a package.
+if __package__ and importlib.util.find_spec("comfy") is not None and importlib.util.find_spec("folder_paths") is not None:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 else:
     NODE_CLASS_MAPPINGS = {}

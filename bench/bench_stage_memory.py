@@ -10,7 +10,7 @@ and, in one process, RSS step by step (peak reset between steps with /proc/self/
   after ComfyUI's patch_model (its own weight backups, the same for any LoRA in ComfyUI).
 Target: the stages add no more than the LoRA tensors themselves.
 
-Usage: COMFYUI_PATH=/root/comfyui python bench/bench_stage_memory.py [--hidden 768] [--rank 32]
+Usage: COMFYUI_PATH=~/comfyui python bench/bench_stage_memory.py [--hidden 768] [--rank 32]
 """
 from __future__ import annotations
 

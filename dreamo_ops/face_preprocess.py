@@ -76,6 +76,17 @@ class MissingWeightsError(FileNotFoundError):
                          "pack fetch it once.")
 
 
+class DownloadFailedError(OSError):
+    """Downloading a missing weight file was allowed but failed (no network, HTTP error, disk full)."""
+
+    def __init__(self, weight: WeightFile, folder: str, cause: Exception):
+        self.weight = weight
+        self.folder = folder
+        reason = getattr(cause, "reason", None) or cause
+        super().__init__(f"the download of '{weight.name}' from {weight.url} failed: {reason} "
+                         f"({type(cause).__name__}); nothing was written to {folder}")
+
+
 def locate_weight(weight: WeightFile, folders, allow_download: bool = False) -> str:
     """Path of `weight` in the first folder that has it. Downloads into folders[0] only when allowed."""
     folders = [f for f in folders if f]
@@ -88,7 +99,10 @@ def locate_weight(weight: WeightFile, folders, allow_download: bool = False) -> 
         raise MissingWeightsError(weight, folders)
     from facexlib.utils.misc import load_file_from_url
 
-    return load_file_from_url(weight.url, save_dir=folders[0], progress=True)
+    try:
+        return load_file_from_url(weight.url, save_dir=folders[0], progress=True)
+    except Exception as e:  # URLError, HTTPError, timeouts, a full disk: all say "the download failed"
+        raise DownloadFailedError(weight, folders[0], e) from e
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:

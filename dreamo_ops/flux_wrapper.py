@@ -5,6 +5,9 @@ DreamO adds one thing: learned condition/index embeddings right after `img_in`. 
   * `DreamOFluxWrapper`: a DIFFUSION_MODEL wrapper (ComfyUI's `WrappersMP.DIFFUSION_MODEL` calling
     convention) that, only in calls carrying DreamO references, installs
   * `ConditionEmbeddingPatch`: a `post_input` patch adding the embeddings for that call's token layout.
+When the model also carries DreamORouting's settings (`transformer_options[ROUTING_KEY]`), the same calls get a
+  * `RoutedAttention` override (`optimized_attention_override`, chained with any other pack's override) that
+    routes each reference onto its region and/or captures routing maps (see `routing.py`).
 It uses only the calling conventions of those extension points, not ComfyUI imports.
 """
 from __future__ import annotations
@@ -12,12 +15,18 @@ from __future__ import annotations
 import torch
 
 from .condition_embedding import DreamOEmbeddings, condition_embedding
+from .errors import DreamOError
+from .routing import RoutedAttention, RoutingSpec, region_to_tokens
 from .token_layout import TokenLayout, position_ids, reference_layout
 
 SLOTS_KWARG = "dreamo_ref_slots"
 """Model-cond name carrying, per call, the DreamO slot of every reference latent (a tuple of ints)."""
 WRAPPER_KEY = "dreamo"
 REQUIRED_METHOD = "uxo"
+ROUTING_KEY = "dreamo_routing"
+"""`transformer_options` key carrying DreamORouting's `RoutingSpec`."""
+OVERRIDE_KEY = "optimized_attention_override"
+ROUTING_NODE = "DreamORouting"
 
 
 class DreamOSamplingError(RuntimeError):
@@ -103,4 +112,54 @@ class DreamOFluxWrapper:
         patch = ConditionEmbeddingPatch(self.embeddings, layout, self.verified_layouts)
         patches["post_input"] = list(patches.get("post_input", [])) + [patch]
         options["patches"] = patches
+        spec = options.get(ROUTING_KEY)
+        if isinstance(spec, RoutingSpec):
+            override = routing_override(spec, layout, x.shape[-2:], executor.class_obj, options, patch_size)
+            if override is not None:
+                options[OVERRIDE_KEY] = override
         return options
+
+
+class ReferenceBatchCheck:
+    """OUTER_SAMPLE wrapper: before sampling, a DreamO reference batch larger than the latent batch is an error.
+
+    ComfyUI fits every reference latent to the batch being sampled (`repeat_to_batch_size`), so reference
+    images beyond the latent batch would be dropped silently. Smaller batches repeat in turn (documented)."""
+
+    def __call__(self, executor, noise, latent_image, *args, **kwargs):
+        batch = noise.shape[0]
+        for conds in (getattr(executor.class_obj, "conds", None) or {}).values():
+            for cond in conds:
+                slots = getattr(cond.get("model_conds", {}).get(SLOTS_KWARG), "cond", ())
+                latents = list(cond.get("reference_latents") or [])
+                for slot, latent in zip(slots, latents[len(latents) - len(slots):]):  # DreamO's come last
+                    if latent.shape[0] > batch:
+                        raise DreamOSamplingError(
+                            f"DreamOApply (input 'ref_{slot}'): the reference in slot {slot} is a batch of "
+                            f"{latent.shape[0]} images but the latent batch is {batch}, so images "
+                            f"{batch + 1}..{latent.shape[0]} would never be used. Fix: give as many reference "
+                            "images as latents (or one), or raise the latent's batch_size.")
+        return executor(noise, latent_image, *args, **kwargs)
+
+
+def routing_override(spec: RoutingSpec, layout, latent_hw, flux, options: dict, patch_size: int):
+    """The per-call attention override for DreamORouting's `spec`, or None when it has nothing to do."""
+    present = {r.slot for r in layout.refs}
+    for slot in sorted(spec.regions):
+        if slot not in present:
+            raise DreamOError(ROUTING_NODE, f"region_{slot}", f"slot {slot} has no DreamO reference in this "
+                              f"sampling run (references are in slots {sorted(present)}).",
+                              f"connect a reference to DreamOApply's ref_{slot}, or disconnect region_{slot}.")
+    if not spec.constrains() and spec.capture is None:
+        return None
+    sigma = options.get("sigmas")
+    active = spec.active_at(sigma[0] if sigma is not None and len(sigma) else None)
+    if not active:
+        return None
+    key = (tuple(latent_hw), patch_size)
+    cache = spec.coverage_cache
+    if key not in cache:
+        cache[key] = {slot: region_to_tokens(m, latent_hw, patch_size) for slot, m in spec.regions.items()}
+    n_double = len(getattr(flux, "double_blocks", ()))
+    return RoutedAttention(spec, layout, cache[key], n_double, active=active,
+                           previous=options.get(OVERRIDE_KEY), latent_hw=latent_hw)

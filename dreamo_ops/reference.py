@@ -76,18 +76,88 @@ def resize_batch_to_area(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return to_float(np.stack([resize_uint8(a, (h, w)) for a in arr]))
 
 
-def foreground_from_inputs(image: torch.Tensor, mask):
-    """Foreground weight (B, H, W) from the mask input, else the image's alpha channel, else None."""
+def foreground_from_inputs(image: torch.Tensor, mask, notes: list[str] | None = None):
+    """Foreground weight (B, H, W) from the mask input, else the image's alpha channel, else None.
+
+    A mask of the image's aspect ratio is resized to it (noted); another aspect ratio, a batch that does not
+    fit the images, NaNs or an all-zero mask (LoadImage's mask of a picture without transparency) are errors:
+    pasting through them would silently whiten the subject."""
     if mask is not None:
         m = mask if mask.ndim == 3 else mask.unsqueeze(0)
         m = m.float().cpu()
-        if m.shape[-2:] != image.shape[1:3]:
-            m = F.interpolate(m.unsqueeze(1), size=image.shape[1:3], mode="bilinear").squeeze(1)
-        reps = -(-image.shape[0] // m.shape[0])
-        return m.repeat(reps, 1, 1)[: image.shape[0]], "mask input"
+        if m.ndim != 3 or m.shape[0] == 0 or min(m.shape[-2:]) == 0:
+            raise DreamOError(NODE, "mask", f"expected a MASK (B, H, W), got shape {tuple(mask.shape)}.",
+                              "connect a mask of the reference picture, or disconnect 'mask'.")
+        if not torch.isfinite(m).all():
+            raise DreamOError(NODE, "mask", "the mask has NaN or infinite values.",
+                              "connect a mask with values between 0 and 1.")
+        mh, mw = m.shape[-2:]
+        ih, iw = image.shape[1:3]
+        uniform = bool((m == m.reshape(m.shape[0], -1)[:, :1, None]).all())  # e.g. LoadImage's 64x64 default
+        if not uniform and abs(mh / mw - ih / iw) > 0.01 * (ih / iw) + 1.0 / min(mh, mw):
+            raise DreamOError(NODE, "mask", f"the mask is {mw}x{mh} but the picture is {iw}x{ih} (another aspect "
+                              "ratio), so it cannot be laid over the picture.",
+                              "connect the mask made from this picture (same size), or disconnect 'mask'.")
+        if image.shape[0] % m.shape[0] != 0:
+            raise DreamOError(NODE, "mask", f"{m.shape[0]} masks for {image.shape[0]} pictures.",
+                              "give one mask, or one per picture of the batch.")
+        if m.amax() <= 0:
+            raise DreamOError(NODE, "mask", "the mask is all zeros: nothing would be kept and the reference would "
+                              "be a white picture (LoadImage's mask is empty for a picture without transparency).",
+                              "connect a mask that is 1 on the subject (e.g. from a background-removal node), or "
+                              "disconnect 'mask' and load a background remover in DreamOPreprocessorLoader.")
+        if (mh, mw) != (ih, iw):
+            m = F.interpolate(m.unsqueeze(1), size=(ih, iw), mode="bilinear").squeeze(1)
+            if notes is not None and not uniform:
+                notes.append(f"mask: resized from {mw}x{mh} to the picture's {iw}x{ih}")
+        return m.repeat(image.shape[0] // m.shape[0], 1, 1), "mask input"
     if image.shape[-1] == 4:
         return image[..., 3], "image alpha"
     return None, None
+
+
+MIN_SIDE = 16
+"""Pictures with a side below this are refused: there is no subject left to see (1 latent pixel is 8)."""
+UPSCALE_WARNING = 2.0
+"""A reference enlarged more than this many times (per side) gets a visible warning: the model sees blur."""
+
+
+def checked_image(image: torch.Tensor, notes: list[str]) -> torch.Tensor:
+    """The IMAGE input as float RGB(A) in [0, 1] on the CPU, or a DreamOError saying what is wrong with it.
+
+    16-bit pictures read by LoadImage arrive scaled to [0, 257] (it divides by 255): they are brought back to
+    [0, 1] with a note; other values outside [0, 1] are clipped with a note; NaN/inf are errors."""
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise DreamOError(NODE, "image", f"the picture is empty ({image.shape[2]}x{image.shape[1]} pixels).",
+                          "connect a real picture (check the file LoadImage reads).")
+    if min(image.shape[1], image.shape[2]) < MIN_SIDE:
+        raise DreamOError(NODE, "image", f"the picture is only {image.shape[2]}x{image.shape[1]} pixels: too small "
+                          f"to be a reference (DreamO sees 16x16-pixel patches).",
+                          f"use a picture at least {MIN_SIDE} pixels on its short side (256 or more gives detail).")
+    image = image.float().cpu()
+    if not torch.isfinite(image).all():
+        raise DreamOError(NODE, "image", "the picture has NaN or infinite values (an upstream node produced "
+                          "invalid pixels).", "fix or remove the node that feeds 'image'; values must be in 0..1.")
+    if image.shape[-1] == 1:
+        image = image.expand(-1, -1, -1, 3)
+    top, bottom = image.amax().item(), image.amin().item()
+    if 1.0 < top <= 65535.0 / 255.0 + 1e-3 and bottom >= 0.0:
+        image = image * (255.0 / 65535.0)
+        notes.append("image: values up to 257 (a 16-bit picture as LoadImage reads it) rescaled to 0..1")
+    elif top > 1.0 + 1e-6 or bottom < -1e-6:
+        image = image.clamp(0.0, 1.0)
+        notes.append(f"image: values from {bottom:.3g} to {top:.3g} clipped to 0..1")
+    return image
+
+
+def upscale_warning(source: torch.Tensor, pixels: torch.Tensor) -> list[str]:
+    """A visible warning when a small reference is enlarged a lot (the model sees the enlarged, blurred copy)."""
+    factor = min(pixels.shape[1] / source.shape[1], pixels.shape[2] / source.shape[2])
+    if factor <= UPSCALE_WARNING:
+        return []
+    return [f"WARNING: the picture is only {source.shape[2]}x{source.shape[1]} pixels and is enlarged {factor:.1f}x "
+            f"to {pixels.shape[2]}x{pixels.shape[1]}, which is what the model sees (blurred); use a larger "
+            "picture or a lower 'resolution'"]
 
 
 def _label(k: int, batch: int) -> str:
@@ -96,12 +166,16 @@ def _label(k: int, batch: int) -> str:
 
 def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes: list[str], task: str = "ip"):
     rgb = image[..., :3]
-    fg, source = foreground_from_inputs(image, mask)
+    fg, source = foreground_from_inputs(image, mask, notes)
     remover = getattr(preprocessor, "remover", None)
     if fg is None and remover is not None:
         fg = torch.from_numpy(np.stack([remover.mask(a) for a in to_uint8(rgb)]))
         source = f"built-in remover ({remover.model})"
-    if fg is not None:
+    if fg is not None and bool((fg >= 1.0).all()):
+        notes.append(f"{task}: background kept: the {source} keeps the whole picture (nothing to replace), but "
+                     "DreamO expects the subject on white; connect a background-removal mask to 'mask', or load a "
+                     "remover in DreamOPreprocessorLoader")
+    elif fg is not None:
         rgb = paste_on_white(rgb, fg)
         notes.append(f"{task}: background replaced with white using the {source}")
     else:
@@ -113,6 +187,7 @@ def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes:
     except ValueError as e:
         raise DreamOError(NODE, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
     notes.append(f"{task}: resized {image.shape[2]}x{image.shape[1]} -> {pixels.shape[2]}x{pixels.shape[1]}")
+    notes.extend(upscale_warning(image, pixels))
     return pixels
 
 
@@ -182,10 +257,8 @@ def prepare_pixels(image: torch.Tensor, task: str, resolution: int, mask=None, p
     if id_fallback not in ID_FALLBACKS:
         raise DreamOError(NODE, "id_fallback", f"unknown choice '{id_fallback}'.",
                           f"choose one of {', '.join(ID_FALLBACKS)}.")
-    image = image.float().cpu()
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, -1, 3)
     notes: list[str] = []
+    image = checked_image(image, notes)
     detections: list[np.ndarray] = []
     if task == "id":
         pixels, used = _prepare_id(image, resolution, mask, preprocessor, id_fallback, device, notes, detections)
@@ -200,5 +273,6 @@ def prepare_pixels(image: torch.Tensor, task: str, resolution: int, mask=None, p
             raise DreamOError(NODE, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
         notes.append(f"style: used as is, resized {image.shape[2]}x{image.shape[1]} -> "
                      f"{pixels.shape[2]}x{pixels.shape[1]}")
+        notes.extend(upscale_warning(image, pixels))
         used = "style"
     return PreparedPixels(pixels=pixels, task=used, notes=notes, detections=detections)

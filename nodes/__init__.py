@@ -4,10 +4,13 @@ from .loader import DreamOLoader
 from .model_folders import register_all
 from .preprocess import DreamOPreprocessorLoader
 from .ref_encode import DreamORefEncode
+from .routing import DreamORouting, DreamORoutingMap
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
+from .version_guard import guard, running_comfyui_version
 
-NODES = (DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode, DreamOApply)
+NODES = guard((DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode,
+               DreamOApply, DreamORouting, DreamORoutingMap), running_comfyui_version())
 
 register_all()
 

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import comfy.conds
-import comfy.ldm.flux.model
-import comfy.model_base
 import comfy.patcher_extension
 
-from ..dreamo_ops.errors import DreamOError
-from ..dreamo_ops.flux_wrapper import REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper
+from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
+from ..dreamo_ops.flux_wrapper import (REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper,
+                                        ReferenceBatchCheck)
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .loader import DREAMO_TYPE
+from .model_check import check_flux1
 from .ref_encode import DREAMO_REF_TYPE
 
 NODE_ID = "DreamOApply"
@@ -17,12 +17,7 @@ REF_INPUTS = tuple(f"ref_{i}" for i in range(1, MAX_SLOTS + 1))
 
 
 def check_model(model, dreamo):
-    base = getattr(model, "model", None)
-    dm = getattr(base, "diffusion_model", None)
-    if not isinstance(base, comfy.model_base.Flux) or type(dm) is not comfy.ldm.flux.model.Flux:
-        kind = type(base).__name__ if base is not None else type(model).__name__
-        raise DreamOError(NODE_ID, "model", f"DreamO works on FLUX.1 models, this is a {kind} model.",
-                          "load flux1-dev (UNETLoader or a Flux checkpoint) and connect it here.")
+    dm = check_flux1(NODE_ID, model)
     if dm.hidden_size != dreamo.hidden_size:
         raise DreamOError(NODE_ID, "dreamo", f"the embeddings are {dreamo.hidden_size}-wide but the model's hidden "
                           f"size is {dm.hidden_size}.", "load the DreamO file made for this model (FLUX.1-dev).")
@@ -67,6 +62,9 @@ def patch_model(model, dreamo):
     kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
     m.remove_wrappers_with_key(kind, WRAPPER_KEY)
     m.add_wrapper_with_key(kind, WRAPPER_KEY, DreamOFluxWrapper(dreamo))
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    m.remove_wrappers_with_key(outer, WRAPPER_KEY)
+    m.add_wrapper_with_key(outer, WRAPPER_KEY, ReferenceBatchCheck())
     return m
 
 
@@ -97,6 +95,7 @@ class DreamOApply:
         }
 
     def apply(self, model, positive, dreamo, **refs):
+        refuse_unknown_inputs(NODE_ID, refs, REF_INPUTS)
         dm = check_model(model, dreamo)
         chosen = [(i, refs[name]) for i, name in enumerate(REF_INPUTS, start=1) if refs.get(name) is not None]
         if not chosen:

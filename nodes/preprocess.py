@@ -10,7 +10,7 @@ import folder_paths
 
 from ..dreamo_ops.background import INSTALL_HINT, WHERE_TO_GET, BackgroundRemover, session_name
 from ..dreamo_ops.errors import DreamOError
-from ..dreamo_ops.face_preprocess import DETECTORS, FacePreprocessor, MissingWeightsError
+from ..dreamo_ops.face_preprocess import DETECTORS, DownloadFailedError, FacePreprocessor, MissingWeightsError
 from ..dreamo_ops.reference import DreamOPreprocessor
 from .model_folders import FACEXLIB_FOLDER, REMBG_FOLDER
 from .ref_encode import PREPROCESSOR_TYPE
@@ -47,6 +47,10 @@ def load_face_models(detector: str, allow_download: bool) -> FacePreprocessor:
                           f"download it from {e.weight.url} (facexlib's release) into {target} (or a folder listed "
                           f"under '{FACEXLIB_FOLDER}' in extra_model_paths.yaml), or switch "
                           "'download_missing_weights' on; then run again.") from e
+    except DownloadFailedError as e:
+        raise DreamOError(NODE_ID, "download_missing_weights", f"{e} (no network, or the server refused).",
+                          f"check the network and run again, or download {e.weight.url} by hand into {e.folder} "
+                          "and switch 'download_missing_weights' off.") from e
     except (RuntimeError, ValueError, OSError) as e:  # a corrupt or mismatched file
         raise DreamOError(NODE_ID, "face_detector", f"the face model files could not be loaded: {e}",
                           f"replace the files in {folders} with facexlib's originals.") from e

@@ -40,6 +40,9 @@ class DreamORefEncode:
     DISPLAY_NAME = "DreamO Reference Encode"
     CATEGORY = "DreamO"
     FUNCTION = "encode"
+    # The preview/info shown on the node is UI output: on ComfyUI 0.33+ it only reaches /history (and the page)
+    # after a cache hit when the node declares it (0.3.x ignores the flag and always sends it).
+    HAS_INTERMEDIATE_OUTPUT = True
     RETURN_TYPES = (DREAMO_REF_TYPE, "IMAGE", "STRING")
     RETURN_NAMES = ("reference", "preview", "info")
     OUTPUT_TOOLTIPS = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 import comfy.lora
-import comfy.model_base
 import folder_paths
 from comfy.weight_adapter import LoRAAdapter
 
@@ -21,6 +20,7 @@ from ..dreamo_ops.lora_formats import (LoraFormatError, ParsedLora, check_agains
                                        read_lora_file)
 from ..dreamo_ops.weights import INDEX_KEY, TASK_KEY, WeightFileError
 from .loader import DREAMO_TYPE, load_embeddings
+from .model_check import check_flux1
 from .model_folders import WEIGHT_FOLDERS, resolve_weight_file, weight_file_names
 
 NODE_ID = "DreamOStageLoader"
@@ -40,12 +40,8 @@ def _folders() -> list[str]:
 
 def flux_dims(model):
     """(diffusion model, {Flux module: state-dict key}, {Flux module: weight shape}, hidden, mlp_hidden)."""
-    base = getattr(model, "model", None)
-    dm = getattr(base, "diffusion_model", None)
-    if not isinstance(base, comfy.model_base.Flux) or not hasattr(dm, "single_blocks"):
-        kind = type(base).__name__ if base is not None else type(model).__name__
-        raise DreamOError(NODE_ID, "model", f"DreamO's stages are LoRAs for FLUX.1, this is a {kind} model.",
-                          "load flux1-dev (UNETLoader or a Flux checkpoint) and connect it here.")
+    dm = check_flux1(NODE_ID, model)
+    base = model.model
     key_map = comfy.lora.model_lora_keys_unet(base, {})
     sd = model.model_state_dict()
     keys, shapes = {}, {}

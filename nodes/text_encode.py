@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
 from ..dreamo_ops.placeholders import STYLE_INSTRUCTION, build_prompt
 from ..dreamo_ops.t5_placeholder_tokenizer import (COMFYUI_T5_LENGTH, DREAMO_T5_LENGTH, PlaceholderMismatch,
                                                    TokenizerSetupError, load_tokenizer, t5_tokens)
@@ -69,6 +69,9 @@ class DreamOTextEncode:
     DISPLAY_NAME = "DreamO Text Encode"
     CATEGORY = "DreamO"
     FUNCTION = "encode"
+    # The preview/info shown on the node is UI output: on ComfyUI 0.33+ it only reaches /history (and the page)
+    # after a cache hit when the node declares it (0.3.x ignores the flag and always sends it).
+    HAS_INTERMEDIATE_OUTPUT = True
     RETURN_TYPES = ("CONDITIONING", "STRING")
     RETURN_NAMES = ("conditioning", "prompt")
     OUTPUT_TOOLTIPS = (
@@ -111,6 +114,7 @@ class DreamOTextEncode:
         }
 
     def encode(self, clip, dreamo, text, t5_length=T5_LENGTHS[0], add_style_instruction=True, **refs):
+        refuse_unknown_inputs(NODE_ID, refs, REF_INPUTS)
         if clip is None:
             raise DreamOError(NODE_ID, "clip", "no text encoder is connected (the checkpoint has none).",
                               "load FLUX.1's text encoders with DualCLIPLoader (clip_l + t5xxl, type flux).")

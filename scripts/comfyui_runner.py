@@ -22,6 +22,7 @@ import websocket
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_NAME = "comfyui_dreamo"
 TEST_NODES_NAME = "dreamo_test_helpers"
+NETWORK_LOGS: list[str] = []  # every started server's network_attempts.log (see Server.env)
 
 
 def comfyui_path() -> str:
@@ -103,9 +104,10 @@ class Server:
         if not os.path.isfile(main):
             raise RuntimeError(f"no ComfyUI checkout at {comfyui_path()} (set COMFYUI_PATH; README says how)")
         self.log_path = os.path.join(self.sandbox.root, "server.log")
+        NETWORK_LOGS.append(self.network_log)
         log = open(self.log_path, "w")
         self.process = subprocess.Popen([sys.executable, main, *self.sandbox.server_args(self.port)],
-                                        cwd=comfyui_path(), stdout=log, stderr=subprocess.STDOUT)
+                                        cwd=comfyui_path(), stdout=log, stderr=subprocess.STDOUT, env=self.env())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -118,6 +120,20 @@ class Server:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"ComfyUI did not start within {timeout:.0f}s:\n{self.log_tail()}")
+
+    @property
+    def network_log(self) -> str:
+        return os.path.join(self.sandbox.root, "network_attempts.log")
+
+    def env(self) -> dict:
+        """The server's environment. With DREAMO_NETWORK_GUARD=1 (the tests set it) every connection that is not
+        to loopback is refused and recorded in `network_log` (tests/network_guard/sitecustomize.py)."""
+        env = dict(os.environ)
+        if env.get("DREAMO_NETWORK_GUARD") == "1":
+            guard = os.path.join(REPO, "tests", "network_guard")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (guard, env.get("PYTHONPATH", "")) if p)
+            env["DREAMO_NETWORK_LOG"] = self.network_log
+        return env
 
     def log_tail(self, lines: int = 40) -> str:
         try:

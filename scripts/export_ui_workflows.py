@@ -75,8 +75,9 @@ def layout_spec(api: dict) -> dict:
         if n["class_type"] == "SaveImage":
             chain = [i for i in sorted(upstream(api, k), key=int) if i not in taken]
             taken |= set(chain)
-            text = next((api[i]["_meta"]["title"] for i in chain if api[i]["class_type"] == "DreamOTextEncode"), "")
-            branches.append({"title": "Prompt -> image" + text[len("prompt"):], "nodes": chain})
+            save = n["_meta"]["title"]
+            title = "Prompt -> image" + save[len("output"):] if save.startswith("output") else save.capitalize()
+            branches.append({"title": title, "nodes": chain})
     return {"models": {"title": "Models (FLUX.1-dev + DreamO)", "nodes": models}, "refs": refs, "branches": branches}
 
 

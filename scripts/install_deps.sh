@@ -1,49 +1,98 @@
 #!/usr/bin/env bash
-# Install what the pack, its tests and the example need; quick when everything is already there.
-# Sourced by scripts/test.sh (with DREAMO_TEST_DEPS=1) and scripts/run_example.sh. Exports COMFYUI_PATH when a ComfyUI checkout is found.
+# Install what the pack, its tests and the main job need, saying what goes where first; quick when all is there.
+# Sourced by scripts/test.sh (DREAMO_TEST_DEPS=1) and scripts/run_example.sh. Afterwards DREAMO_RELEASES holds one
+# line per ComfyUI checkout found: "<checkout> <python of its venv> <ComfyUI version>".
+#
+# Variables (README, "Getting ComfyUI"):
+#   COMFYUI_PATH         a ComfyUI checkout (default ~/comfyui; cloned from GitHub at the oldest supported
+#                        release when neither it nor COMFYUI_GIT_DIR exists)
+#   COMFYUI_LATEST_PATH  a second checkout, tested too (default ~/comfyui-latest): CI tests the oldest supported
+#                        release and the newest this way
+#   COMFYUI_GIT_DIR, COMFYUI_LATEST_GIT_DIR
+#                        a local git snapshot of ComfyUI to export into the checkout when it does not exist yet
+#   PYTHON               the base interpreter (default python3). Each checkout gets a venv, <checkout>/.venv, made
+#                        with --system-site-packages so torch is installed once, in the base; ComfyUI's pinned
+#                        frontend packages differ between releases and live in each venv.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY=${PYTHON:-python3}
-pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v -e "Running pip as the 'root' user" -e "^WARNING: Location" || true; }
+TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")  # what the suite passes on; the PyPI builds run on a CPU
+pip_install() {
+  "$1" -m pip install -q --disable-pip-version-check "${@:2}" 2>&1 \
+    | grep -v -e "Running pip as the 'root' user" -e "^WARNING: Location" -e "^WARNING: Running pip" || true
+}
 
-# torch + torchvision (ComfyUI and facexlib import both): the PyPI builds run on a CPU too.
+echo "DreamO setup: base Python $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
 if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
-  echo "installing torch and torchvision"
-  pip_install "torch==2.14.1" "torchvision==0.29.1"
+  echo "  installing ${TORCH_PINS[*]} into that Python (PyPI builds, ~5.5 GB with their CUDA libraries; they run on a CPU too)"
+  pip_install "$PY" "${TORCH_PINS[@]}"
 fi
-# The pack's runtime dependencies and the server runner's (extra "runner"), plus the test extra when
-# DREAMO_TEST_DEPS=1 (scripts/test.sh sets it), as pyproject.toml declares them.
-"$PY" - "$REPO/pyproject.toml" "${DREAMO_TEST_DEPS:-0}" > "${TMPDIR:-/tmp}/dreamo-requirements.txt" <<'PYEOF'
+
+# The pack's own requirements, as pyproject.toml declares them (runtime + runner, + test with DREAMO_TEST_DEPS=1).
+PACK_REQS="${TMPDIR:-/tmp}/dreamo-requirements-$$.txt"
+"$PY" - "$REPO/pyproject.toml" "${DREAMO_TEST_DEPS:-0}" > "$PACK_REQS" <<'PYEOF'
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
 wanted = project["dependencies"] + extras["runner"] + (extras["test"] if sys.argv[2] == "1" else [])
 print("\n".join(d for d in wanted if not d.startswith("torch")))
 PYEOF
-pip_install -r "${TMPDIR:-/tmp}/dreamo-requirements.txt"
 
-# A real ComfyUI checkout (not on PyPI). Use $COMFYUI_PATH, else ~/comfyui; export one from a local git
-# snapshot (COMFYUI_GIT_DIR) with the workplace's checkout tool when none exists yet.
-COMFYUI_PATH="${COMFYUI_PATH:-$HOME/comfyui}"
-if [ ! -f "$COMFYUI_PATH/main.py" ]; then
-  GIT_DIR_CANDIDATE="${COMFYUI_GIT_DIR:-/work/.mirror/Comfy-Org+ComfyUI/repo}"
-  TOOL="$REPO/../shared/tools/comfyui-checkout"
-  if [ -d "$GIT_DIR_CANDIDATE" ] && [ -x "$TOOL" ]; then
-    PYTHON="$PY" "$TOOL" "$GIT_DIR_CANDIDATE" "$COMFYUI_PATH" >/dev/null || true
+export_snapshot() {  # git dir, destination: the snapshot's HEAD, blob by blob (large absent blobs are skipped)
+  echo "  exporting ComfyUI from the git snapshot $1 into $2"
+  mkdir -p "$2"
+  git --git-dir="$1" ls-tree -r HEAD | while read -r _mode type sha path; do
+    [ "$type" = blob ] || continue
+    mkdir -p "$2/$(dirname "$path")"
+    git --git-dir="$1" cat-file blob "$sha" > "$2/$path" 2>/dev/null || rm -f "$2/$path"
+  done
+}
+
+COMFYUI_REPO="https://github.com/comfyanonymous/ComfyUI"
+COMFYUI_FLOOR_TAG="v0.3.64"  # the oldest release the pack supports (dreamo_ops/host_version.py)
+
+prepare_checkout() {  # checkout, git snapshot (may be empty), tag to clone when neither exists (may be empty)
+  local checkout=$1 snapshot=$2
+  if [ ! -f "$checkout/main.py" ] && [ -n "$snapshot" ] && [ -d "$snapshot" ]; then
+    export_snapshot "$snapshot" "$checkout"
+  elif [ ! -f "$checkout/main.py" ] && [ -n "${3:-}" ] && [ ! -e "$checkout" ] && command -v git >/dev/null 2>&1; then
+    echo "  no ComfyUI at $checkout: cloning $COMFYUI_REPO at $3 there (set COMFYUI_PATH to use your own)"
+    timeout 600 git clone -q --depth 1 --branch "$3" "$COMFYUI_REPO" "$checkout" 2>/dev/null \
+      || { echo "  (the clone failed: no network to GitHub?)"; rm -rf "$checkout"; }
   fi
+  [ -f "$checkout/main.py" ] && [ -f "$checkout/requirements.txt" ] || return 1
+  local version venv="$checkout/.venv"
+  version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$checkout/comfyui_version.py" 2>/dev/null || true)
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "  creating the venv $venv for ComfyUI ${version:-?} (sees the base Python's packages)"
+    "$PY" -m venv --system-site-packages "$venv"
+  fi
+  local reqs="$venv/.dreamo-requirements.txt" stamp="$venv/.dreamo-installed"
+  { grep -v -e '^torch' -e '^#' -e '^$' "$checkout/requirements.txt"; echo torchsde; cat "$PACK_REQS"; } > "$reqs"
+  if [ ! -f "$stamp" ] || ! cmp -s "$reqs" "$stamp"; then
+    echo "  installing ComfyUI ${version:-?}'s requirements and the pack's into $venv"
+    pip_install "$venv/bin/python" -r "$reqs"
+    # 0.33 and newer import torchaudio at start-up; it must match the installed torch (2.11.1 imports with 2.14.1).
+    if grep -q '^torchaudio' "$checkout/requirements.txt" && ! "$venv/bin/python" -c "import torchaudio" >/dev/null 2>&1; then
+      echo "  installing torchaudio (no dependencies: torch stays as it is) into $venv"
+      pip_install "$venv/bin/python" --no-deps "torchaudio==2.11.1"
+    fi
+    cp "$reqs" "$stamp"
+  fi
+  if ! "$venv/bin/python" -c "import torchaudio" >/dev/null 2>&1 && "$venv/bin/python" -m pip show -q torchaudio >/dev/null 2>&1; then
+    echo "  note: torchaudio does not import with this torch; ComfyUI 0.3.x runs without it, 0.33+ does not" >&2
+  fi
+  DREAMO_RELEASES+="$checkout $venv/bin/python ${version:-unknown}"$'\n'
+}
+
+DREAMO_RELEASES=""
+prepare_checkout "${COMFYUI_PATH:-$HOME/comfyui}" "${COMFYUI_GIT_DIR:-}" "$COMFYUI_FLOOR_TAG" || true
+prepare_checkout "${COMFYUI_LATEST_PATH:-$HOME/comfyui-latest}" "${COMFYUI_LATEST_GIT_DIR:-}" || true
+if [ -z "$DREAMO_RELEASES" ]; then
+  echo "  no ComfyUI checkout at ${COMFYUI_PATH:-$HOME/comfyui} or ${COMFYUI_LATEST_PATH:-$HOME/comfyui-latest}"
+  echo "  (get one: git clone --branch v0.3.64 https://github.com/comfyanonymous/ComfyUI ~/comfyui; README 'Getting ComfyUI')"
+  echo "  installing the pack's requirements into the base Python for the host-independent tests"
+  pip_install "$PY" -r "$PACK_REQS"
 fi
-if [ -f "$COMFYUI_PATH/main.py" ]; then
-  if ! "$PY" -c "import aiohttp, torchsde, av, alembic, sqlalchemy, comfyui_frontend_package, spandrel" >/dev/null 2>&1; then
-    echo "installing ComfyUI's requirements"
-    grep -v -e '^torch' -e '^#' -e '^$' "$COMFYUI_PATH/requirements.txt" > "${TMPDIR:-/tmp}/comfyui-requirements.txt"
-    pip_install -r "${TMPDIR:-/tmp}/comfyui-requirements.txt" torchsde requests
-  fi
-  # A torchaudio that does not match torch aborts ComfyUI's imports; ComfyUI runs without it.
-  if "$PY" -m pip show -q torchaudio >/dev/null 2>&1 && ! "$PY" -c "import torchaudio" >/dev/null 2>&1; then
-    "$PY" -m pip uninstall -y -q torchaudio
-  fi
-  export COMFYUI_PATH
-else
-  echo "No ComfyUI checkout at $COMFYUI_PATH: host tests will be skipped (README: 'Getting ComfyUI')."
-  unset COMFYUI_PATH
-fi
+rm -f "$PACK_REQS"
+export DREAMO_RELEASES

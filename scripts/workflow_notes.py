@@ -81,6 +81,17 @@ NOTES = {
         "what": "A subject (ip, slot 1) drawn in the style of another picture (style, slot 2).",
         "files": BASE_FILES + REMOVER_FILES, "settings": [STYLE, IP, "output 1024x1024 (official default)"],
     },
+    "dreamo_multi_subject": {
+        "title": "several subjects with regions (routing)",
+        "what": "Two subjects (ip) placed left and right: DreamO Routing limits the attention between each "
+                "reference and the image to its region (SolidMask + MaskComposite; any mask works, stretched over "
+                "the image). DreamO Routing Map saves where each reference went. Routing is not in the official "
+                "app: DreamO trained it (the paper's routing constraint) and this pack applies it at inference.",
+        "files": BASE_FILES,
+        "settings": ["ip references as given (add a preprocessor with a remover to cut them out, as the "
+                     "official app does)", "routing: hard, references isolated, all blocks, the whole sampling "
+                     "range", "output 1024x1024 (official default)"],
+    },
 }
 
 

@@ -117,6 +117,30 @@ def test_download_switch_fetches_into_the_facexlib_folder(folders, monkeypatch):
                         str(folders["facexlib"] / "parsing_bisenet.pth"))]
 
 
+def test_download_without_network_says_the_download_failed(folders, monkeypatch):
+    """With the switch on and no network, the error is about the download (not about corrupt files), and no
+    partial file is left in the models folder."""
+    import socket
+
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
+    from comfyui_dreamo.nodes.preprocess import DreamOPreprocessorLoader
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "no network")))
+    with pytest.raises(DreamOError) as e:
+        DreamOPreprocessorLoader().load("retinaface_mobile0.25", "none", True)
+    msg = str(e.value)
+    assert msg.startswith("DreamOPreprocessorLoader (input 'download_missing_weights'): the download of "
+                          "'detection_mobilenet0.25_Final.pth' from https://github.com/xinntao/facexlib/releases/")
+    assert "failed" in msg and "no network" in msg and "Fix: check the network" in msg
+    assert "replace the files" not in msg
+    assert os.listdir(folders["facexlib"]) == []
+
+
 def test_remover_choices_come_from_the_rembg_folder(folders, monkeypatch):
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.preprocess import DreamOPreprocessorLoader

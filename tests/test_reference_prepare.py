@@ -49,8 +49,11 @@ def test_strict_mode_errors_when_no_face(pre):
 def test_fallback_uses_the_mask_for_the_ip_path(pre):
     rgb = load_rgb("dress.png")
     mask = torch.zeros(1, rgb.shape[0], rgb.shape[1])
+    mask[:, : rgb.shape[0] // 2] = 1.0  # keep the top half only
     out = prepare_pixels(image_tensor(rgb), "id", 256, mask=mask, preprocessor=pre)
-    assert out.task == "ip" and torch.all(out.pixels == 1.0)  # mask 0 everywhere: all white
+    h = out.pixels.shape[1]
+    assert out.task == "ip" and any("mask input" in n for n in out.notes)
+    assert torch.all(out.pixels[:, h // 2 + 2:] == 1.0) and not torch.all(out.pixels[:, : h // 2 - 2] == 1.0)
 
 
 def test_id_needs_a_preprocessor_with_face_models():
@@ -101,8 +104,12 @@ def test_grayscale_rgba_tiny_and_huge_images(pre):
     assert torch.all(ip.pixels[0, :, :10] == 1.0)  # transparent part pasted on white
 
     tiny = image_tensor(cv2.resize(rgb, (9, 11)))
-    out = prepare_pixels(tiny, "id", 256, preprocessor=pre)
-    assert out.task == "ip" and out.pixels.shape[1:3] == area_size(11, 9, 256)
+    with pytest.raises(DreamOError, match=r"DreamORefEncode \(input 'image'\): the picture is only 9x11 pixels.*Fix: use"):
+        prepare_pixels(tiny, "id", 256, preprocessor=pre)
+    small = image_tensor(cv2.resize(rgb, (40, 48)))
+    out = prepare_pixels(small, "id", 256, preprocessor=pre)  # no face found at that size: used as ip
+    assert out.task == "ip" and out.pixels.shape[1:3] == area_size(48, 40, 256)
+    assert any(n.startswith("WARNING: the picture is only 40x48 pixels and is enlarged") for n in out.notes)
 
     huge = image_tensor(cv2.resize(rgb, None, fx=5, fy=5, interpolation=cv2.INTER_LINEAR))  # 2425x2750
     out = prepare_pixels(huge, "id", 512, preprocessor=pre)
@@ -131,9 +138,11 @@ def test_style_is_only_resized_and_ignores_the_mask():
 def test_ip_source_order_mask_then_alpha():
     rgba = np.zeros((64, 64, 4), np.uint8)
     rgba[..., 3] = 255  # alpha says: keep everything (black)
-    mask = torch.zeros(1, 64, 64)  # mask says: drop everything
+    mask = torch.zeros(1, 64, 64)  # mask says: drop everything but the first rows
+    mask[:, :8] = 1.0
     out = prepare_pixels(image_tensor(rgba), "ip", 64, mask=mask)
-    assert torch.all(out.pixels == 1.0) and any("mask input" in n for n in out.notes)
+    assert torch.all(out.pixels[:, 8:] == 1.0) and torch.all(out.pixels[:, :8] == 0.0)
+    assert any("mask input" in n for n in out.notes)
     out = prepare_pixels(image_tensor(rgba), "ip", 64)
     assert torch.all(out.pixels == 0.0) and any("image alpha" in n for n in out.notes)
 
@@ -145,3 +154,65 @@ def test_bad_inputs():
         prepare_pixels(torch.rand(1, 64, 64, 3), "face", 512)
     with pytest.raises(DreamOError, match="unknown choice"):
         prepare_pixels(torch.rand(1, 64, 64, 3), "id", 512, id_fallback="maybe")
+
+
+BAD_IMAGES = {  # name -> (image, regex the message must match after "DreamORefEncode (input 'image'): ")
+    "zero_by_zero": (torch.zeros(1, 0, 0, 3), r"the picture is empty \(0x0 pixels\)"),
+    "one_by_one": (torch.rand(1, 1, 1, 3), r"the picture is only 1x1 pixels"),
+    "nan": (torch.full((1, 64, 64, 3), float("nan")), r"the picture has NaN or infinite values"),
+    "inf": (torch.full((1, 64, 64, 3), float("inf")), r"the picture has NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+@pytest.mark.parametrize("task", ["ip", "style"])
+def test_bad_images_name_the_node_the_input_and_the_fix(name, task):
+    image, problem = BAD_IMAGES[name]
+    with pytest.raises(DreamOError, match=rf"^DreamORefEncode \(input 'image'\): {problem}.* Fix: \w"):
+        prepare_pixels(image, task, 256)
+
+
+def test_sixteen_bit_and_out_of_range_pictures_are_brought_to_the_unit_range():
+    rgb = torch.rand(1, 64, 48, 3)
+    sixteen = rgb * (65535.0 / 255.0)  # what LoadImage gives for a 16-bit PNG (it divides by 255)
+    out = prepare_pixels(sixteen, "style", 64)
+    assert any("16-bit" in n for n in out.notes)
+    assert torch.equal(out.pixels, prepare_pixels(rgb, "style", 64).pixels)
+    wild = prepare_pixels(rgb * 400.0 - 1.0, "style", 64)
+    assert any("clipped to 0..1" in n for n in wild.notes) and 0.0 <= wild.pixels.min() <= wild.pixels.max() <= 1.0
+
+
+BAD_MASKS = {  # name -> (mask for a 1x64x48 picture, regex)
+    "all_zeros": (torch.zeros(1, 64, 48), r"the mask is all zeros"),
+    "other_aspect": (torch.ones(1, 64, 64).index_fill_(1, torch.tensor([0]), 0.0), r"the mask is 64x64 but the picture is 48x64 \(another aspect ratio\)"),
+    "nan": (torch.full((1, 64, 48), float("nan")), r"the mask has NaN or infinite values"),
+    "batch": (torch.ones(2, 64, 48), r"2 masks for 1 pictures"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_MASKS))
+def test_bad_masks_name_the_node_the_input_and_the_fix(name):
+    mask, problem = BAD_MASKS[name]
+    with pytest.raises(DreamOError, match=rf"^DreamORefEncode \(input 'mask'\): {problem}.* Fix: \w"):
+        prepare_pixels(torch.rand(1, 64, 48, 3), "ip", 64, mask=mask)
+
+
+def test_a_mask_of_the_same_aspect_at_another_size_is_resized_and_said():
+    image = torch.rand(1, 64, 48, 3)
+    mask = torch.zeros(1, 32, 24)
+    mask[:, :16] = 1.0  # top half
+    out = prepare_pixels(image, "ip", 64, mask=mask)
+    assert any("mask: resized from 24x32 to the picture's 48x64" in n for n in out.notes)
+    assert torch.all(out.pixels[:, 40:] == 1.0) and not torch.all(out.pixels[:, :24] == 1.0)
+
+
+def test_loadimage_default_masks_are_never_misreported():
+    """LoadImage gives a 64x64 all-zero mask for a picture without transparency; inverted it is all ones. Neither
+    matches the picture's size or aspect; neither may be reported as 'background replaced'."""
+    image = torch.rand(1, 90, 160, 3)  # 16:9, unlike the 64x64 default mask
+    kept = prepare_pixels(image, "ip", 64, mask=torch.ones(1, 64, 64))
+    assert any("the mask input keeps the whole picture" in n for n in kept.notes)
+    assert not any("replaced" in n for n in kept.notes)
+    assert torch.equal(kept.pixels, prepare_pixels(image, "ip", 64).pixels)
+    with pytest.raises(DreamOError, match=r"input 'mask'\): the mask is all zeros"):
+        prepare_pixels(image, "ip", 64, mask=torch.zeros(1, 64, 64))

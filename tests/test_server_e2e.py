@@ -88,7 +88,7 @@ def test_install_check_workflow_runs_and_saves_the_image(server):
     preview = result["outputs"]["13"]["images"][0]
     assert preview["type"] == "temp"
     info = result["outputs"]["5"]["dreamo_info"][0]
-    assert "ip: background replaced with white using the mask input" in info and "-> 64x64" in info
+    assert "ip: background kept: the mask input keeps the whole picture" in info and "-> 64x64" in info
 
 
 def test_two_references_and_a_batch_of_two(server):

@@ -277,13 +277,11 @@ def test_diffusers_mapping_agrees_with_comfyuis_own_key_map(flux):
 
 def fp8_flux(seed=1):
     import comfy.model_patcher
-    import comfy.supported_models
     import tiny_models
 
     src = tiny_models.flux_patcher(seed=seed)
-    config = comfy.supported_models.Flux(dict(tiny_models.TINY_FLUX))
-    config.set_inference_dtype(torch.float8_e4m3fn, torch.float32)  # what UNETLoader's fp8_e4m3fn does on CPU
-    model = config.get_model({})
+    # what UNETLoader's fp8_e4m3fn does on CPU
+    model = tiny_models.flux_model_config(torch.float8_e4m3fn, torch.float32).get_model({})
     model.load_model_weights(src.model.state_dict(), PREFIX)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
@@ -413,7 +411,7 @@ def test_not_a_flux_model(folders, release):
 
     if not hasattr(tiny_models, "sd3_patcher"):
         pytest.skip("tests/tiny_models.py has no sd3_patcher")
-    node_error(r"'model'\): DreamO's stages are LoRAs for FLUX\.1, this is a SD3 model", tiny_models.sd3_patcher())
+    node_error(r"'model'\): DreamO works on FLUX\.1 models only; this is a SD3 model", tiny_models.sd3_patcher())
 
 
 def test_schema_documents_every_input():

@@ -1,6 +1,8 @@
 """Tiny random models for tests and the install check, built with ComfyUI's own classes (needs the host)."""
 from __future__ import annotations
 
+import re
+
 import torch
 from safetensors.torch import save_file
 
@@ -20,14 +22,48 @@ def _randomize(module: torch.nn.Module, seed: int, scale: float) -> None:
             t.copy_(torch.randn(t.shape, generator=g) * scale)
 
 
+FLUX1_SIZE_KEYS = ("in_channels", "out_channels", "vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio",
+                   "num_heads", "depth", "depth_single_blocks", "axes_dim", "theta", "patch_size", "qkv_bias",
+                   "guidance_embed")
+
+
+def flux_unet_config(**overrides) -> dict:
+    """The unet config of a FLUX.1 as the running ComfyUI's own model detection describes one, resized.
+
+    Detection runs on a few FLUX.1 key names (BFL layout, as in flux1-dev.safetensors) holding meta tensors,
+    so every field a ComfyUI release adds to Flux's config (0.33's `txt_ids_dims`, say) is filled in the
+    way that release fills it for a real file; only the sizes are then replaced by TINY_FLUX (+ overrides)."""
+    import comfy.model_detection
+
+    cfg = {**TINY_FLUX, **overrides}
+    h, head = cfg["hidden_size"], cfg["hidden_size"] // cfg["num_heads"]
+    shapes = {"img_in.weight": (h, cfg["in_channels"] * cfg["patch_size"] ** 2),
+              "txt_in.weight": (h, cfg["context_in_dim"]), "vector_in.in_layer.weight": (h, cfg["vec_in_dim"]),
+              "guidance_in.in_layer.weight": (h, 256)}
+    shapes.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": (head,) for i in range(cfg["depth"])})
+    shapes.update({f"single_blocks.{i}.norm.key_norm.scale": (head,) for i in range(cfg["depth_single_blocks"])})
+    detected = comfy.model_detection.detect_unet_config({k: torch.empty(s, device="meta")
+                                                         for k, s in shapes.items()}, "")
+    if detected is None or detected.get("image_model") != "flux":
+        raise RuntimeError(f"this ComfyUI does not detect FLUX.1 key names as Flux: {detected}")
+    detected.update({k: cfg[k] for k in FLUX1_SIZE_KEYS})
+    return detected
+
+
+def flux_model_config(dtype=torch.float32, manual_cast=None, **overrides):
+    """ComfyUI's model config (comfy.supported_models.Flux) for a tiny FLUX.1, inference dtype set."""
+    import comfy.supported_models
+
+    config = comfy.supported_models.Flux(flux_unet_config(**overrides))
+    config.set_inference_dtype(dtype, manual_cast)
+    return config
+
+
 def flux_patcher(seed: int = 0, scale: float = 0.1, **overrides):
     """A ModelPatcher around a tiny random ComfyUI Flux (TINY_FLUX, with `overrides`), float32 on the CPU."""
     import comfy.model_patcher
-    import comfy.supported_models
 
-    config = comfy.supported_models.Flux({**TINY_FLUX, **overrides})
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
+    model = flux_model_config(**overrides).get_model({})
     _randomize(model.diffusion_model, seed, scale)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
@@ -95,12 +131,14 @@ def write_flux_unet_file(path: str, seed: int = 0, dtype=torch.float8_e4m3fn, sc
     import comfy.ldm.flux.model
     import comfy.ops
 
-    params = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=3072,
-                  mlp_ratio=4.0, num_heads=24, depth=1, depth_single_blocks=0, axes_dim=[16, 56, 56],
-                  theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+    params = flux_unet_config(vec_in_dim=768, context_in_dim=4096, hidden_size=3072, num_heads=24, depth=1,
+                              depth_single_blocks=0, axes_dim=[16, 56, 56])
+    params.pop("image_model")
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in comfy.ldm.flux.model.Flux(
             operations=comfy.ops.disable_weight_init, **params).state_dict().items()}
+    # Written with the release file's (BFL) key names whatever this ComfyUI calls its RMSNorm weights.
+    shapes = {re.sub(r"(query_norm|key_norm)\.weight$", r"\1.scale", k): v for k, v in shapes.items()}
     g = torch.Generator().manual_seed(seed)
     tensors = {}
     for key, shape in sorted(shapes.items()):

@@ -1,0 +1,176 @@
+"""DreamORouting (keep each reference on its region) and DreamORoutingMap (show where each reference went)."""
+from __future__ import annotations
+
+import torch
+
+import comfy.patcher_extension
+
+from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
+from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
+from ..dreamo_ops.routing_map import draw_legend, normalise, overlay, upsample_map
+from ..dreamo_ops.token_layout import MAX_SLOTS
+from .model_check import check_flux1
+
+ROUTING_ID = "DreamORouting"
+MAP_ID = "DreamORoutingMap"
+REGION_INPUTS = tuple(f"region_{i}" for i in range(1, MAX_SLOTS + 1))
+
+
+def routing_spec(model):
+    return model.model_options.get("transformer_options", {}).get(ROUTING_KEY)
+
+
+def on_pre_run(patcher):
+    """When sampling starts: step range → sigmas with the model's final sampling settings; fresh capture; check
+    that DreamOApply is on the model (routing acts only on DreamO's references)."""
+    spec = routing_spec(patcher)
+    if spec is None:
+        return
+    wrappers = patcher.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    if not wrappers:
+        raise DreamOError(ROUTING_ID, "model", "the sampled model has no DreamO references to route.",
+                          "connect the model through DreamOApply (before or after DreamORouting).")
+    sampling = patcher.get_model_object("model_sampling")
+    spec.sigma_range = (float(sampling.percent_to_sigma(spec.start_percent)),
+                        float(sampling.percent_to_sigma(spec.end_percent)))
+    if spec.capture is not None:
+        spec.capture.reset()
+
+
+class DreamORouting:
+    NODE_ID = ROUTING_ID
+    DISPLAY_NAME = "DreamO Routing"
+    CATEGORY = "DreamO"
+    FUNCTION = "route"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with routing (a patched clone); connect it to the sampler and to DreamO Routing Map.",)
+    DESCRIPTION = ("Puts each DreamO reference where you want it: region_k limits the attention between reference "
+                   "k and the image to that region (both directions), as DreamO was trained to route. A slot "
+                   "without a region is free. Also captures routing maps (where each reference went) for DreamO "
+                   "Routing Map. Works with DreamOApply before or after it.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = {name: ("MASK", {"tooltip": f"Where reference {i} ([ref#{i}]) goes: 1 inside. Any size; it is "
+                                               "stretched over the image."})
+                    for i, name in enumerate(REGION_INPUTS, start=1)}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The DreamO model (before or after DreamOApply)."}),
+                "mode": (list(MODES), {"default": "hard", "tooltip": "hard: no attention between reference k and "
+                                       "image tokens outside region k. soft: that attention is reduced by "
+                                       "`strength` (a bias on the logits, scaled by how far outside)."}),
+                "strength": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                       "tooltip": "soft mode only: the logit bias outside the region (attention "
+                                                  "there is multiplied by about e^-strength)."}),
+                "isolate_references": ("BOOLEAN", {"default": False, "tooltip": "References do not attend to "
+                                                   "each other (keeps two subjects from blending)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                            "tooltip": "Routing starts at this point of sampling (0 = first step)."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "Routing stops after this point of sampling (1 = last step)."}),
+                "blocks": (list(BLOCKS), {"default": "all", "tooltip": "Which Flux blocks are routed (and "
+                                          "captured): all, the 19 double or the 38 single blocks."}),
+                "capture_maps": ("BOOLEAN", {"default": True, "tooltip": "Record routing maps for DreamO Routing "
+                                             "Map (costs about half an attention call per routed block)."}),
+            },
+            "optional": optional,
+        }
+
+    def route(self, model, mode, strength, isolate_references, start_percent, end_percent, blocks, capture_maps,
+              **regions):
+        check_flux1(ROUTING_ID, model)
+        if mode not in MODES:
+            raise DreamOError(ROUTING_ID, "mode", f"unknown mode '{mode}'.", f"choose one of {', '.join(MODES)}.")
+        if blocks not in BLOCKS:
+            raise DreamOError(ROUTING_ID, "blocks", f"unknown choice '{blocks}'.", f"choose one of {', '.join(BLOCKS)}.")
+        if start_percent > end_percent:
+            raise DreamOError(ROUTING_ID, "start_percent", f"start_percent {start_percent} is after end_percent "
+                              f"{end_percent}.", "make start_percent ≤ end_percent.")
+        chosen = {}
+        for i, name in enumerate(REGION_INPUTS, start=1):
+            mask = regions.get(name)
+            if mask is None:
+                continue
+            if mask.ndim == 3 and mask.shape[0] != 1:
+                raise DreamOError(ROUTING_ID, name, f"the mask batch has {mask.shape[0]} masks.",
+                                  "give one mask per region (e.g. pick one with a batch-index node).")
+            if mask.ndim not in (2, 3) or mask.shape[-1] < 1 or mask.shape[-2] < 1:
+                raise DreamOError(ROUTING_ID, name, f"a MASK of shape {tuple(mask.shape)} is not a 2-D mask.",
+                                  "connect a MASK output (e.g. SolidMask, a LoadImage mask, MaskComposite).")
+            chosen[i] = mask.reshape(mask.shape[-2:]).detach().float().cpu()
+        spec = RoutingSpec(regions=chosen, mode=mode, strength=float(strength), isolate=bool(isolate_references),
+                           start_percent=float(start_percent), end_percent=float(end_percent), blocks=blocks,
+                           capture=RoutingCapture() if capture_maps else None)
+        m = model.clone()
+        m.model_options.setdefault("transformer_options", {})[ROUTING_KEY] = spec
+        kind = comfy.patcher_extension.CallbacksMP.ON_PRE_RUN
+        m.remove_callbacks_with_key(kind, ROUTING_KEY)
+        m.add_callback_with_key(kind, ROUTING_KEY, on_pre_run)
+        return (m,)
+
+
+class DreamORoutingMap:
+    NODE_ID = MAP_ID
+    DISPLAY_NAME = "DreamO Routing Map"
+    CATEGORY = "DreamO"
+    FUNCTION = "render"
+    RETURN_TYPES = ("MASK", "IMAGE")
+    RETURN_NAMES = ("masks", "overlay")
+    OUTPUT_TOOLTIPS = ("One mask per routed reference slot (slot order, then batch order), each scaled to a peak of "
+                       "1: where that reference's attention went.",
+                       "The maps as a heat map, one colour per slot, over the image (or black), with a legend.")
+    DESCRIPTION = ("Shows where each DreamO reference went: the attention from the reference's tokens to each "
+                   "image token, averaged over heads, the routed blocks and the steps of the last sampling run.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model from DreamO Routing (capture_maps on) that was sampled."}),
+                "latent": ("LATENT", {"tooltip": "The sampler's output, so the maps are read after sampling."}),
+            },
+            "optional": {
+                "image": ("IMAGE", {"tooltip": "The decoded image to draw the maps over (else a black picture)."}),
+            },
+        }
+
+    def render(self, model, latent, image=None):
+        spec = routing_spec(model)
+        if spec is None or spec.capture is None:
+            raise DreamOError(MAP_ID, "model", "this model does not capture routing maps.",
+                              "connect the model output of DreamO Routing with capture_maps on.")
+        capture = spec.capture
+        maps = capture.maps()
+        if not maps:
+            raise DreamOError(MAP_ID, "model", "no routing map was captured in the last sampling run.",
+                              "sample this model (with DreamOApply references, inside the routing step range) "
+                              "before this node, and feed that sampler's LATENT here.")
+        samples = latent["samples"]
+        if tuple(samples.shape[-2:]) != tuple(capture.latent_hw):
+            raise DreamOError(MAP_ID, "latent", f"the maps were captured for a {capture.latent_hw} latent, this one "
+                              f"is {tuple(samples.shape[-2:])}.", "feed the LATENT of the sampler that used this model.")
+        if image is not None:
+            size = tuple(image.shape[1:3])
+        else:
+            size = (capture.latent_hw[0] * 8, capture.latent_hw[1] * 8)
+        heat = {slot: normalise(upsample_map(m, capture.latent_hw, size)) for slot, m in maps.items()}
+        batch = next(iter(heat.values())).shape[0]
+        if image is None:
+            base = torch.zeros(batch, size[0], size[1], 3)
+        else:
+            base = image.float().cpu()
+            if base.shape[0] != batch:
+                if base.shape[0] != 1 and batch != 1:
+                    raise DreamOError(MAP_ID, "image", f"{base.shape[0]} images for {batch} routing maps.",
+                                      "connect the images decoded from the same sampler output.")
+                n = max(batch, base.shape[0])
+                base = base.expand(n, -1, -1, -1)
+                heat = {s: h.expand(n, -1, -1) for s, h in heat.items()}
+        masses = capture.mass()
+        labels = {s: f"ref {s}  mass {masses[s].mean().item():.2f}" for s in heat}
+        picture = draw_legend(overlay(base, heat), labels)
+        masks = torch.cat([heat[s] for s in sorted(heat)], dim=0)
+        return (masks, picture)

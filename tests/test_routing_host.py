@@ -1,0 +1,360 @@
+"""DreamORouting / DreamORoutingMap through a real ModelPatcher and ComfyUI's sampler on the tiny Flux (float32).
+
+Locality is measured at the attention level, per block (the final image still changes through indirect paths,
+DESIGN §8): a spy around the routed attention recomputes the attention probabilities from the very q/k the kernel
+receives (model channels + routing channels) and the tests read them.
+"""
+import pytest
+import torch
+
+pytestmark = pytest.mark.host
+
+N_BLOCKS = 4  # tiny Flux: 2 double + 2 single
+
+
+@pytest.fixture(scope="module")
+def flux():
+    import tiny_models
+
+    return tiny_models.flux_patcher(seed=1)
+
+
+@pytest.fixture(scope="module")
+def dreamo():
+    import tiny_models
+    from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
+
+    t = tiny_models.embedding_tensors(seed=2)
+    return DreamOEmbeddings(task=t["dreamo_task_embedding.weight"], index=t["dreamo_idx_embedding.weight"],
+                            placeholders=t["dreamo_t5_embedding.weight"][-10:])
+
+
+def make_ref(h, w, seed, batch=1):
+    from comfyui_dreamo.dreamo_ops.reference import DreamOReference
+
+    latent = torch.randn(batch, 16, h, w, generator=torch.Generator().manual_seed(seed))
+    return DreamOReference(latent=latent, task="ip", pixels=torch.zeros(batch, h * 8, w * 8, 3))
+
+
+def apply(model, dreamo, refs, positive):
+    from comfyui_dreamo.nodes.apply import DreamOApply
+
+    return DreamOApply().apply(model, positive, dreamo, **{f"ref_{s}": r for s, r in refs.items()})
+
+
+def route(model, regions=None, **kw):
+    from comfyui_dreamo.nodes.routing import DreamORouting
+
+    args = dict(mode="hard", strength=4.0, isolate_references=False, start_percent=0.0, end_percent=1.0,
+                blocks="all", capture_maps=True)
+    args.update(kw)
+    return DreamORouting().route(model, **args, **{f"region_{s}": m for s, m in (regions or {}).items()})[0]
+
+
+def stripes(n, H=32, W=32, vertical=True):
+    """n masks splitting the picture into n stripes."""
+    out = []
+    for i in range(n):
+        m = torch.zeros(1, H, W)
+        if vertical:
+            m[:, :, i * W // n:(i + 1) * W // n] = 1
+        else:
+            m[:, i * H // n:(i + 1) * H // n, :] = 1
+        out.append(m)
+    return out
+
+
+class Spy:
+    """Wraps dreamo_ops.routing.routed_attention: records the attention probabilities of each routed call."""
+
+    def __init__(self, monkeypatch):
+        from comfyui_dreamo.dreamo_ops import routing
+
+        self.real = routing.routed_attention
+        self.calls = []
+        monkeypatch.setattr(routing, "routed_attention", self)
+
+    def __call__(self, q, k, v, channels, scale=None, mask=None):
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        qx = torch.cat((q, channels.q.expand(*q.shape[:3], -1)), -1)
+        kx = torch.cat((k, channels.k.expand(*k.shape[:3], -1)), -1)
+        s = qx @ kx.transpose(-1, -2) * scale
+        if mask is not None:
+            s = s + mask
+        self.calls.append(torch.softmax(s, dim=-1))
+        return self.real(q, k, v, channels, scale=scale, mask=mask)
+
+
+def multi_step(sigmas_seen):
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        for i in range(len(sigmas) - 1):
+            s = sigmas[i] * x.new_ones((x.shape[0],))
+            sigmas_seen.append(float(sigmas[i]))
+            den = model(x, s, **(extra_args or {}))
+            x = den + (x - den) * (sigmas[i + 1] / sigmas[i])
+        return x
+    return sample
+
+
+def sample(model, latent, positive, negative, cfg=1.0, sigmas=(0.9, 0.6, 0.3, 0.0), seed=0, seen=None):
+    import comfy.samplers
+
+    seen = [] if seen is None else seen
+    sampler = comfy.samplers.KSAMPLER(multi_step(seen))
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.samplers.sample(model, noise, positive, negative, cfg, torch.device("cpu"), sampler,
+                                 torch.tensor(sigmas), latent_image=latent, seed=seed)
+
+
+def token_sets(layout, txt_len, coverage):
+    """Per slot: (reference token indices, image indices inside, image indices outside) in the joint sequence."""
+    out, start = {}, txt_len + layout.image_count
+    for r in layout.refs:
+        refs = torch.arange(start, start + r.count)
+        start += r.count
+        if r.slot in coverage:
+            inside = coverage[r.slot].reshape(-1) >= 0.5
+            img = torch.arange(txt_len, txt_len + layout.image_count)
+            out[r.slot] = (refs, img[inside], img[~inside])
+    return out
+
+
+def expected_layout(latent_hw, refs):
+    from comfyui_dreamo.dreamo_ops.routing import region_to_tokens
+    from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
+
+    return reference_layout(latent_hw, [r.latent.shape[-2:] for r in refs.values()], tuple(refs)), \
+        (lambda masks: {s: region_to_tokens(m, latent_hw) for s, m in masks.items()})
+
+
+CASES = {
+    "one_ref": ((8, 8), {1: (8, 8)}, 1, 1.0, (32, 32)),
+    "two_refs": ((8, 8), {1: (6, 8), 2: (8, 4)}, 1, 1.0, (32, 32)),
+    "nine_refs": ((6, 18), {k: (2, 2 * (1 + k % 2)) for k in range(1, 10)}, 1, 1.0, (16, 48)),
+    "batch_2": ((8, 8), {1: (6, 6), 3: (4, 8)}, 2, 1.0, (32, 32)),
+    "cfg_2_5": ((8, 8), {1: (6, 6), 2: (4, 4)}, 1, 2.5, (32, 32)),
+    "non_square_other_mask_size": ((6, 12), {1: (8, 4), 2: (4, 4)}, 1, 1.0, (37, 53)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hard_routing_zeroes_outside_attention_in_every_block(flux, dreamo, monkeypatch, case):
+    import tiny_models
+    from host_sampling import add_recorder
+
+    latent_hw, shapes, batch, cfg, mask_hw = CASES[case]
+    refs = {s: make_ref(h, w, seed=10 + s) for s, (h, w) in shapes.items()}
+    masks = dict(zip(refs, stripes(max(2, len(refs)), *mask_hw)))  # one ref: the left half
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    model = route(model, masks)
+    rec = add_recorder(model)
+    spy = Spy(monkeypatch)
+    sample(model, torch.zeros(batch, 16, *latent_hw), cond, tiny_models.conditioning(seed=4), cfg=cfg,
+           sigmas=(0.8, 0.0))
+    with_refs = [c for c in rec.calls if c["n_refs"]]
+    assert len(with_refs) == 1 and len(spy.calls) == N_BLOCKS
+    if cfg > 1:
+        assert any(c["n_refs"] == 0 for c in rec.calls), "the negative pass runs without references"
+    layout, cover = expected_layout(latent_hw, refs)
+    txt_len = 7
+    sets = token_sets(layout, txt_len, cover({s: m[0] for s, m in masks.items()}))
+    for p in spy.calls:
+        assert p.shape[0] == batch and p.shape[-1] == txt_len + layout.total_count
+        for slot, (ref, inside, outside) in sets.items():
+            assert len(outside) and len(inside)
+            assert (p[:, :, ref][..., outside] == 0).all(), f"ref {slot} → outside is not cut"
+            assert (p[:, :, outside][..., ref] == 0).all(), f"outside → ref {slot} is not cut"
+            assert (p[:, :, ref][..., inside] > 0).all() and (p[:, :, inside][..., ref] > 0).all()
+
+
+def test_isolation_cuts_reference_to_reference(flux, dreamo, monkeypatch):
+    import tiny_models
+
+    refs = {1: make_ref(6, 6, seed=20), 2: make_ref(4, 4, seed=21)}
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    spy = Spy(monkeypatch)
+    sample(route(model, {}, isolate_references=True), torch.zeros(1, 16, 8, 8), cond,
+           tiny_models.conditioning(seed=4), sigmas=(0.8, 0.0))
+    assert len(spy.calls) == N_BLOCKS
+    a, b = torch.arange(7 + 16, 7 + 16 + 9), torch.arange(7 + 16 + 9, 7 + 16 + 9 + 4)
+    for p in spy.calls:
+        assert (p[:, :, a][..., b] == 0).all() and (p[:, :, b][..., a] == 0).all()
+        assert (p[:, :, a][..., a] > 0).all() and (p[:, :, a][..., 7:23] > 0).all()
+
+
+def test_soft_routing_lowers_outside_attention_monotonically(flux, dreamo, monkeypatch):
+    import tiny_models
+
+    refs = {1: make_ref(6, 6, seed=22)}
+    left = stripes(2)[0]
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    outside = torch.arange(7, 7 + 16).reshape(4, 4)[:, 2:].reshape(-1)
+    ref = torch.arange(7 + 16, 7 + 16 + 9)
+    masses = []
+    for strength in (0.25, 1.0, 4.0, 16.0):
+        spy = Spy(monkeypatch)
+        sample(route(model, {1: left}, mode="soft", strength=strength), torch.zeros(1, 16, 8, 8), cond,
+               tiny_models.conditioning(seed=4), sigmas=(0.8, 0.0))
+        assert len(spy.calls) == N_BLOCKS
+        masses.append([p[:, :, ref][..., outside].sum().item() for p in spy.calls])
+    for block in range(N_BLOCKS):
+        series = [m[block] for m in masses]
+        assert all(a > b for a, b in zip(series, series[1:])), series
+
+
+class Probe:
+    """Another pack's attention override: records what it is called with and calls through."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):
+        return self  # clones deep-copy model_options; packs set plain functions there, which deepcopy keeps
+
+    def __call__(self, func, *args, **kwargs):
+        self.calls.append((func, args, {k: v for k, v in kwargs.items() if k != "transformer_options"}))
+        return func(*args, **kwargs)
+
+
+def with_probe(model):
+    m = model.clone()
+    probe = Probe()
+    m.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = probe
+    return m, probe
+
+
+def test_other_override_still_runs_and_reference_values_do_not_reach_outside(flux, dreamo):
+    import tiny_models
+
+    refs = {1: make_ref(6, 6, seed=23), 2: make_ref(4, 4, seed=24)}
+    left, right = stripes(2)
+    base, probe = with_probe(flux)  # set before DreamO: routing must chain it
+    model, cond = apply(base, dreamo, refs, tiny_models.conditioning(seed=3))
+    sample(route(model, {1: left, 2: right}), torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4),
+           cfg=2.0, sigmas=(0.8, 0.0))
+    assert len(probe.calls) == 2 * N_BLOCKS  # cond (routed) and uncond (untouched) passes
+    routed = [c for c in probe.calls if getattr(c[0], "__name__", "") == "routed"]
+    assert len(routed) == N_BLOCKS
+    func, (q, k, v, heads), kwargs = routed[1]
+    img = torch.arange(7, 23).reshape(4, 4)  # 7 text tokens, then the 4×4 image
+    ref1 = torch.arange(23, 23 + 9)
+    v2 = v.clone()
+    v2[:, :, ref1] += torch.randn(v2[:, :, ref1].shape, generator=torch.Generator().manual_seed(0))
+    out, out2 = func(q, k, v, heads, **kwargs), func(q, k, v2, heads, **kwargs)
+    outside, inside = img[:, 2:].reshape(-1), img[:, :2].reshape(-1)
+    assert torch.equal(out[:, outside], out2[:, outside])
+    assert not torch.allclose(out[:, inside], out2[:, inside])
+
+
+def test_step_range_is_honoured(flux, dreamo, monkeypatch):
+    import tiny_models
+
+    refs = {1: make_ref(6, 6, seed=25)}
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    model = route(model, {1: stripes(2)[0]}, start_percent=0.3, end_percent=0.6)
+    ms = model.get_model_object("model_sampling")
+    start, end = float(ms.percent_to_sigma(0.3)), float(ms.percent_to_sigma(0.6))
+    sigmas = (0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15, 0.0)
+    expected = [end <= s <= start for s in sigmas[:-1]]
+    assert any(expected) and not all(expected)
+    spy = Spy(monkeypatch)
+    counts, seen = [], []
+
+    class Counting:
+        def __call__(self, executor, *args, **kwargs):
+            out = executor(*args, **kwargs)
+            counts.append(len(spy.calls))
+            return out
+    import comfy.patcher_extension
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "count", Counting())
+    sample(model, torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4), sigmas=sigmas, seen=seen)
+    per_step = [b - a for a, b in zip([0] + counts, counts)]
+    assert per_step == [N_BLOCKS if e else 0 for e in expected]
+
+
+@pytest.mark.parametrize("regions", ["none", "all_ones"])
+@pytest.mark.parametrize("capture", [False, True])
+def test_no_constraint_is_bit_identical(flux, dreamo, regions, capture):
+    import tiny_models
+
+    refs = {1: make_ref(6, 6, seed=26), 2: make_ref(4, 8, seed=27)}
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    neg = tiny_models.conditioning(seed=4)
+    plain = sample(model, torch.zeros(2, 16, 8, 10), cond, neg, cfg=1.5)
+    masks = {} if regions == "none" else {1: torch.ones(1, 13, 17), 2: torch.ones(1, 64, 64)}
+    for mode in ("hard", "soft"):
+        routed = sample(route(model, masks, mode=mode, capture_maps=capture), torch.zeros(2, 16, 8, 10), cond, neg,
+                        cfg=1.5)
+        assert torch.equal(plain, routed)
+
+
+def test_routing_changes_the_image_and_works_in_either_order(flux, dreamo):
+    import tiny_models
+
+    refs = {1: make_ref(6, 6, seed=28), 2: make_ref(4, 4, seed=29)}
+    left, right = stripes(2)
+    pos, neg = tiny_models.conditioning(seed=3), tiny_models.conditioning(seed=4)
+    model, cond = apply(flux, dreamo, refs, pos)
+    plain = sample(model, torch.zeros(1, 16, 8, 8), cond, neg)
+    after = sample(route(model, {1: left, 2: right}), torch.zeros(1, 16, 8, 8), cond, neg)
+    before_model, cond2 = apply(route(flux, {1: left, 2: right}), dreamo, refs, pos)
+    before = sample(before_model, torch.zeros(1, 16, 8, 8), cond2, neg)
+    assert torch.equal(after, before) and not torch.allclose(after, plain, atol=1e-4)
+
+
+def test_region_for_an_empty_slot_and_missing_dreamo_are_errors(flux, dreamo):
+    import tiny_models
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
+
+    refs = {1: make_ref(6, 6, seed=30)}
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    with pytest.raises(DreamOError, match="region_3"):
+        sample(route(model, {3: stripes(2)[0]}), torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4))
+    with pytest.raises(DreamOError, match="DreamOApply"):
+        sample(route(flux, {1: stripes(2)[0]}), torch.zeros(1, 16, 8, 8), tiny_models.conditioning(seed=3),
+               tiny_models.conditioning(seed=4))
+
+
+def test_routing_maps_from_the_node(flux, dreamo):
+    import tiny_models
+    from comfyui_dreamo.nodes.routing import DreamORoutingMap, routing_spec
+
+    refs = {1: make_ref(6, 6, seed=31), 2: make_ref(4, 4, seed=32)}
+    left, right = stripes(2)
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    routed = route(model, {1: left, 2: right})
+    out = sample(routed, torch.zeros(2, 16, 8, 12), cond, tiny_models.conditioning(seed=4))
+    capture = routing_spec(routed).capture
+    maps, mass = capture.maps(), capture.mass()
+    assert set(maps) == {1, 2} and maps[1].shape == (2, 4, 6)
+    for s in maps:
+        assert (maps[s] >= 0).all() and torch.allclose(maps[s].sum(dim=(1, 2)), mass[s])
+        assert (mass[s] > 0).all() and (mass[s] < 1).all()
+    image = torch.rand(2, 96, 64, 3)
+    masks, picture = DreamORoutingMap().render(routed, {"samples": out}, image=image)
+    assert masks.shape == (4, 96, 64) and picture.shape == image.shape
+    assert (masks >= 0).all() and torch.allclose(masks.flatten(1).amax(1), torch.ones(4))
+    with pytest.raises(Exception, match="latent"):
+        DreamORoutingMap().render(routed, {"samples": torch.zeros(1, 16, 8, 8)})
+
+
+def region_peak_column(flux, dreamo, mask, mode):
+    import tiny_models
+    from comfyui_dreamo.nodes.routing import routing_spec
+
+    refs = {1: make_ref(6, 6, seed=33)}
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
+    routed = route(model, {1: mask}, mode=mode)
+    sample(routed, torch.zeros(1, 16, 8, 16), cond, tiny_models.conditioning(seed=4),
+           sigmas=(0.9, 0.7, 0.5, 0.3, 0.0))
+    m = routing_spec(routed).capture.maps()[1][0]
+    return m.sum(dim=0)  # attention mass per token column
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_routing_map_peak_follows_the_region(flux, dreamo, mode):
+    left, right = stripes(2, 16, 32)
+    cols_left = region_peak_column(flux, dreamo, left, mode)
+    cols_right = region_peak_column(flux, dreamo, right, mode)
+    assert cols_left[:4].sum() > cols_left[4:].sum() and cols_right[4:].sum() > cols_right[:4].sum()
+    assert int(cols_left.argmax()) < 4 <= int(cols_right.argmax())

@@ -1,0 +1,197 @@
+"""Reliability in a long-lived real server: cached UI, bad inputs, state isolation between prompts, interrupts."""
+import copy
+import json
+import os
+import time
+import uuid
+
+import pytest
+import requests
+import websocket
+from safetensors.torch import load_file
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import tiny_server
+
+    srv = tiny_server.start(str(tmp_path_factory.mktemp("reliability")),
+                            {"reference.png": "perfume.png", "other.png": "cat.png"})
+    yield srv
+    srv.stop()
+
+
+def dreamo_prompt(image="reference.png", prefix="dreamo", steps=2):
+    import tiny_server
+
+    p = tiny_server.install_check_prompt()
+    p["4"]["inputs"]["image"] = image
+    p["10"]["inputs"]["steps"] = steps
+    p["30"] = {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": prefix}}
+    return p
+
+
+def plain_prompt(prefix, seed=3):
+    """The same tiny Flux node (id and inputs as in the DreamO prompt: ComfyUI reuses the loaded model), sampled
+    without DreamO."""
+    p = dreamo_prompt()
+    keep = {"1", "16", "7", "9"}
+    p = {k: v for k, v in p.items() if k in keep}
+    p["20"] = {"class_type": "KSampler", "inputs": {
+        "model": ["1", 0], "positive": ["7", 0], "negative": ["7", 0], "latent_image": ["9", 0], "seed": seed,
+        "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+    p["21"] = {"class_type": "SaveLatent", "inputs": {"samples": ["20", 0], "filename_prefix": prefix}}
+    return p
+
+
+def saved_latent(server, result):
+    files = [f for out in result["outputs"].values() for f in out.get("latents", [])]
+    assert len(files) == 1, result["outputs"]
+    path = os.path.join(server.sandbox.output_dir, files[0].get("subfolder", ""), files[0]["filename"])
+    return load_file(path)["latent_tensor"]
+
+
+def cached_nodes(result):
+    return {n for m in result["messages"] if m["type"] == "execution_cached" for n in m["data"]["nodes"]}
+
+
+def test_cached_dreamo_nodes_still_show_their_ui_in_history(server):
+    first = server.run(dreamo_prompt(prefix="ui_a"), timeout=300)
+    assert first["status"] == "success", first["error"]
+    again = dreamo_prompt(prefix="ui_b")  # only the saver changes: the DreamO nodes come from the cache
+    second = server.run(again, timeout=300)
+    assert second["status"] == "success", second["error"]
+    assert {"5", "6"} <= cached_nodes(second)
+    for node in ("5", "6"):
+        assert second["outputs"][node]["dreamo_info"] == first["outputs"][node]["dreamo_info"]
+    assert second["outputs"]["5"]["images"] == first["outputs"]["5"]["images"]
+
+
+def test_a_one_pixel_reference_is_refused_with_the_fix_and_the_server_keeps_serving(server):
+    p = dreamo_prompt(prefix="tiny")
+    p["40"] = {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 1, "batch_size": 1, "color": 0}}
+    p["5"]["inputs"]["image"] = ["40", 0]
+    del p["5"]["inputs"]["mask"]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error"
+    assert result["error"]["node_type"] == "DreamORefEncode"
+    assert result["error"]["exception_message"].startswith(
+        "DreamORefEncode (input 'image'): the picture is only 1x1 pixels")
+    assert "Fix: use a picture at least 16 pixels" in result["error"]["exception_message"]
+    assert server.run(dreamo_prompt(prefix="after_error"), timeout=300)["status"] == "success"
+
+
+def test_the_loaded_flux_is_untouched_by_a_dreamo_prompt(server):
+    """Plain sampling on the very model object a DreamO prompt used (ComfyUI's cache hands the same one back) is
+    bit-identical before and after the DreamO prompt."""
+    before = server.run(plain_prompt("plain_before"), timeout=300)
+    assert before["status"] == "success", before["error"]
+    assert server.run(dreamo_prompt(prefix="between"), timeout=300)["status"] == "success"
+    after = server.run(plain_prompt("plain_after"), timeout=300)
+    assert after["status"] == "success", after["error"]
+    assert "1" in cached_nodes(after) and "20" not in cached_nodes(after)  # same model, sampled again
+    assert torch_equal(saved_latent(server, before), saved_latent(server, after))
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+def queue(server, prompt, client_id):
+    r = requests.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["prompt_id"]
+
+
+def wait_history(server, prompt_ids, timeout=300):
+    deadline, done = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline and len(done) < len(prompt_ids):
+        for pid in prompt_ids:
+            h = requests.get(f"{server.url}/history/{pid}", timeout=30).json().get(pid)
+            if h and h.get("status", {}).get("completed") is not None:
+                done[pid] = h
+        time.sleep(0.2)
+    assert len(done) == len(prompt_ids), "prompts did not finish"
+    return done
+
+
+def test_prompts_queued_back_to_back_never_see_each_others_references(server):
+    alone_x = server.run(dreamo_prompt("reference.png", "x_alone"), timeout=300)
+    alone_y = server.run(dreamo_prompt("other.png", "y_alone"), timeout=300)
+    x1, y1 = saved_latent(server, alone_x), saved_latent(server, alone_y)
+    assert not torch_equal(x1, y1)  # the reference matters, so a mix-up would show
+    client = uuid.uuid4().hex
+    ids = [queue(server, dreamo_prompt("reference.png", "x_queued"), client),
+           queue(server, dreamo_prompt("other.png", "y_queued"), client)]
+    hist = wait_history(server, ids)
+    x2, y2 = (saved_latent(server, {"outputs": hist[i]["outputs"]}) for i in ids)
+    assert torch_equal(x2, x1) and torch_equal(y2, y1)
+
+
+def test_an_interrupted_dreamo_sampling_leaves_nothing_behind(server):
+    before = server.run(plain_prompt("int_before", seed=7), timeout=300)
+    client = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={client}", timeout=120)
+    try:
+        pid = queue(server, dreamo_prompt(prefix="interrupted", steps=2000), client)
+        while True:  # interrupt once sampling is under way
+            msg = ws.recv()
+            if isinstance(msg, str) and json.loads(msg)["type"] == "progress":
+                requests.post(f"{server.url}/interrupt", timeout=10)
+                break
+        status = wait_history(server, [pid])[pid]["status"]
+    finally:
+        ws.close()
+    assert status["status_str"] == "error" and any(m[0] == "execution_interrupted" for m in status["messages"])
+    after = server.run(plain_prompt("int_after", seed=7), timeout=300)
+    assert after["status"] == "success" and "20" not in cached_nodes(after)
+    assert torch_equal(saved_latent(server, before), saved_latent(server, after))
+    assert server.run(dreamo_prompt(prefix="after_interrupt"), timeout=300)["status"] == "success"
+
+
+def test_the_server_runs_behind_the_network_guard(server):
+    """The guard is on for every test server (so the whole end-to-end suite runs without network) and a DreamO
+    workflow makes no attempt (tests/test_network_guard.py shows the guard refuses and records one)."""
+    assert server.env()["DREAMO_NETWORK_GUARD"] == "1"
+    p = dreamo_prompt(prefix="guard")
+    result = server.run(p, timeout=300)
+    assert result["status"] == "success"
+    assert not os.path.exists(server.network_log) or open(server.network_log).read() == ""
+
+
+@pytest.mark.parametrize("node,field,value", [("3", "dreamo_file", "../../../etc/passwd"),
+                                              ("3", "dreamo_file", "/etc/passwd"),
+                                              ("3", "sft_file", "../dreamo/../../secret.safetensors")])
+def test_file_inputs_only_take_names_from_comfyuis_model_lists(server, node, field, value):
+    p = dreamo_prompt(prefix="traversal")
+    p[node]["inputs"][field] = value
+    result = server.run(p, timeout=300)
+    assert result["status"] in ("rejected", "invalid")  # invalid: ComfyUI still ran the branches that validated
+    assert "value_not_in_list" in json.dumps(result["error"]) and field in json.dumps(result["error"])
+    ran = {m["data"].get("node") for m in result["messages"] if m["type"] == "executing"}
+    assert node not in ran
+
+
+@pytest.mark.parametrize("node", ["8", "6"])  # DreamOApply, DreamOTextEncode
+def test_a_tenth_slot_or_unknown_input_in_a_workflow_is_refused(server, node):
+    p = dreamo_prompt(prefix="tenth")
+    p[node]["inputs"]["ref_10"] = ["5", 0]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == p[node]["class_type"]
+    assert (f"{p[node]['class_type']} (input 'ref_10'): 'ref_10' is not an input of {p[node]['class_type']}"
+            in result["error"]["exception_message"]) and "Fix: connect" in result["error"]["exception_message"]
+
+
+def test_a_reference_batch_larger_than_the_latent_batch(server):
+    p = dreamo_prompt(prefix="bigbatch")
+    p["41"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["4", 0], "amount": 3}}
+    p["5"]["inputs"]["image"] = ["41", 0]
+    p["9"]["inputs"]["batch_size"] = 2
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "KSampler"
+    assert ("DreamOApply (input 'ref_1'): the reference in slot 1 is a batch of 3 images but the latent batch is 2"
+            in result["error"]["exception_message"])

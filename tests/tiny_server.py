@@ -1,0 +1,36 @@
+"""A real ComfyUI server in a sandbox with the pack, the test-only tiny-model nodes and tiny model files."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
+
+
+def install_check_prompt() -> dict:
+    """The install-check API workflow (tiny models through the test-only nodes)."""
+    for path in (os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json"),
+                 os.path.join(REPO, "workflows", "dreamo_install_check_api.json")):
+        if os.path.isfile(path):
+            return json.load(open(path))
+    raise FileNotFoundError("the install-check workflow is missing")
+
+
+def start(root: str, images: dict[str, str] | None = None):
+    """Start a server in `root` with tiny DreamO files; `images` maps input names to sample photos in REFS."""
+    from PIL import Image
+
+    import tiny_models
+    from comfyui_runner import Sandbox, Server
+
+    sandbox = Sandbox(root, isolated=True, test_nodes=True).prepare()
+    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"), exist_ok=True)
+    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
+    for target, sample in (images or {"reference.png": "perfume.png"}).items():
+        source = os.path.join(REFS, sample)
+        img = Image.open(source).convert("RGB") if os.path.isfile(source) else Image.new("RGB", (300, 300), "red")
+        img.save(os.path.join(sandbox.input_dir, target))
+    return Server(sandbox).start()
