@@ -105,8 +105,15 @@ class Page:
         category, then its card), as a user does. The 1.27 dialog has no per-template test ids: there the test
         runs what that dialog runs on a click (useTemplateWorkflows.loadWorkflowTemplate: fetch the file from the
         pack's template route, load it as a template). Returns how it was opened."""
-        self.page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
-        self.page.wait_for_selector('[data-testid="template-workflows-content"], .p-dialog', timeout=30000)
+        for attempt in range(3):  # the first opening in a fresh server can be slow (the templates index loads)
+            self.page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+            try:
+                self.page.wait_for_selector('[data-testid="template-workflows-content"], .p-dialog', timeout=30000)
+                break
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                if attempt == 2:
+                    raise
+                self.dismiss()
         if self.page.locator('[data-testid="template-workflows-content"]').count() == 0:  # the 1.27 dialog
             self.dismiss()
             self.page.evaluate("""async ([pack, name]) => {
