@@ -105,10 +105,13 @@ class Page:
         category, then its card), as a user does. The 1.27 dialog has no per-template test ids: there the test
         runs what that dialog runs on a click (useTemplateWorkflows.loadWorkflowTemplate: fetch the file from the
         pack's template route, load it as a template). Returns how it was opened."""
-        for attempt in range(3):  # the first opening in a fresh server can be slow (the templates index loads)
-            self.page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        for attempt in range(3):  # on a fresh profile the first-run dialog can swallow the first opening
+            if attempt == 1:  # the sidebar's Templates button, as a user clicks it
+                self.page.get_by_text("Templates", exact=True).first.click(timeout=10000)
+            else:
+                self.page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
             try:
-                self.page.wait_for_selector('[data-testid="template-workflows-content"], .p-dialog', timeout=30000)
+                self.page.wait_for_selector('[data-testid="template-workflows-content"], .p-dialog', timeout=20000)
                 break
             except Exception:  # noqa: BLE001 - playwright's TimeoutError
                 if attempt == 2:
