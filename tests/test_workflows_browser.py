@@ -60,6 +60,9 @@ def browser(server):
 
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        # A new user's first page shows the first-run template browser (recorded in the server's user
+        # settings): meet it once here, so each test opens the Templates dialog itself.
+        Page(b, server.url).page.close()
         yield b
         b.close()
 
