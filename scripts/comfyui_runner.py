@@ -76,7 +76,8 @@ class Sandbox:
         names = [PACK_NAME] + ([TEST_NODES_NAME] if self.test_nodes else []) + list(self.extra_nodes)
         args = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
                 "--disable-all-custom-nodes", "--whitelist-custom-nodes", *names,
-                "--database-url", "sqlite:///:memory:"]
+                # a file database in the sandbox: an in-memory one is opened per thread and logs tracebacks
+                "--database-url", f"sqlite:///{os.path.join(os.path.abspath(self.root), 'user', 'comfyui.db')}"]
         if self.isolated:
             args += ["--base-directory", self.root]
         else:
@@ -160,8 +161,10 @@ class Server:
     def object_info(self, node: str) -> dict:
         return requests.get(f"{self.url}/object_info/{node}", timeout=30).json()
 
-    def run(self, prompt: dict, timeout: float = 300.0) -> dict:
+    def run(self, prompt: dict, timeout: float = 300.0, on_message=None) -> dict:
         """Queue an API-format workflow and wait; returns {"status", "outputs", "messages", "error"}.
+
+        on_message(msg) is called with each websocket message of this prompt as it arrives (progress).
 
         status: "success", "error" (a node raised), "invalid" (some outputs failed validation and were
         skipped) or "rejected" (nothing was queued)."""
@@ -185,6 +188,8 @@ class Server:
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
                 messages.append(msg)
+                if on_message is not None:
+                    on_message(msg)
                 if msg["type"] == "execution_error":
                     error = data
                     break

@@ -44,7 +44,7 @@ def server(tmp_path_factory):
 
 
 def install_check():
-    return json.load(open(os.path.join(REPO, "workflows", "dreamo_install_check_api.json")))
+    return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
 
 
 def test_nodes_are_registered_with_their_public_inputs(server):
@@ -239,23 +239,3 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
         page.screenshot(path=os.environ.get("DREAMO_SCREENSHOT", str(tmp_path / "canvas.png")))
         browser.close()
     assert not errors, errors
-
-
-@pytest.mark.parametrize("name", ["dreamo_install_check", "dreamo_ip", "dreamo_id_tryon"])
-def test_ui_and_api_workflow_files_give_the_same_prompt(server, name):
-    """workflows/<name>.json (UI format, made by scripts/export_ui_workflows.py) queues exactly what
-    workflows/<name>_api.json does, as the real frontend converts it."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from export_ui_workflows import open_frontend
-
-    ui = json.load(open(os.path.join(REPO, "workflows", f"{name}.json")))
-    api = json.load(open(os.path.join(REPO, "workflows", f"{name}_api.json")))
-    with sync_api.sync_playwright() as p:
-        browser, page = open_frontend(p, server.url)
-        prompt = page.evaluate("async (wf) => { await app.loadGraphData(wf); return (await app.graphToPrompt()).output; }",
-                               ui)
-        browser.close()
-    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
-        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}

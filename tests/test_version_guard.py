@@ -66,7 +66,7 @@ def test_install_check_fails_on_a_comfyui_that_reports_an_old_release(tmp_path, 
     from PIL import Image
 
     Image.new("RGB", (64, 64), (200, 30, 30)).save(os.path.join(sandbox.input_dir, "reference.png"))
-    prompt = json.load(open(os.path.join(REPO, "workflows", "dreamo_install_check_api.json")))
+    prompt = json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
     with Server(sandbox) as server:
         result = server.run(prompt, timeout=300)
         log = open(server.log_path).read()

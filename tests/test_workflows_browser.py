@@ -1,0 +1,237 @@
+"""The example workflows in the real ComfyUI frontend (headless Chromium against a real server with only this pack):
+each template opened as the Templates dialog opens it and by dropping the file on the canvas, with no alert, no
+missing-node dialog, no console error and every node on the canvas; its UI file queues exactly its API twin; every
+node type exists in ComfyUI or the pack. Screenshots go to $DREAMO_ARTIFACTS (else pytest's tmp dir)."""
+import glob
+import json
+import os
+import shutil
+import sys
+
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+WORKFLOWS = os.path.join(REPO, "workflows")
+UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
+API_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "api", "*_api.json")))
+REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the Templates dialog's module name
+
+
+def name_of(path):
+    return os.path.basename(path).removesuffix(".json").removesuffix("_api")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from comfyui_runner import Sandbox, Server
+    from export_ui_workflows import model_file_names
+
+    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True).prepare()  # no test-only nodes
+    for folder, names in model_file_names(API_FILES).items():  # listed in the loaders' menus, never loaded
+        os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
+        for name in names:
+            open(os.path.join(sandbox.models_dir, folder, name), "wb").close()
+    for path in API_FILES:
+        for node in json.load(open(path)).values():
+            if node["class_type"] == "LoadImage":
+                target = os.path.join(sandbox.input_dir, node["inputs"]["image"])
+                if os.path.isfile(os.path.join(REFS, node["inputs"]["image"])):
+                    shutil.copy(os.path.join(REFS, node["inputs"]["image"]), target)
+                else:
+                    Image.new("RGB", (256, 256), (120, 130, 140)).save(target, format="PNG")
+    srv = Server(sandbox).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
+    from export_ui_workflows import BROWSER_ARGS
+
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        # A new user's first page shows the first-run template browser (recorded in the server's user
+        # settings): meet it once here, so each test opens the Templates dialog itself.
+        Page(b, server.url).page.close()
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    folder = os.environ.get("DREAMO_ARTIFACTS") or str(tmp_path)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+class Page:
+    """A fresh frontend page that records what a user would see go wrong."""
+
+    def __init__(self, browser, url):
+        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.errors = []
+        self.recording = False
+        self.page.on("pageerror", lambda e: self.recording and self.errors.append(f"page error: {e}"))
+        self.page.on("console", lambda m: self.recording and m.type == "error"
+                     and self.errors.append(f"console error: {m.text}"))
+        self.page.goto(url, wait_until="domcontentloaded")
+        self.page.wait_for_function("() => window.app && window.app.graph && window.app.extensions?.length > 0",
+                                    timeout=60000)
+        # Check workflows against the frontend's own schema as it loads them (the setting is on by default in
+        # 1.27, off in 1.49: a user may turn it on, and a file that fails it is broken either way).
+        self.page.evaluate("""async () => {
+            const s = app.extensionManager?.setting;
+            if (s?.set) await s.set('Comfy.Validation.Workflows', true);
+            else await app.ui.settings.setSettingValueAsync('Comfy.Validation.Workflows', true); }""")
+        self.page.wait_for_timeout(1500)
+        self.dismiss()
+
+    def dismiss(self):
+        """Close whatever the first run shows (the template browser, toasts) before the workflow is opened."""
+        for _ in range(3):
+            self.page.keyboard.press("Escape")
+        self.page.evaluate("() => document.querySelectorAll('.p-toast-close-button').forEach(b => b.click())")
+        self.page.wait_for_timeout(300)
+
+    def open_from_templates_dialog(self, name):
+        """Click the template in the Templates dialog (opened by the frontend's own command, then the pack's
+        category, then its card), as a user does. The 1.27 dialog has no per-template test ids: there the test
+        runs what that dialog runs on a click (useTemplateWorkflows.loadWorkflowTemplate: fetch the file from the
+        pack's template route, load it as a template). Returns how it was opened."""
+        for attempt in range(3):  # on a fresh profile the first-run dialog can swallow the first opening
+            if attempt == 1:  # the sidebar's Templates button, as a user clicks it
+                self.page.get_by_text("Templates", exact=True).first.click(timeout=10000)
+            else:
+                self.page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+            try:
+                self.page.wait_for_selector('[data-testid="template-workflows-content"], .p-dialog', timeout=20000)
+                break
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                if attempt == 2:
+                    raise
+                self.dismiss()
+        if self.page.locator('[data-testid="template-workflows-content"]').count() == 0:  # the 1.27 dialog
+            self.dismiss()
+            self.page.evaluate("""async ([pack, name]) => {
+                const json = await fetch(`api/workflow_templates/${pack}/${name}.json`).then(r => r.json());
+                await app.loadGraphData(json, true, true, name, { openSource: 'template' }); }""", [PACK, name])
+            return "template-route"
+        self.page.get_by_text(PACK, exact=True).first.click(timeout=20000)
+        card = self.page.locator(f'[data-testid="template-workflow-{name}"]')
+        card.wait_for(timeout=30000)
+        card.click()
+        return "templates-dialog"
+
+    def problems(self):
+        """Alerts and toasts (the schema check's 'Invalid workflow' alert is one), open dialogs (missing nodes or
+        models in 1.27), the error overlay (missing nodes, models or pictures in 1.49) and console errors since
+        recording started."""
+        shown = self.page.evaluate("""() => {
+            const out = [];
+            for (const t of document.querySelectorAll('.p-toast-message'))
+                out.push('toast: ' + t.innerText.slice(0, 400));
+            for (const e of document.querySelectorAll('[data-testid="error-overlay"]'))
+                out.push('error overlay: ' + e.innerText.slice(0, 400));
+            for (const d of document.querySelectorAll('.p-dialog, .comfy-modal[style*="block"]'))
+                if (d.offsetParent !== null || getComputedStyle(d).display !== 'none')
+                    out.push('dialog: ' + d.innerText.slice(0, 400));
+            return out; }""")
+        return shown + self.errors
+
+    def graph(self):
+        return self.page.evaluate("""() => app.graph._nodes.map(n => ({
+            id: String(n.id), type: n.type, title: n.title,
+            registered: !!LiteGraph.registered_node_types[n.type], errors: !!n.has_errors }))""")
+
+
+def check_loaded(page, ui, how, artifacts, name):
+    try:
+        page.page.wait_for_function("(n) => app.graph._nodes.length === n", arg=len(ui["nodes"]), timeout=30000)
+    except Exception:  # noqa: BLE001 - reported below with what is on the canvas
+        pass
+    page.page.wait_for_timeout(1500)
+    page.page.screenshot(path=os.path.join(artifacts, f"{name}_{how}.png"))
+    problems = page.problems()
+    assert not problems, f"{name} opened by {how}: " + "\n".join(problems)
+    nodes = page.graph()
+    assert len(nodes) == len(ui["nodes"]), f"{name} opened by {how}: {len(nodes)} nodes on the canvas, file has " \
+                                           f"{len(ui['nodes'])}"
+    assert sorted(n["type"] for n in nodes) == sorted(n["type"] for n in ui["nodes"])
+    assert all(n["registered"] and not n["errors"] for n in nodes), nodes
+
+
+def test_templates_are_listed_with_thumbnails(server):
+    import requests
+
+    listed = requests.get(server.url + "/api/workflow_templates", timeout=30).json()
+    assert sorted(listed.get(PACK, [])) == sorted(name_of(p) for p in UI_FILES)
+    for path in UI_FILES:
+        r = requests.get(f"{server.url}/api/workflow_templates/{PACK}/{name_of(path)}.jpg", timeout=30)
+        assert r.ok and r.headers["Content-Type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=name_of)
+def test_template_opens_cleanly_from_the_templates_dialog(server, browser, artifacts, path):
+    ui = json.load(open(path))
+    page = Page(browser, server.url)
+    try:
+        page.recording = True
+        opened_by = page.open_from_templates_dialog(name_of(path))
+        check_loaded(page, ui, opened_by, artifacts, name_of(path))
+    finally:
+        page.page.close()
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=name_of)
+def test_template_opens_cleanly_when_dropped_on_the_canvas(server, browser, artifacts, path):
+    ui = json.load(open(path))
+    page = Page(browser, server.url)
+    try:
+        page.recording = True
+        page.page.evaluate("""([text, file]) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([text], file, { type: 'application/json' }));
+            const canvas = document.querySelector('#graph-canvas') ?? document.body;
+            canvas.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true,
+                                                         clientX: 800, clientY: 500 })); }""",
+                           [open(path).read(), os.path.basename(path)])
+        check_loaded(page, ui, "drop", artifacts, name_of(path))
+    finally:
+        page.page.close()
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=name_of)
+def test_ui_file_queues_exactly_its_api_twin(server, browser, path):
+    """workflows/<name>.json, as the real frontend converts it for queueing, is workflows/api/<name>_api.json."""
+    ui = json.load(open(os.path.join(WORKFLOWS, f"{name_of(path)}.json")))
+    api = json.load(open(path))
+    page = Page(browser, server.url)
+    try:
+        prompt = page.page.evaluate(
+            "async (wf) => { await app.loadGraphData(wf); return (await app.graphToPrompt()).output; }", ui)
+    finally:
+        page.page.close()
+    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
+
+
+def test_every_node_type_exists_in_comfyui_or_the_pack(server):
+    import requests
+
+    known = set(requests.get(server.url + "/object_info", timeout=60).json())
+    for path in API_FILES:
+        missing = {n["class_type"] for n in json.load(open(path)).values()} - known
+        assert not missing, f"{os.path.basename(path)}: {missing}"
+    for path in UI_FILES:
+        missing = {n["type"] for n in json.load(open(path))["nodes"]} - known - FRONTEND_ONLY
+        assert not missing, f"{os.path.basename(path)}: {missing}"
