@@ -26,7 +26,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+sys.path.insert(0, REPO)
 from comfyui_runner import Sandbox, Server, comfyui_path  # noqa: E402
+from dreamo_cli.comfy_server import ComfyServer, NodeFailed, PromptRejected, ServerUnavailable  # noqa: E402
 
 SHARED_REFS = os.environ.get("DREAMO_REFS_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 API_DIR = os.path.join(REPO, "workflows", "api")
@@ -170,6 +172,9 @@ class Progress:
 
 
 def prepare_tiny(sandbox: Sandbox, prompt: dict) -> dict:
+    import pack_import
+
+    pack_import.register_package()  # the tiny face/remover files are built with the pack's own code
     import tiny_workflows
 
     unavailable = tiny_workflows.write_model_files(sandbox.models_dir)
@@ -195,6 +200,9 @@ def main(argv=None) -> int:
                         help="a garment picture for the try-on workflows (after the --image ones)")
     parser.add_argument("--tiny", action="store_true", help="run the install check even if real models exist")
     parser.add_argument("--keep", help="keep the sandbox (server log, outputs) in this folder; else it is removed")
+    parser.add_argument("--server", default="127.0.0.1:8188",
+                        help="with real models: queue on the ComfyUI running here (through the API client, "
+                             "dreamo_cli); when none answers, start one from COMFYUI_PATH (default %(default)s)")
     args = parser.parse_args(argv)
 
     if not os.path.isfile(os.path.join(comfyui_path(), "main.py")):
@@ -234,6 +242,20 @@ def main(argv=None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def queue_through_client(client: "ComfyServer", prompt: dict, api_file: str, progress: "Progress") -> dict:
+    """Queue the prompt with the API client (dreamo_cli), following its progress; outputs and UI from /history,
+    or the server's own error text."""
+    print(f"Queueing {api_file} on {client.url} ...", flush=True)
+    try:
+        run = client.run(prompt, on_event=lambda kind, data: progress({"type": kind, "data": data}))
+    except (PromptRejected, NodeFailed, ServerUnavailable) as e:
+        return {"outputs": {}, "images": [], "error": str(e)}
+    finally:
+        progress.close()
+    entry = client.history(run.prompt_id) or {}
+    return {"outputs": entry.get("outputs", {}), "images": run.images, "error": None}
+
+
 def run(args, prompt: dict, api_file: str, chosen: dict, tiny: bool, root: str) -> int:
     sandbox = Sandbox(root, isolated=tiny, test_nodes=tiny).prepare()
     for node_id, path in chosen.items():  # each picture under the name the workflow's LoadImage reads
@@ -243,25 +265,36 @@ def run(args, prompt: dict, api_file: str, chosen: dict, tiny: bool, root: str) 
     for slot, task, node_id in references(prompt):
         print(f"ref {slot} ({task}): {chosen[node_id]}")
 
-    print(f"Starting ComfyUI from {comfyui_path()} ...", flush=True)
     started = time.monotonic()
-    with Server(sandbox) as server:
-        print(f"Queueing {api_file} on {server.url} ...", flush=True)
-        progress = Progress(prompt)
-        result = server.run(prompt, timeout=600 if tiny else 3600, on_message=progress)
-        progress.close()
-    if result["status"] != "success":
-        print(f"Workflow failed ({result['status']}): {json.dumps(result['error'], indent=1)}")
-        print("Server log (last lines):\n" + server.log_tail(30))
-        if args.keep:
-            print(f"Full server log: {server.log_path}")
+    progress = Progress(prompt)
+    existing = None if tiny else ComfyServer(args.server)
+    own_server = existing is None or not existing.alive()
+    if not own_server:  # your running ComfyUI, with your models: queue there
+        print(f"Using the ComfyUI server already running at {existing.url}", flush=True)
+        for node_id, path in chosen.items():
+            prompt[node_id]["inputs"]["image"] = existing.upload(path)
+        outcome = queue_through_client(existing, prompt, api_file, progress)
+        saved = [os.path.join("output", img.get("subfolder", ""), img["filename"]) for img in outcome["images"]]
+        saved = [f"{p} (in that server's folder)" for p in saved]
+    else:
+        print(f"No server at {args.server}: starting ComfyUI from {comfyui_path()} ...", flush=True)
+        with Server(sandbox) as server:
+            outcome = queue_through_client(ComfyServer(server.url), prompt, api_file, progress)
+            if outcome["error"]:
+                print("Server log (last lines):\n" + server.log_tail(30))
+                if args.keep:
+                    print(f"Full server log: {server.log_path}")
+        saved = server.image_paths(outcome["outputs"])
+    if outcome["error"]:
+        print(f"Workflow failed: {outcome['error']}")
         return 1
+    result = outcome
     for node_id, node in prompt.items():
         info = result["outputs"].get(node_id, {}).get("dreamo_info")
         if node["class_type"] == "DreamORefEncode" and info:
             print(f"{node['_meta']['title']}: " + info[0].replace("\n", "; "))
-    saved = server.image_paths(result["outputs"])
-    if not tiny and not args.keep:  # your pictures go to ComfyUI's own output folder, not the removed sandbox
+    if own_server and not tiny and not args.keep:
+        # a server started here: your pictures go to ComfyUI's own output folder, not the removed sandbox
         out = os.path.join(comfyui_path(), "output")
         os.makedirs(out, exist_ok=True)
         saved = [shutil.copy(p, os.path.join(out, os.path.basename(p))) for p in saved]

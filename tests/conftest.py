@@ -3,14 +3,12 @@
 Host tests (marker `host`) need `COMFYUI_PATH` pointing at a ComfyUI checkout; without it they are skipped
 with that reason printed in the summary. ComfyUI is put in CPU mode before any of it is imported.
 """
-import importlib.util
 import os
 import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE = "comfyui_dreamo"
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 HOST_READY = bool(COMFYUI_PATH) and os.path.isfile(os.path.join(COMFYUI_PATH, "comfy", "model_patcher.py"))
 HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README, 'Getting ComfyUI')" if not COMFYUI_PATH
@@ -24,17 +22,9 @@ if HOST_READY:
     comfy.cli_args.args.cpu = True  # before comfy.model_management picks a device
 
 
-def _register_package():
-    if PACKAGE in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(PACKAGE, os.path.join(REPO, "__init__.py"),
-                                                  submodule_search_locations=[REPO])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
+from pack_import import register_package  # noqa: E402
 
-
-_register_package()
+register_package()
 
 
 # Every test server refuses and records connections that are not to loopback (tests/network_guard).
