@@ -46,7 +46,7 @@ def main() -> str:
     x, y, w, h = 770, 80, 190, 250
     d.rectangle((x, y, x + w // 2, y + h), fill=SLOT_COLOURS[0])
     d.rectangle((x + w // 2, y, x + w, y + h), fill=SLOT_COLOURS[1])
-    d.text((x, y + h + 8), "regions you draw\n(DreamO Routing)", font=small, fill=DIM)
+    d.text((x, y + h + 8), "regions you choose\n(DreamO Routing masks)", font=small, fill=DIM)
     if os.path.isfile(ROUTING_MAP):
         rmap = Image.open(ROUTING_MAP).convert("RGB")
         rmap = rmap.resize((w, int(rmap.height * w / rmap.width)), Image.NEAREST)
