@@ -216,3 +216,10 @@ def test_loadimage_default_masks_are_never_misreported():
     assert torch.equal(kept.pixels, prepare_pixels(image, "ip", 64).pixels)
     with pytest.raises(DreamOError, match=r"input 'mask'\): the mask is all zeros"):
         prepare_pixels(image, "ip", 64, mask=torch.zeros(1, 64, 64))
+
+
+def test_an_8k_picture_is_brought_down_to_the_reference_size():
+    big = torch.rand(1, 4320, 7680, 3)
+    out = prepare_pixels(big, "style", 512)
+    assert out.pixels.shape[1:3] == area_size(4320, 7680, 512) and out.pixels.shape[1] * out.pixels.shape[2] <= 512 * 512
+    assert any("resized 7680x4320 ->" in n for n in out.notes) and not any("WARNING" in n for n in out.notes)
