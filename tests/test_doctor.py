@@ -220,7 +220,7 @@ def test_is_default_extra_path_is_where_downloads_go(tree, tmp_path):
 
 
 def test_repo_workflows_are_read_from_their_loader_nodes(installed):
-    code, data, files = report(installed, "--workflow", os.path.join(REPO, "workflows", "dreamo_id_tryon_api.json"))
+    code, data, files = report(installed, "--workflow", os.path.join(REPO, "workflows", "api", "dreamo_id_tryon_api.json"))
     assert code == 1
     by_status = {f["label"]: f["status"] for f in data["files"]}
     assert by_status["RetinaFace resnet50 face detector"] == "missing"
