@@ -41,7 +41,9 @@ def server(tmp_path_factory):
 
 
 def gguf_workflow():
-    prompt = json.load(open(os.path.join(REPO, "workflows", "dreamo_install_check_api.json")))
+    import tiny_server
+
+    prompt = tiny_server.install_check_prompt()
     prompt["1"] = {"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": GGUF_NAME}}
     prompt["3"]["inputs"]["dreamo_file"] = "dreamo_flux_sized.safetensors"
     prompt["20"] = {"class_type": "DreamOTestConditioning", "inputs": {"seed": 3, "tokens": 8, "flux_sized": True}}

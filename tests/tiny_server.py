@@ -12,11 +12,7 @@ REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 
 def install_check_prompt() -> dict:
     """The install-check API workflow (tiny models through the test-only nodes)."""
-    for path in (os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json"),
-                 os.path.join(REPO, "workflows", "dreamo_install_check_api.json")):
-        if os.path.isfile(path):
-            return json.load(open(path))
-    raise FileNotFoundError("the install-check workflow is missing")
+    return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
 
 
 def start(root: str, images: dict[str, str] | None = None):
