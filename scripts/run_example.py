@@ -277,7 +277,8 @@ def run(args, prompt: dict, api_file: str, chosen: dict, tiny: bool, root: str) 
         saved = [os.path.join("output", img.get("subfolder", ""), img["filename"]) for img in outcome["images"]]
         saved = [f"{p} (in that server's folder)" for p in saved]
     else:
-        print(f"No server at {args.server}: starting ComfyUI from {comfyui_path()} ...", flush=True)
+        why = "tiny models need their own server" if tiny else f"no server answers at {args.server}"
+        print(f"Starting ComfyUI from {comfyui_path()} ({why}) ...", flush=True)
         with Server(sandbox) as server:
             outcome = queue_through_client(ComfyServer(server.url), prompt, api_file, progress)
             if outcome["error"]:
