@@ -12,13 +12,11 @@ import sys
 
 import pytest
 import requests
-from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 CHROMIUM = "/usr/bin/chromium"
 EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo"]
 
@@ -45,16 +43,9 @@ def graph():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
+    import tiny_server
 
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    source = os.path.join(REFS, "perfume.png")
-    picture = Image.open(source) if os.path.isfile(source) else Image.new("RGB", (300, 300), (200, 30, 30))
-    picture.save(os.path.join(sandbox.input_dir, "reference.png"))
-    srv = Server(sandbox).start()
+    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")))
     yield srv
     srv.stop()
 
