@@ -147,9 +147,12 @@ def routing_override(spec: RoutingSpec, layout, latent_hw, flux, options: dict, 
     present = {r.slot for r in layout.refs}
     for slot in sorted(spec.regions):
         if slot not in present:
-            raise DreamOError(ROUTING_NODE, f"region_{slot}", f"slot {slot} has no DreamO reference in this "
+            source = spec.sources.get(slot, f"region_{slot}")
+            undo = (f"disconnect region_{slot}" if source == f"region_{slot}"
+                    else f"clear slot {slot}'s box in the region editor ({source})")
+            raise DreamOError(ROUTING_NODE, source, f"slot {slot} has no DreamO reference in this "
                               f"sampling run (references are in slots {sorted(present)}).",
-                              f"connect a reference to DreamOApply's ref_{slot}, or disconnect region_{slot}.")
+                              f"connect a reference to DreamOApply's ref_{slot}, or {undo}.")
     if not spec.constrains() and spec.capture is None:
         return None
     sigma = options.get("sigmas")

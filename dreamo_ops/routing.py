@@ -131,6 +131,7 @@ class RoutingCapture:
 class RoutingSpec:
     """DreamORouting's settings, carried in `transformer_options`; the wrapper applies it per call."""
     regions: dict = field(default_factory=dict)  # {slot: (H, W) float mask}
+    sources: dict = field(default_factory=dict)  # {slot: the input its region came from}; default region_<slot>
     mode: str = "hard"
     strength: float = 4.0
     isolate: bool = False
@@ -144,6 +145,7 @@ class RoutingSpec:
     def __deepcopy__(self, memo):
         out = copy.copy(self)
         out.regions = dict(self.regions)
+        out.sources = dict(self.sources)
         return out  # masks are read-only; the capture handle is shared
 
     def constrains(self) -> bool:

@@ -16,15 +16,16 @@ PREPROCESSOR_TYPE = "DREAMO_PREPROCESSOR"
 NODE_ID = "DreamORefEncode"
 
 
-def save_temp_images(images: list[np.ndarray]) -> list[dict]:
-    """Save uint8 RGB images to ComfyUI's temp folder; the `ui` entries that show them on the node."""
+def save_temp_images(images: list[np.ndarray], prefix: str = "dreamo_ref") -> list[dict]:
+    """Save uint8 RGB images to ComfyUI's temp folder (as PreviewImage does); the `ui` entries that show them on
+    the node."""
     import folder_paths
     from PIL import Image
 
     if not images:
         return []
     out_dir = folder_paths.get_temp_directory()
-    prefix = f"dreamo_ref_{uuid.uuid4().hex[:8]}"
+    prefix = f"{prefix}_{uuid.uuid4().hex[:8]}"
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, images[0].shape[1],
                                                                            images[0].shape[0])
     entries = []

@@ -5,16 +5,21 @@ import torch
 
 import comfy.patcher_extension
 
+from ..dreamo_ops import drawn_regions as drawn
 from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
+from ..dreamo_ops.reference import to_uint8
 from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
-from ..dreamo_ops.routing_map import draw_legend, normalise, overlay, upsample_map
+from ..dreamo_ops.routing_map import SLOT_COLOURS, draw_legend, normalise, overlay, upsample_map
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .model_check import check_flux1
+from .ref_encode import save_temp_images
 
 ROUTING_ID = "DreamORouting"
 MAP_ID = "DreamORoutingMap"
 REGION_INPUTS = tuple(f"region_{i}" for i in range(1, MAX_SLOTS + 1))
+SLOT_COLOURS_HEX = {str(k): "#%02x%02x%02x" % rgb for k, rgb in SLOT_COLOURS.items()}
+"""The routing map's slot colours as the region editor reads them (the drawn_regions input's options)."""
 
 
 def routing_spec(model):
@@ -48,14 +53,23 @@ class DreamORouting:
     OUTPUT_TOOLTIPS = ("The model with routing (a patched clone); connect it to the sampler and to DreamO Routing Map.",)
     DESCRIPTION = ("Puts each DreamO reference where you want it: region_k limits the attention between reference "
                    "k and the image to that region (both directions), as DreamO was trained to route. A slot "
-                   "without a region is free. Also captures routing maps (where each reference went) for DreamO "
+                   "without a region is free. Rectangles drawn on the node (the region editor, stored in "
+                   "drawn_regions) are the regions of slots whose region_k is not connected; a connected mask "
+                   "wins. Also captures routing maps (where each reference went) for DreamO "
                    "Routing Map. Works with DreamOApply before or after it.")
 
     @classmethod
     def INPUT_TYPES(cls):
         optional = {name: ("MASK", {"tooltip": f"Where reference {i} ([ref#{i}]) goes: 1 inside. Any size; it is "
-                                               "stretched over the image."})
+                                               "stretched over the image. Wins over a box drawn for slot {i}."})
                     for i, name in enumerate(REGION_INPUTS, start=1)}
+        optional[drawn.INPUT] = ("STRING", {
+            "default": "", "multiline": False,
+            "tooltip": "Rectangles drawn on the node (region editor), one per slot, used for slots whose region_k is "
+                       "not connected. Without the editor: JSON like {\"width\": 1024, \"height\": 1024, "
+                       "\"boxes\": {\"1\": [x, y, w, h]}} in pixels of width × height (stretched over the "
+                       "image); empty = none.",
+            "dreamo_slot_colours": SLOT_COLOURS_HEX})
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The DreamO model (before or after DreamOApply)."}),
@@ -80,7 +94,7 @@ class DreamORouting:
         }
 
     def route(self, model, mode, strength, isolate_references, start_percent, end_percent, blocks, capture_maps,
-              **regions):
+              drawn_regions="", **regions):
         refuse_unknown_inputs(ROUTING_ID, regions, REGION_INPUTS)
         check_flux1(ROUTING_ID, model)
         if mode not in MODES:
@@ -102,7 +116,13 @@ class DreamORouting:
                 raise DreamOError(ROUTING_ID, name, f"a MASK of shape {tuple(mask.shape)} is not a 2-D mask.",
                                   "connect a MASK output (e.g. SolidMask, a LoadImage mask, MaskComposite).")
             chosen[i] = mask.reshape(mask.shape[-2:]).detach().float().cpu()
-        spec = RoutingSpec(regions=chosen, mode=mode, strength=float(strength), isolate=bool(isolate_references),
+        sources = {slot: name for slot, name in zip(range(1, MAX_SLOTS + 1), REGION_INPUTS) if slot in chosen}
+        boxes = drawn.parse(drawn_regions, ROUTING_ID)
+        for slot, mask in (boxes.masks() if boxes else {}).items():
+            if slot not in chosen:  # a connected region_k wins over the box drawn for slot k
+                chosen[slot] = mask
+                sources[slot] = drawn.INPUT
+        spec = RoutingSpec(regions=chosen, sources=sources, mode=mode, strength=float(strength), isolate=bool(isolate_references),
                            start_percent=float(start_percent), end_percent=float(end_percent), blocks=blocks,
                            capture=RoutingCapture() if capture_maps else None)
         m = model.clone()
@@ -118,13 +138,17 @@ class DreamORoutingMap:
     DISPLAY_NAME = "DreamO Routing Map"
     CATEGORY = "DreamO"
     FUNCTION = "render"
+    # The overlay shown on the node is UI output: on ComfyUI 0.33+ it only reaches /history (and the page) after a
+    # cache hit when the node declares it (0.3.x ignores the flag and always sends it).
+    HAS_INTERMEDIATE_OUTPUT = True
     RETURN_TYPES = ("MASK", "IMAGE")
     RETURN_NAMES = ("masks", "overlay")
     OUTPUT_TOOLTIPS = ("One mask per routed reference slot (slot order, then batch order), each scaled to a peak of "
                        "1: where that reference's attention went.",
                        "The maps as a heat map, one colour per slot, over the image (or black), with a legend.")
     DESCRIPTION = ("Shows where each DreamO reference went: the attention from the reference's tokens to each "
-                   "image token, averaged over heads, the routed blocks and the steps of the last sampling run.")
+                   "image token, averaged over heads, the routed blocks and the steps of the last sampling run. The "
+                   "overlay is also shown on the node.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -174,4 +198,5 @@ class DreamORoutingMap:
         labels = {s: f"ref {s}  mass {masses[s].mean().item():.2f}" for s in heat}
         picture = draw_legend(overlay(base, heat), labels)
         masks = torch.cat([heat[s] for s in sorted(heat)], dim=0)
-        return (masks, picture)
+        shown = save_temp_images(list(to_uint8(picture)), prefix="dreamo_routing_map")
+        return {"ui": {"images": shown}, "result": (masks, picture)}

@@ -4,6 +4,9 @@ Locality is measured at the attention level, per block (the final image still ch
 DESIGN §8): a spy around the routed attention recomputes the attention probabilities from the very q/k the kernel
 receives (model channels + routing channels) and the tests read them.
 """
+import os
+
+import numpy as np
 import pytest
 import torch
 
@@ -331,8 +334,20 @@ def test_routing_maps_from_the_node(flux, dreamo):
         assert (maps[s] >= 0).all() and torch.allclose(maps[s].sum(dim=(1, 2)), mass[s])
         assert (mass[s] > 0).all() and (mass[s] < 1).all()
     image = torch.rand(2, 96, 64, 3)
-    masks, picture = DreamORoutingMap().render(routed, {"samples": out}, image=image)
+    shown = DreamORoutingMap().render(routed, {"samples": out}, image=image)
+    masks, picture = shown["result"]
     assert masks.shape == (4, 96, 64) and picture.shape == image.shape
+    # The overlay is also shown on the node: one picture per image, saved in ComfyUI's temp folder.
+    import folder_paths
+    from PIL import Image
+
+    entries = shown["ui"]["images"]
+    assert len(entries) == 2 and all(e["type"] == "temp" for e in entries)
+    for entry, expected in zip(entries, picture):
+        path = os.path.join(folder_paths.get_temp_directory(), entry["subfolder"], entry["filename"])
+        saved = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).float() / 255
+        assert saved.shape == expected.shape and (saved - expected).abs().max() <= 0.5 / 255 + 1e-6
+    assert DreamORoutingMap.HAS_INTERMEDIATE_OUTPUT is True
     assert (masks >= 0).all() and torch.allclose(masks.flatten(1).amax(1), torch.ones(4))
     with pytest.raises(Exception, match="latent"):
         DreamORoutingMap().render(routed, {"samples": torch.zeros(1, 16, 8, 8)})
@@ -368,3 +383,49 @@ def test_routing_refuses_a_tenth_region():
     with pytest.raises(DreamOError, match=r"DreamORouting \(input 'region_10'\): 'region_10' is not an input"):
         DreamORouting().route(tiny_models.flux_patcher(), "hard", 8.0, False, 0.0, 1.0, "all", False,
                               region_10=torch.ones(1, 8, 8))
+
+
+def test_drawn_regions_become_the_masks_of_unconnected_slots(flux, dreamo):
+    import json
+
+    from comfyui_dreamo.nodes.routing import routing_spec
+
+    drawn = json.dumps({"width": 40, "height": 20, "boxes": {"1": [0, 0, 10, 20], "2": [10.4, 5, 20, 10.6],
+                                                              "3": [30, 0, 10, 20]}})
+    connected = stripes(2, 8, 8)[1]
+    spec = routing_spec(route(flux, {3: connected}, drawn_regions=drawn))
+    assert sorted(spec.regions) == [1, 2, 3]
+    assert spec.sources == {1: "drawn_regions", 2: "drawn_regions", 3: "region_3"}
+    expected = {1: torch.zeros(20, 40), 2: torch.zeros(20, 40)}
+    expected[1][:, :10] = 1
+    expected[2][5:16, 10:30] = 1  # edges rounded: x 10.4 → 10, 30.4 → 30 (exclusive), y 5 → 5, 15.6 → 16
+    for slot in (1, 2):
+        assert spec.regions[slot].dtype == torch.float32 and torch.equal(spec.regions[slot], expected[slot])
+    assert torch.equal(spec.regions[3], connected[0])  # the connected mask wins over the drawn box
+    # Empty text (old workflows, API prompts without the input): no drawn region at all.
+    assert routing_spec(route(flux, {}, drawn_regions="")).regions == {}
+    assert routing_spec(route(flux, {})).regions == {}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "not valid JSON"),
+    ('{"width": 64, "height": 64, "boxes": {"10": [0, 0, 8, 8]}}', "box '10' is not a reference slot"),
+    ('{"width": 64, "height": 64, "boxes": {"1": [0, 0, 0, 8]}}', "empty or negative"),
+    ('{"width": 64, "height": 64, "boxes": {"1": [60, 0, 8, 8]}}', "reaches outside the 64 × 64 picture"),
+])
+def test_bad_drawn_regions_are_named_errors(flux, text, words):
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
+
+    with pytest.raises(DreamOError, match="DreamORouting \\(input 'drawn_regions'\\)") as e:
+        route(flux, {}, drawn_regions=text)
+    assert words in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_a_box_drawn_for_an_empty_slot_is_reported_as_drawn(flux, dreamo):
+    import tiny_models
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
+
+    model, cond = apply(flux, dreamo, {1: make_ref(6, 6, seed=30)}, tiny_models.conditioning(seed=3))
+    drawn = '{"width": 16, "height": 16, "boxes": {"2": [0, 0, 8, 16]}}'
+    with pytest.raises(DreamOError, match="input 'drawn_regions'.*slot 2 has no DreamO reference.*region editor"):
+        sample(route(model, {}, drawn_regions=drawn), torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4))

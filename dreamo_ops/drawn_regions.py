@@ -1,0 +1,121 @@
+"""Regions drawn in DreamO Routing's region editor: the `drawn_regions` text → one rectangle mask per slot.
+
+The editor (web/region_editor.js) stores its rectangles in DreamO Routing's optional STRING input
+`drawn_regions`, so a workflow keeps them as an ordinary widget value: the API and a frontend without the
+extension (a plain text field) run them the same. The text is JSON,
+
+    {"width": W, "height": H, "boxes": {"1": [x, y, w, h], "2": [...]}}
+
+in pixels of a W×H picture (the editor's preview of the output size). Each box becomes a W×H mask, 1 inside the
+rectangle [x, x + w) × [y, y + h) (edges rounded to whole pixels) and 0 elsewhere, which DreamO Routing then
+stretches over the image like any region mask. An empty text means nothing drawn.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import DreamOError
+from .token_layout import MAX_SLOTS
+
+INPUT = "drawn_regions"
+MAX_SIDE = 16384
+"""ComfyUI's largest image side (nodes.MAX_RESOLUTION)."""
+KEYS = ("width", "height", "boxes")
+
+
+@dataclass(frozen=True)
+class DrawnRegions:
+    width: int
+    height: int
+    boxes: dict = field(default_factory=dict)  # {slot: (x0, y0, x1, y1)} whole pixels, x1 > x0, y1 > y0
+
+    def masks(self) -> dict[int, torch.Tensor]:
+        """{slot: (height, width) float32 mask}, 1 inside the slot's rectangle."""
+        return {slot: box_mask(self.width, self.height, box) for slot, box in sorted(self.boxes.items())}
+
+
+def box_mask(width: int, height: int, box) -> torch.Tensor:
+    """(height, width) float32 mask: 1 on rows y0..y1-1 and columns x0..x1-1 of `box` = (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    mask = torch.zeros(height, width, dtype=torch.float32)
+    mask[y0:y1, x0:x1] = 1.0
+    return mask
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse(text, node: str, input_name: str = INPUT, max_slots: int = MAX_SLOTS) -> DrawnRegions | None:
+    """The drawn regions in `text`, or None when nothing is drawn (empty text). A malformed text is a DreamOError
+    naming `node` and `input_name`."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise DreamOError(node, input_name, f"expected text (JSON), got {type(text).__name__}.",
+                          "leave it empty or draw the regions in the editor.")
+    if not text.strip():
+        return None
+    example = 'e.g. {"width": 1024, "height": 1024, "boxes": {"1": [0, 0, 512, 1024]}}'
+
+    def bad(problem, fix=f"give JSON like {example} (x, y, width, height in pixels of width × height), or clear "
+                         "the text to draw nothing."):
+        return DreamOError(node, input_name, problem, fix)
+
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise bad(f"the text is not valid JSON ({e}).") from None
+    if not isinstance(data, dict):
+        raise bad(f"expected a JSON object with {', '.join(KEYS)}, got {type(data).__name__}.")
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise bad(f"unknown key '{unknown[0]}' (the keys are {', '.join(KEYS)}).")
+    size = {}
+    for key in ("width", "height"):
+        value = data.get(key)
+        if not (_number(value) and float(value).is_integer() and 1 <= value <= MAX_SIDE):
+            raise bad(f"'{key}' must be a whole number of pixels from 1 to {MAX_SIDE}, got {value!r}.")
+        size[key] = int(value)
+    width, height = size["width"], size["height"]
+    raw = data.get("boxes", {})
+    if not isinstance(raw, dict):
+        raise bad(f"'boxes' must map slot numbers to [x, y, width, height], got {type(raw).__name__}.")
+    boxes = {}
+    for key, box in raw.items():
+        try:
+            slot = int(key)
+        except ValueError:
+            slot = None
+        if slot is None or str(slot) != str(key).strip() or not 1 <= slot <= max_slots:
+            raise bad(f"box '{key}' is not a reference slot (slots are 1 … {max_slots}).",
+                      f"number each box by its reference slot, 1 … {max_slots}.")
+        if slot in boxes:
+            raise bad(f"slot {slot} has two boxes.", "keep one box per slot.")
+        if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
+            raise bad(f"the box of slot {slot} must be [x, y, width, height] (four numbers), got {box!r}.")
+        x, y, w, h = (float(v) for v in box)
+        if w <= 0 or h <= 0:
+            raise bad(f"the box of slot {slot} is empty or negative ({w:g} × {h:g} pixels).",
+                      f"draw a box with a positive width and height, or remove slot {slot}'s box.")
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise bad(f"the box of slot {slot}, [{x:g}, {y:g}, {w:g}, {h:g}], reaches outside the "
+                      f"{width} × {height} picture.", f"keep x, y ≥ 0, x + width ≤ {width} and y + height ≤ "
+                      f"{height}, or redraw the box in the editor.")
+        x0, y0, x1, y1 = round(x), round(y), round(x + w), round(y + h)
+        if x1 <= x0 or y1 <= y0:
+            raise bad(f"the box of slot {slot} is smaller than one pixel once rounded.",
+                      f"draw a larger box for slot {slot}.")
+        boxes[slot] = (x0, y0, x1, y1)
+    return DrawnRegions(width=width, height=height, boxes=boxes)
+
+
+def dumps(width: int, height: int, boxes: dict) -> str:
+    """The text the editor writes for `boxes` {slot: [x, y, w, h]} (slot order, compact)."""
+    return json.dumps({"width": int(width), "height": int(height),
+                       "boxes": {str(k): [int(v) for v in boxes[k]] for k in sorted(boxes, key=int)}},
+                      separators=(",", ":"))
