@@ -101,3 +101,15 @@ def test_not_a_string_is_an_error():
 def test_fewer_slots_can_be_allowed():
     with pytest.raises(DreamOError, match="slots are 1 … 2"):
         parse('{"width": 8, "height": 8, "boxes": {"3": [0, 0, 4, 4]}}', NODE, max_slots=2)
+
+
+def test_the_test_node_reads_routing_where_the_pack_puts_it():
+    import importlib.util
+    import os
+
+    from comfyui_dreamo.dreamo_ops.flux_wrapper import ROUTING_KEY
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper_nodes", "__init__.py")
+    source = open(path).read()
+    assert f'ROUTING_KEY = "{ROUTING_KEY}"' in source
+    assert importlib.util.find_spec("comfyui_dreamo.dreamo_ops.drawn_regions") is not None

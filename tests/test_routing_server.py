@@ -1,5 +1,6 @@
 """The multi-subject routing workflow end to end in a real ComfyUI server (POST /prompt) on tiny models: the
 image and the routing maps are saved, and the test reads the maps back."""
+import io
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
@@ -71,7 +73,13 @@ def test_a_region_for_an_empty_slot_is_reported(server):
 
 def test_routing_nodes_are_registered(server):
     info = server.object_info("DreamORouting")["DreamORouting"]
-    assert list(info["input"]["optional"]) == [f"region_{i}" for i in range(1, 10)]
+    assert list(info["input"]["optional"]) == [f"region_{i}" for i in range(1, 10)] + ["drawn_regions"]
+    # The region editor's slot colours come from the routing map's legend colours (one source).
+    from comfyui_dreamo.dreamo_ops.routing_map import SLOT_COLOURS
+
+    options = info["input"]["optional"]["drawn_regions"][1]
+    assert options["default"] == ""
+    assert options["dreamo_slot_colours"] == {str(k): "#%02x%02x%02x" % rgb for k, rgb in SLOT_COLOURS.items()}
     assert info["output"] == ["MODEL"]
     info = server.object_info("DreamORoutingMap")["DreamORoutingMap"]
     assert info["output"] == ["MASK", "IMAGE"] and list(info["input"]["optional"]) == ["image"]
@@ -97,3 +105,67 @@ def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
     titles = {v["_meta"]["title"] for v in api.values()}
     assert {"ref 1 image", "ref 2 image", "ref 1 encode", "ref 2 encode", "prompt", "sampler", "size", "shift",
             "output"} <= titles
+
+
+def drawn_workflow(boxes, width=192, height=128):
+    """The tiny multi-subject workflow with regions drawn (drawn_regions) instead of connected masks, and the
+    test node that reports the masks DreamO Routing used."""
+    prompt = json.load(open(WORKFLOW))
+    routing = prompt["23"]["inputs"]
+    del routing["region_1"], routing["region_2"]
+    routing["drawn_regions"] = json.dumps({"width": width, "height": height,
+                                           "boxes": {str(k): v for k, v in boxes.items()}})
+    prompt["40"] = {"class_type": "DreamOTestRoutingRegions", "inputs": {"model": ["23", 0]}}
+    return prompt
+
+
+def test_drawn_regions_route_like_masks_and_the_map_is_shown_on_its_node(server):
+    boxes = {1: [0, 0, 80, 128], 2: [112, 32, 80, 64]}  # on the 16-pixel token grid of the 192×128 image
+    result = server.run(drawn_workflow(boxes), timeout=600)
+    assert result["status"] == "success", result["error"]
+    outs = result["outputs"]
+    used = json.loads(outs["40"]["dreamo_regions"][0])
+    for slot, (x, y, w, h) in boxes.items():
+        region = used[str(slot)]
+        assert region["source"] == "drawn_regions" and region["shape"] == [128, 192]
+        assert region["box"] == [x, y, x + w, y + h]
+        assert region["ones"] == w * h and region["zeros"] == 128 * 192 - w * h  # a filled 0/1 rectangle
+    masks = by_prefix(server, outs, "dreamo_multi_subject_tiny_routing_mask")
+    m1, m2 = (np.asarray(Image.open(p).convert("L")).astype(np.float32) / 255 for p in masks)
+    # hard routing: each reference's attention stays inside its drawn rectangle
+    for m, (x, y, w, h) in ((m1, boxes[1]), (m2, boxes[2])):
+        inside = np.zeros_like(m, dtype=bool)
+        inside[y:y + h, x:x + w] = True
+        assert m[~inside].max() == 0 and m[inside].max() == 1.0
+    # DreamO Routing Map shows its overlay on the node: a temp picture in the history, equal to the saved one.
+    shown = outs["24"]["images"]
+    assert len(shown) == 1 and shown[0]["type"] == "temp"
+    saved = by_prefix(server, outs, "dreamo_multi_subject_tiny_routing")
+    view = requests.get(f"{server.url}/view", params=shown[0], timeout=10)  # as the frontend fetches it
+    assert view.ok
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(view.content)).convert("RGB")),
+                          np.asarray(Image.open(saved[0]).convert("RGB")))
+
+
+def test_a_connected_region_wins_over_the_drawn_box(server):
+    prompt = drawn_workflow({1: [96, 0, 96, 128], 2: [0, 0, 96, 128]})
+    prompt["23"]["inputs"]["region_1"] = ["21", 0]  # the left half, connected
+    prompt["10"]["inputs"]["steps"] = 1
+    result = server.run(prompt, timeout=600)
+    assert result["status"] == "success", result["error"]
+    used = json.loads(result["outputs"]["40"]["dreamo_regions"][0])
+    assert used["1"]["source"] == "region_1" and used["1"]["box"] == [0, 0, 64, 128]  # the 128×128 mask's left half
+    assert used["2"]["source"] == "drawn_regions" and used["2"]["box"] == [0, 0, 96, 128]
+
+
+def test_bad_drawn_regions_are_reported_by_name(server):
+    prompt = drawn_workflow({})
+    prompt["23"]["inputs"]["drawn_regions"] = '{"width": 192, "height": 128, "boxes": {"3": [0, 0, 10, 10]}}'
+    result = server.run(prompt, timeout=600)
+    assert result["status"] == "error"
+    assert "DreamORouting (input 'drawn_regions'): slot 3 has no DreamO reference" in \
+        result["error"]["exception_message"]
+    prompt["23"]["inputs"]["drawn_regions"] = '{"width": 192, "height": 128, "boxes": {"1": [0, 0, -5, 10]}}'
+    result = server.run(prompt, timeout=600)
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"
+    assert "the box of slot 1 is empty or negative" in result["error"]["exception_message"]

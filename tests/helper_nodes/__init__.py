@@ -74,5 +74,40 @@ class DreamOTestTinyFluxCLIP:
         return (tiny_text_encoders.flux_clip(seed=seed),)
 
 
+ROUTING_KEY = "dreamo_routing"  # dreamo_ops.flux_wrapper.ROUTING_KEY (tests/test_drawn_regions.py checks it)
+
+
+def describe_regions(model) -> dict:
+    """The region masks DreamORouting put on `model`, slot by slot: where each came from, its size, the box
+    around its non-zero pixels [x0, y0, x1, y1) and its sums (a filled 0/1 rectangle has ones == box area)."""
+    spec = model.model_options.get("transformer_options", {}).get(ROUTING_KEY)
+    out = {}
+    for slot, mask in sorted((spec.regions if spec else {}).items()):
+        nz = mask.nonzero()
+        box = ([int(nz[:, 1].min()), int(nz[:, 0].min()), int(nz[:, 1].max()) + 1, int(nz[:, 0].max()) + 1]
+               if len(nz) else None)
+        out[str(slot)] = {"source": spec.sources.get(slot, f"region_{slot}"), "shape": list(mask.shape),
+                          "box": box, "ones": int((mask == 1).sum()), "zeros": int((mask == 0).sum())}
+    return out
+
+
+class DreamOTestRoutingRegions:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "describe"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    DESCRIPTION = "Shows the region masks DreamO Routing put on a model (JSON), for tests only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def describe(self, model):
+        import json
+
+        text = json.dumps(describe_regions(model))
+        return {"ui": {"dreamo_regions": [text]}, "result": (text,)}
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinyVAE, DreamOTestConditioning,
-                                               DreamOTestTinyFluxCLIP)}
+                                               DreamOTestTinyFluxCLIP, DreamOTestRoutingRegions)}

@@ -1,0 +1,222 @@
+"""The region editor of DreamO Routing in the real ComfyUI frontend (headless Debian Chromium, real server, tiny
+models): two rectangles drawn, moved and resized with the mouse on the node, queued from the canvas, and the
+masks the routing used read back from the server's /history; the routing map shown on its node afterwards; the
+same workflow without the extension (a plain text field) gives the same prompt. Screenshots go to
+$DREAMO_ARTIFACTS (default: pytest's tmp folder), never the repo."""
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from test_frontend_browser import CHROMIUM, Page
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+WORKFLOW = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
+ROUTING, SIZE, MAP, REGIONS, MASKS = 23, 9, 24, 40, 27
+WIDTH, HEIGHT = 192, 128  # the tiny workflow's latent size, in pixels
+
+
+def workflow():
+    """The tiny multi-subject workflow with no region connected, and the test node reporting the masks used."""
+    prompt = json.load(open(WORKFLOW))
+    del prompt["23"]["inputs"]["region_1"], prompt["23"]["inputs"]["region_2"]
+    for unused in ("19", "20", "21", "22"):
+        del prompt[unused]
+    prompt["23"]["inputs"]["drawn_regions"] = ""
+    prompt["40"] = {"class_type": "DreamOTestRoutingRegions", "inputs": {"model": ["23", 0]}}
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import tiny_server
+
+    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")),
+                            images={"reference.png": "perfume.png", "reference2.png": "cat.png"})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = os.environ.get("DREAMO_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def page(playwright, server):
+    p = Page(playwright, server)
+    yield p
+    p.close()
+    assert not p.errors, p.errors
+
+
+def arrange(page):
+    page.js("""() => { let far = 0;
+        for (const n of app.graph._nodes) n.pos = [1700 + 10 * far, 60 + 40 * far++];  // off screen, out of the way
+        app.graph.getNodeById(23).pos = [80, 60]; app.graph.getNodeById(24).pos = [480, 60];
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true); }""")
+    page.settle(300)
+
+
+def client(page, px, py):
+    """Screen position of preview pixel (px, py) of the region editor."""
+    return page.js("""([px, py]) => { const e = app.graph.getNodeById(23).dreamoRegionEditor;
+        const o = app.canvas.ds.convertCanvasToOffset(e.canvasPoint(px, py));
+        const r = app.canvas.canvas.getBoundingClientRect(); return [r.left + o[0], r.top + o[1]]; }""", [px, py])
+
+
+def drag(page, a, b, steps=12):
+    x0, y0 = client(page, *a)
+    x1, y1 = client(page, *b)
+    mouse = page.page.mouse
+    mouse.move(x0, y0)
+    page.page.wait_for_timeout(50)
+    mouse.down()
+    page.page.wait_for_timeout(50)
+    for i in range(1, steps + 1):
+        mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
+        page.page.wait_for_timeout(15)
+    mouse.up()
+    page.settle(150)
+
+
+def click_button(page, label):
+    """Click the editor's slot button (a number) or 'clear'."""
+    x, y = page.js("""(label) => { const n = app.graph.getNodeById(23), e = n.dreamoRegionEditor;
+        const b = e.buttons().find(b => label === 'clear' ? b.clear : b.slot === label);
+        const p = [n.pos[0] + b.x + b.w / 2, n.pos[1] + e.top + b.y + b.h / 2];
+        const o = app.canvas.ds.convertCanvasToOffset(p); const r = app.canvas.canvas.getBoundingClientRect();
+        return [r.left + o[0], r.top + o[1]]; }""", label)
+    page.page.mouse.click(x, y)
+    page.settle(150)
+
+
+def stored(page):
+    text = page.js("() => app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions').value")
+    return json.loads(text) if text else None
+
+
+def near(box, expected, tol):
+    return all(abs(a - b) <= tol for a, b in zip(box, expected))
+
+
+def view(server, entry):
+    res = requests.get(f"{server.url}/view", params=entry, timeout=10)
+    assert res.ok
+    return np.asarray(Image.open(io.BytesIO(res.content)).convert("RGB"))
+
+
+def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server, artifacts):
+    page.load_api(workflow())
+    arrange(page)
+    # The editor replaces the text field; the preview has the sampler's latent size; colours from the node definition.
+    assert page.js("() => app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions').hidden") is True
+    assert page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewSize().slice(0, 2)") == [WIDTH, HEIGHT]
+    colours = server_colours = requests.get(f"{server.url}/object_info/DreamORouting", timeout=10).json()[
+        "DreamORouting"]["input"]["optional"]["drawn_regions"][1]["dreamo_slot_colours"]
+    assert page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.colours") == server_colours
+    from comfyui_dreamo.dreamo_ops.routing_map import SLOT_COLOURS
+
+    assert colours == {str(k): "#%02x%02x%02x" % c for k, c in SLOT_COLOURS.items()}
+    tol = 2 / page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale") + 1  # 2 screen px
+
+    # Draw ref 1's region, then pick slot 2 and draw its region, with the mouse.
+    drag(page, (8, 8), (70, 110))
+    assert stored(page)["width"] == WIDTH and stored(page)["height"] == HEIGHT
+    assert near(stored(page)["boxes"]["1"], [8, 8, 62, 102], tol)
+    click_button(page, 2)
+    drag(page, (100, 20), (150, 70))
+    # Move box 2 right by 30 and resize it by its bottom-right corner to (184, 120).
+    drag(page, (125, 45), (155, 45))
+    assert near(stored(page)["boxes"]["2"], [130, 20, 50, 50], tol)
+    x, y, w, h = stored(page)["boxes"]["2"]
+    drag(page, (x + w, y + h), (184, 120))
+    boxes = stored(page)["boxes"]
+    assert set(boxes) == {"1", "2"}
+    assert near(boxes["1"], [8, 8, 62, 102], tol) and near(boxes["2"], [x, y, 184 - x, 120 - y], tol)
+    # A box drawn for slot 3 and cleared again leaves the others as they were.
+    click_button(page, 3)
+    drag(page, (80, 96), (120, 124))
+    assert set(stored(page)["boxes"]) == {"1", "2", "3"}
+    click_button(page, "clear")
+    assert stored(page)["boxes"] == boxes
+    page.show([23], os.path.join(artifacts, "region_editor_drawn.png"), below=20)
+
+    # What the canvas queues: the node's own inputs, drawn_regions holding the text; not the editor widget.
+    prompt = page.prompt()
+    routing = prompt["23"]["inputs"]
+    assert "dreamo_region_editor" not in routing and json.loads(routing["drawn_regions"])["boxes"] == boxes
+    expected = workflow()
+    expected["23"]["inputs"]["drawn_regions"] = routing["drawn_regions"]
+    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in expected.items()}
+
+    # The saved workflow in a frontend without the extension: a plain text field with the same text, same prompt.
+    saved = page.js("() => app.graph.serialize()")
+    saved_node = next(n for n in saved["nodes"] if n["id"] == 23)
+    assert saved_node["widgets_values"][-1] == routing["drawn_regions"]  # only the node's own widgets are saved
+    off = requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=["DreamO.RegionEditor"], timeout=10)
+    assert off.ok
+    try:
+        bare = Page(playwright, server)
+        try:
+            bare.js("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", saved)
+            bare.settle()
+            assert bare.js("() => app.graph.getNodeById(23).dreamoRegionEditor === undefined") is True
+            assert bare.js("""() => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');
+                                    return [!!w.hidden, w.value]; }""") == [False, routing["drawn_regions"]]
+            assert bare.prompt() == prompt
+        finally:
+            bare.close()
+    finally:
+        requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=[], timeout=10)
+
+    # Queue from the canvas; read back from /history the masks the routing used and where each reference went.
+    page.js("async () => { await app.queuePrompt(0, 1); }")
+    page.page.wait_for_function("() => (app.graph.getNodeById(24).imgs ?? []).length > 0", timeout=300000)
+    history = requests.get(f"{server.url}/history", timeout=10).json()
+    runs = [h for h in history.values() if h["prompt"][2].get("23", {}).get("inputs", {}).get("drawn_regions")
+            == routing["drawn_regions"]]
+    assert len(runs) == 1 and runs[0]["status"]["status_str"] == "success"
+    outputs = runs[0]["outputs"]
+    used = json.loads(outputs["40"]["dreamo_regions"][0])
+    assert set(used) == {"1", "2"}
+    for slot in ("1", "2"):
+        x, y, w, h = boxes[slot]
+        assert used[slot]["source"] == "drawn_regions" and used[slot]["shape"] == [HEIGHT, WIDTH]
+        assert used[slot]["box"] == [x, y, x + w, y + h] and used[slot]["ones"] == w * h  # the drawn rectangle
+        assert used[slot]["zeros"] == WIDTH * HEIGHT - w * h
+    # Hard routing: each reference's routing map is zero outside its rectangle (to the 16-pixel token cells
+    # at least half inside it) and peaks inside it.
+    maps = [view(server, e)[..., 0].astype(np.float32) / 255 for e in outputs[str(MASKS)]["images"]]
+    assert len(maps) == 2
+    for m, slot in zip(maps, ("1", "2")):
+        x, y, w, h = boxes[slot]
+        near_box = np.zeros_like(m, dtype=bool)
+        near_box[max(0, y - 8):y + h + 8, max(0, x - 8):x + w + 8] = True
+        assert m[~near_box].max() == 0 and m.max() == 1.0
+    # The routing map is shown on its node: the overlay picture in the node's output.
+    shown = outputs[str(MAP)]["images"]
+    assert len(shown) == 1 and shown[0]["type"] == "temp"
+    img = page.js("() => { const i = app.graph.getNodeById(24).imgs[0]; return [i.naturalWidth, i.naturalHeight, i.src]; }")
+    assert img[:2] == [WIDTH, HEIGHT] and shown[0]["filename"] in img[2]
+    page.show([23, 24], os.path.join(artifacts, "region_editor_routing_map.png"), below=40)
