@@ -164,7 +164,13 @@ class RegionEditor {
     this.text.callback?.(value, app.canvas, this.node);
     this.node.onWidgetChanged?.(this.text.name, value, old, this.text);
     this.node.graph?.change?.();
+    this.redraw();
+  }
+
+  /** Draw again: the canvas, and the editor's own canvas where the Vue-nodes view hosts it (WidgetLegacy). */
+  redraw() {
     this.node.setDirtyCanvas?.(true, true);
+    this.node.widgets?.find((w) => w.name === EDITOR_WIDGET)?.triggerDraw?.();
   }
 
   /** Slots whose region_k mask is connected (the mask wins over the drawn box). */
@@ -343,7 +349,7 @@ class RegionEditor {
       } else {
         this.active = h.button.slot;
       }
-      this.node.setDirtyCanvas?.(true, true);
+      this.redraw();
       return true;
     }
     const start = this.toPreview(lx, ly);
@@ -351,7 +357,7 @@ class RegionEditor {
     if (h.move) this.active = h.move;
     this.drag = { mode: h.resize ? "resize" : h.move ? "move" : "draw", corner: h.resize, start, startLocal: [lx, ly],
                   original: boxes[this.active] ? [...boxes[this.active]] : null, boxes, preview: null };
-    this.node.setDirtyCanvas?.(true, true);
+    this.redraw();
     return true;
   }
 
@@ -410,7 +416,15 @@ app.registerExtension({
       if (!text || this.widgets.some((w) => w.name === EDITOR_WIDGET)) return r;
       const editor = new RegionEditor(this, text, colours);
       this.dreamoRegionEditor = editor;
-      text.hidden = true; // the editor shows (and writes) it; without the extension it is a plain text field
+      // The editor shows (and writes) the text; without the extension it is a plain text field. The Vue-nodes
+      // view keeps showing it (above the editor): typed there, the editor follows.
+      text.hidden = true;
+      const callback = text.callback;
+      text.callback = function () {
+        const r = callback?.apply(this, arguments);
+        editor.redraw();
+        return r;
+      };
       this.addCustomWidget({
         name: EDITOR_WIDGET,
         type: EDITOR_WIDGET,
