@@ -403,6 +403,18 @@ def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server
                                         timeout=10000)
             assert marks(page) == [["empty_slot", "[ref#2]"], ["near_miss", "[REF#1]"]]
             assert page.js("() => document.querySelector('[data-node-id=\"6\"] textarea').title") == check["error"]
+            # The error is shown under the node too (nothing is drawn on the canvas in this view).
+            error_box = page.page.locator('[data-node-id="6"] .dreamo-prompt-error')
+            error_box.wait_for(state="visible", timeout=10000)
+            assert error_box.inner_text().strip() == check["error"]
+            node_box = page.page.locator('[data-node-id="6"]').bounding_box()
+            shown = error_box.bounding_box()
+            assert shown["y"] >= node_box["y"] + node_box["height"] - 1 and shown["height"] > 10  # below the node
+            page.page.screenshot(path=os.path.join(artifacts, "vue_nodes_prompt_error.png"))
+            page.js("() => { app.graph.getNodeById(6).widgets.find(w => w.name === 'text').value = 'a [ref#1]'; }")
+            page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoPromptCheck?.error === null",
+                                        timeout=10000)
+            error_box.wait_for(state="detached", timeout=10000)
             page.page.screenshot(path=os.path.join(artifacts, "vue_nodes.png"))
             assert not page.errors, page.errors
         finally:

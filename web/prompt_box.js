@@ -4,6 +4,9 @@
 // - A placeholder whose slot is empty, or a near miss ([REF#1], [ref 1], [ref#10]), is marked while the prompt is
 //   written, and the node shows the error the prompt would stop with. The check itself is the node's own Python
 //   check, asked through the pack's route POST /dreamo/check_prompt, so the words are the same as when it runs.
+// - The error shows under the node: drawn on the canvas (dreamo.js) in the classic view; in the Vue-nodes view
+//   (where nodes are DOM elements and nothing is drawn under them) as an element under the node, and as the text
+//   box's tooltip.
 // Nothing is stored in the node: the text widget keeps the prompt exactly as typed.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -41,6 +44,9 @@ function addStyle() {
     .dreamo-placeholder-menu div { padding: 3px 10px; cursor: pointer; white-space: nowrap; }
     .dreamo-placeholder-menu div.active { background: rgba(90, 160, 255, 0.45); }
     .dreamo-placeholder-menu div.hint { cursor: default; opacity: 0.65; font-style: italic; }
+    .dreamo-prompt-error { position: absolute; left: 0; top: calc(100% + 6px); width: 100%; box-sizing: border-box;
+      padding: 4px 6px; border-radius: 4px; background: rgba(0, 0, 0, 0.65); color: #ff6b6b;
+      font: 11px sans-serif; white-space: pre-wrap; overflow-wrap: anywhere; pointer-events: none; z-index: 5; }
   `;
   document.head.appendChild(style);
 }
@@ -77,6 +83,7 @@ class PromptBox {
     this.overlay = document.createElement("div");
     this.overlay.className = "dreamo-prompt-overlay";
     this.menu = null;
+    this.errorBox = null; // the error under the node in the Vue-nodes view
     this.check = null; // the last answer of the route for `checkedKey`
     this.checkedKey = null;
     this.timer = null;
@@ -123,6 +130,7 @@ class PromptBox {
     if (this.textIsLinked()) {
       if (this.node.dreamoPromptCheck) this.node.dreamoPromptCheck = null;
       this.showErrorOnHover(null);
+      this.showErrorUnderNode(null);
       this.checkedKey = null;
       this.overlay.replaceChildren();
       this.renderedKey = null;
@@ -130,6 +138,7 @@ class PromptBox {
     }
     const key = this.requestKey();
     if (key !== this.checkedKey && key !== this.pendingKey) this.scheduleCheck();
+    this.showErrorUnderNode(this.node.dreamoPromptCheck?.error ?? null); // the view may have redrawn the node
     this.render();
   }
 
@@ -168,6 +177,7 @@ class PromptBox {
     this.check = answer;
     this.node.dreamoPromptCheck = answer;
     this.showErrorOnHover(answer?.error ?? null);
+    this.showErrorUnderNode(answer?.error ?? null);
     this.node.setDirtyCanvas?.(true, true);
     this.render();
   }
@@ -184,6 +194,21 @@ class PromptBox {
       ta.title = ta.dataset.dreamoTitle ?? "";
       delete ta.dataset.dreamoError;
     }
+  }
+
+  /** Vue-nodes view: the error as an element under the node (the canvas view draws it there itself). */
+  showErrorUnderNode(error) {
+    const root = LiteGraph.vueNodesMode ? document.querySelector(`[data-node-id="${this.node.id}"]`) : null;
+    if (!error || !root) {
+      this.errorBox?.remove();
+      return;
+    }
+    if (!this.errorBox) {
+      this.errorBox = document.createElement("div");
+      this.errorBox.className = "dreamo-prompt-error";
+    }
+    if (this.errorBox.textContent !== error) this.errorBox.textContent = error;
+    if (this.errorBox.parentElement !== root) root.appendChild(this.errorBox);
   }
 
   layout() {
@@ -344,6 +369,7 @@ class PromptBox {
     clearTimeout(this.timer);
     this.resizeObserver?.disconnect();
     this.overlay.remove();
+    this.errorBox?.remove();
     this.closeMenu();
   }
 }
