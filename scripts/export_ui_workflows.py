@@ -11,7 +11,7 @@ against its workflow schema and the older one's); tests/test_workflow_files.py a
 check the results. Needs a ComfyUI checkout (COMFYUI_PATH), Chromium (CHROMIUM, default /usr/bin/chromium) and the
 `playwright` package.
 
-    COMFYUI_PATH=~/comfyui-0.33 python scripts/export_ui_workflows.py
+    COMFYUI_PATH=~/comfyui-0.33 python scripts/export_ui_workflows.py [name ...]   # e.g. dreamo_multi_subject
 """
 from __future__ import annotations
 
@@ -206,10 +206,17 @@ def model_file_names(api_files) -> dict[str, set[str]]:
     return names
 
 
-def main() -> int:
+def main(names: list[str] | None = None) -> int:
+    """Export every API workflow, or only those named (without _api.json)."""
     from playwright.sync_api import sync_playwright
 
     api_files = sorted(glob.glob(os.path.join(API_DIR, "*_api.json")))
+    if names:
+        unknown = set(names) - {os.path.basename(p).removesuffix("_api.json") for p in api_files}
+        if unknown:
+            print(f"no API workflow named {', '.join(sorted(unknown))} in {API_DIR}", file=sys.stderr)
+            return 2
+        api_files = [p for p in api_files if os.path.basename(p).removesuffix("_api.json") in names]
     sandbox = Sandbox(tempfile.mkdtemp(prefix="dreamo_export_"), isolated=True).prepare()
     for folder, names in model_file_names(api_files).items():
         os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
@@ -239,4 +246,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

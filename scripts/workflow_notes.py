@@ -84,8 +84,9 @@ NOTES = {
     "dreamo_multi_subject": {
         "title": "several subjects with regions (routing)",
         "what": "Two subjects (ip) placed left and right: DreamO Routing limits the attention between each "
-                "reference and the image to its region (SolidMask + MaskComposite; any mask works, stretched over "
-                "the image). DreamO Routing Map saves where each reference went. Routing is not in the official "
+                "reference and the image to its region, drawn as a rectangle per slot on the node (drag to draw, "
+                "move or resize; a MASK connected to region_k is used instead, stretched over the image). DreamO "
+                "Routing Map saves where each reference went. Routing is not in the official "
                 "app: DreamO trained it (the paper's routing constraint) and this pack applies it at inference.",
         "files": BASE_FILES,
         "settings": ["ip references as given (add a preprocessor with a remover to cut them out, as the "
