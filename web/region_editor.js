@@ -67,7 +67,8 @@ function widgetValue(node, name) {
   return typeof v === "number" && v > 0 ? v : null;
 }
 
-/** [width, height, title] of the latent the first sampler downstream of `node`'s model output starts from. */
+/** [width, height, title] of the latent the nearest sampler downstream of `node` starts from (a node with a
+ *  LATENT input fed by a node with width and height widgets), or null. */
 export function downstreamLatentSize(node) {
   const graph = node.graph;
   if (!graph) return null;
@@ -76,8 +77,7 @@ export function downstreamLatentSize(node) {
   for (let depth = 0; depth < 6 && frontier.length; depth++) {
     const next = [];
     for (const n of frontier) {
-      for (const output of n.outputs ?? []) {
-        if (output.type !== "MODEL") continue;
+      for (const output of n.outputs ?? []) { // MODEL, and e.g. GUIDER on to SamplerCustomAdvanced
         for (const id of output.links ?? []) {
           const link = getLink(graph, id);
           const target = link && graph.getNodeById(link.target_id);
