@@ -61,7 +61,7 @@ class DreamORouting:
     @classmethod
     def INPUT_TYPES(cls):
         optional = {name: ("MASK", {"tooltip": f"Where reference {i} ([ref#{i}]) goes: 1 inside. Any size; it is "
-                                               "stretched over the image. Wins over a box drawn for slot {i}."})
+                                               f"stretched over the image. Wins over a box drawn for slot {i}."})
                     for i, name in enumerate(REGION_INPUTS, start=1)}
         optional[drawn.INPUT] = ("STRING", {
             "default": "", "multiline": False,

@@ -145,6 +145,11 @@ def test_drawn_regions_route_like_masks_and_the_map_is_shown_on_its_node(server)
     assert view.ok
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(view.content)).convert("RGB")),
                           np.asarray(Image.open(saved[0]).convert("RGB")))
+    # Queued again, everything comes from the cache: the picture is still in that run's history (on 0.33 only
+    # because the node declares HAS_INTERMEDIATE_OUTPUT), so the node still shows it.
+    again = server.run(drawn_workflow(boxes), timeout=600)
+    assert again["status"] == "success", again["error"]
+    assert again["outputs"]["24"]["images"] == shown
 
 
 def test_a_connected_region_wins_over_the_drawn_box(server):
