@@ -276,3 +276,20 @@ def test_with_vue_nodes_the_editor_is_hosted_and_draws(playwright, server, artif
             page.close()
     finally:
         requests.post(f"{server.url}/settings/{setting}", json=False, timeout=10)
+
+
+def test_a_connected_mask_wins_and_the_editor_says_so(page, artifacts):
+    page.load_api(workflow())
+    arrange(page)
+    drag(page, (10, 10), (90, 120))
+    editor = "app.graph.getNodeById(23).dreamoRegionEditor"
+    assert page.js(f"() => {editor}.hint()") == f"{WIDTH}×{HEIGHT} (from size) · drag to draw ref 1's region"
+    page.js("""() => { const mask = LiteGraph.createNode('SolidMask'); mask.pos = [80, 760]; app.graph.add(mask);
+                       const r = app.graph.getNodeById(23); mask.connect(0, r, r.findInputSlot('region_1')); }""")
+    page.settle(300)
+    assert page.js(f"() => [...{editor}.maskSlots()]") == [1]
+    assert page.js(f"() => {editor}.hint()") == f"{WIDTH}×{HEIGHT} · region_1 is connected: its mask wins"
+    page.show([23], os.path.join(artifacts, "region_editor_mask_wins.png"), below=20)
+    # Both reach the server: the connected mask for slot 1 (the node uses it), the drawn box stays in the text.
+    prompt = page.prompt()["23"]["inputs"]
+    assert isinstance(prompt["region_1"], list) and "1" in json.loads(prompt["drawn_regions"])["boxes"]

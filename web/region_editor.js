@@ -288,13 +288,18 @@ class RegionEditor {
         }
       }
     }
-    ctx.fillStyle = "#999";
+    ctx.fillStyle = masks.has(this.active) ? "#e0b050" : "#999";
     ctx.textAlign = "left";
-    const where = from === "default" ? "default size" : from === "drawn_regions" ? "stored size" : `from ${from}`;
-    let hint = `${pw}×${ph} (${where}) · drag to draw ref ${this.active}'s region`;
-    if (masks.has(this.active)) hint = `${pw}×${ph} · region_${this.active} is connected: its mask wins`;
-    ctx.fillText(hint, MARGIN, EDITOR_HEIGHT - FOOTER / 2 - 2, Math.max(20, width - 2 * MARGIN));
+    ctx.fillText(this.hint(), MARGIN, EDITOR_HEIGHT - FOOTER / 2 - 2, Math.max(20, width - 2 * MARGIN));
     ctx.restore();
+  }
+
+  /** The line under the preview: its size and where it comes from, and what dragging does for the chosen slot. */
+  hint() {
+    const [pw, ph, from] = this.previewSize();
+    if (this.maskSlots().has(this.active)) return `${pw}×${ph} · region_${this.active} is connected: its mask wins`;
+    const where = from === "default" ? "default size" : from === "drawn_regions" ? "stored size" : `from ${from}`;
+    return `${pw}×${ph} (${where}) · drag to draw ref ${this.active}'s region`;
   }
 
   // --- mouse ---------------------------------------------------------------------------------------------
