@@ -28,6 +28,20 @@ class DreamOTestTinyFlux:
         return (tiny_models.flux_patcher(seed=seed),)
 
 
+class DreamOTestTinySDXL:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("MODEL",)
+    DESCRIPTION = "A tiny random SDXL (ComfyUI's SDXL class), for error tests only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+
+    def build(self, seed):
+        return (tiny_models.sdxl_patcher(seed=seed),)
+
+
 class DreamOTestTinyVAE:
     CATEGORY = "DreamO/testing"
     FUNCTION = "build"
@@ -74,5 +88,5 @@ class DreamOTestTinyFluxCLIP:
         return (tiny_text_encoders.flux_clip(seed=seed),)
 
 
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinyVAE, DreamOTestConditioning,
-                                               DreamOTestTinyFluxCLIP)}
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinySDXL, DreamOTestTinyVAE,
+                                               DreamOTestConditioning, DreamOTestTinyFluxCLIP)}
