@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import time
 import uuid
 
@@ -18,9 +19,27 @@ def server(tmp_path_factory):
     import tiny_server
 
     srv = tiny_server.start(str(tmp_path_factory.mktemp("reliability")),
-                            {"reference.png": "perfume.png", "other.png": "cat.png"})
+                            {"reference.png": "perfume.png", "other.png": "cat.png"}, prepare=write_pictures)
     yield srv
     srv.stop()
+
+
+def write_pictures(sandbox):
+    """Pictures in other modes than 8-bit RGB, as users load them: grayscale, 16-bit grayscale, RGBA whose alpha
+    cuts out the subject (a transparent border), and a palette picture."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = Image.open(os.path.join(sandbox.input_dir, "reference.png")).convert("RGB").resize((96, 128))
+    rgb.convert("L").save(os.path.join(sandbox.input_dir, "gray.png"))
+    wide = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(wide).save(os.path.join(sandbox.input_dir, "gray16.png"))
+    rgba = rgb.convert("RGBA")
+    alpha = np.zeros((128, 96), np.uint8)
+    alpha[16:112, 16:80] = 255
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(os.path.join(sandbox.input_dir, "rgba.png"))
+    rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(os.path.join(sandbox.input_dir, "palette.png"))
 
 
 def dreamo_prompt(image="reference.png", prefix="dreamo", steps=2):
@@ -195,3 +214,69 @@ def test_a_reference_batch_larger_than_the_latent_batch(server):
     assert result["status"] == "error" and result["error"]["node_type"] == "KSampler"
     assert ("DreamOApply (input 'ref_1'): the reference in slot 1 is a batch of 3 images but the latent batch is 2"
             in result["error"]["exception_message"])
+
+
+def ref_info(result):
+    return " | ".join(result["outputs"]["5"]["dreamo_info"])
+
+
+@pytest.mark.parametrize("picture,mode,note", [
+    ("gray.png", "L", "ip: background kept: the mask input keeps the whole picture"),
+    # 16-bit: 0.33's LoadImage decodes it; 0.3.64's clips it to near white (current Pillow opens it as "I;16")
+    # before any node sees it, which no node can tell from a white picture: only "read without error" here.
+    ("gray16.png", "I;16", "ip: background kept: the mask input keeps the whole picture"),
+    ("rgba.png", "RGBA", "ip: background replaced with white using the mask input"),
+    ("palette.png", "P", "ip: background kept: the mask input keeps the whole picture"),
+])
+def test_grayscale_16_bit_rgba_and_palette_pictures_are_read(server, picture, mode, note):
+    """Through LoadImage as users load them; the RGBA's alpha (inverted LoadImage mask) is the subject mask."""
+    from PIL import Image
+
+    assert Image.open(os.path.join(server.sandbox.input_dir, picture)).mode == mode
+    result = server.run(dreamo_prompt(picture, prefix=f"mode_{mode}"), timeout=300)
+    assert result["status"] == "success", result["error"]
+    assert note in ref_info(result), ref_info(result)
+    assert torch_finite(saved_latent(server, result))
+
+
+def torch_finite(t):
+    import torch
+
+    return bool(torch.isfinite(t).all())
+
+
+def solid_mask(value, width, height):
+    return {"class_type": "SolidMask", "inputs": {"value": value, "width": width, "height": height}}
+
+
+@pytest.mark.parametrize("case", ["all_zeros", "other_aspect"])
+def test_a_bad_mask_is_refused_with_the_fix_and_the_server_keeps_serving(server, case):
+    p = dreamo_prompt(prefix=f"mask_{case}")
+    if case == "all_zeros":
+        p["42"] = solid_mask(0.0, 1500, 1500)  # the picture's size, nothing kept
+        expected = (r"DreamORefEncode \(input 'mask'\): the mask is all zeros: nothing would be kept.*"
+                    r"Fix: connect a mask that is 1 on the subject")
+    else:
+        p["43"], p["44"] = solid_mask(0.0, 64, 16), solid_mask(1.0, 16, 16)
+        p["42"] = {"class_type": "MaskComposite", "inputs": {"destination": ["43", 0], "source": ["44", 0], "x": 0,
+                                                             "y": 0, "operation": "add"}}
+        expected = (r"DreamORefEncode \(input 'mask'\): the mask is 64x16 but the picture is 1500x1500 \(another "
+                    r"aspect ratio\).*Fix: connect the mask made from this picture")
+    p["5"]["inputs"]["mask"] = ["42", 0]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORefEncode"
+    assert re.match(expected, result["error"]["exception_message"], re.S), result["error"]["exception_message"]
+    assert server.run(dreamo_prompt(prefix=f"after_mask_{case}", steps=3), timeout=300)["status"] == "success"
+
+
+def test_reference_latents_from_a_vae_with_other_channels_are_refused(server):
+    """A 4-channel (SD1.x/SDXL-style) VAE in DreamORefEncode: the reference cannot go into FLUX.1."""
+    p = dreamo_prompt(prefix="vae4")
+    p["45"] = {"class_type": "DreamOTestTinyVAE", "inputs": {"seed": 2, "latent_channels": 4}}
+    p["5"]["inputs"]["vae"] = ["45", 0]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamOApply", result["status"]
+    message = result["error"]["exception_message"]
+    assert message.startswith("DreamOApply (input 'ref_1'): the reference latent has shape (1, 4, 8, 8), this model "
+                              "needs 16-channel image latents. Fix: encode the reference with the Flux VAE"), message
+    assert server.run(dreamo_prompt(prefix="after_vae4", steps=3), timeout=300)["status"] == "success"

@@ -68,14 +68,19 @@ def flux_patcher(seed: int = 0, scale: float = 0.1, **overrides):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def vae(seed: int = 0):
-    """A tiny random 16-channel, 8x-downscaling VAE as ComfyUI's VAE object."""
+def vae(seed: int = 0, latent_channels: int = 16):
+    """A tiny random 8x-downscaling VAE as ComfyUI's VAE object: 16 latent channels as Flux's, or another count
+    (4: an SD1.x/SDXL-style VAE, for error tests)."""
+    import copy
+
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    ae = AutoencoderKL(**TINY_VAE["params"])
+    config = copy.deepcopy(TINY_VAE)
+    config["params"]["embed_dim"] = config["params"]["ddconfig"]["z_channels"] = latent_channels
+    ae = AutoencoderKL(**config["params"])
     _randomize(ae, seed, 0.05)
-    return comfy.sd.VAE(sd=ae.state_dict(), config=TINY_VAE)
+    return comfy.sd.VAE(sd=ae.state_dict(), config=config)
 
 
 def embedding_tensors(seed: int = 0, hidden: int = TINY_FLUX["hidden_size"], t5_dim: int = TINY_T5_DIM,

@@ -46,14 +46,15 @@ class DreamOTestTinyVAE:
     CATEGORY = "DreamO/testing"
     FUNCTION = "build"
     RETURN_TYPES = ("VAE",)
-    DESCRIPTION = "A tiny random 16-channel VAE, for install checks only."
+    DESCRIPTION = "A tiny random VAE (16 latent channels unless told), for install checks and tests only."
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})},
+                "optional": {"latent_channels": ("INT", {"default": 16, "min": 1, "max": 64})}}
 
-    def build(self, seed):
-        return (tiny_models.vae(seed=seed),)
+    def build(self, seed, latent_channels=16):
+        return (tiny_models.vae(seed=seed, latent_channels=latent_channels),)
 
 
 class DreamOTestConditioning:
