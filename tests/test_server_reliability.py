@@ -280,3 +280,29 @@ def test_reference_latents_from_a_vae_with_other_channels_are_refused(server):
     assert message.startswith("DreamOApply (input 'ref_1'): the reference latent has shape (1, 4, 8, 8), this model "
                               "needs 16-channel image latents. Fix: encode the reference with the Flux VAE"), message
     assert server.run(dreamo_prompt(prefix="after_vae4", steps=3), timeout=300)["status"] == "success"
+
+
+@pytest.mark.parametrize("kind,problem", [("empty", r"the picture is empty \(0x0 pixels\)"),
+                                          ("nan", r"the picture has NaN or infinite values"),
+                                          ("inf", r"the picture has NaN or infinite values")])
+def test_empty_and_non_finite_pictures_are_refused_with_the_fix(server, kind, problem):
+    p = dreamo_prompt(prefix=f"picture_{kind}")
+    p["46"] = {"class_type": "DreamOTestPicture", "inputs": {"kind": kind}}
+    p["5"]["inputs"]["image"] = ["46", 0]
+    del p["5"]["inputs"]["mask"]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORefEncode"
+    message = result["error"]["exception_message"]
+    assert re.match(rf"DreamORefEncode \(input 'image'\): {problem}.* Fix: \w", message, re.S), message
+    assert server.run(dreamo_prompt(prefix=f"after_{kind}", steps=3), timeout=300)["status"] == "success"
+
+
+def test_an_8k_picture_is_brought_down_to_the_reference_size(server):
+    p = dreamo_prompt(prefix="picture_8k")
+    p["46"] = {"class_type": "DreamOTestPicture", "inputs": {"kind": "8k"}}
+    p["5"]["inputs"]["image"] = ["46", 0]
+    del p["5"]["inputs"]["mask"]
+    result = server.run(p, timeout=300)
+    assert result["status"] == "success", result["error"]
+    info = ref_info(result)
+    assert "resized 7680x4320 -> " in info and "WARNING" not in info, info

@@ -57,6 +57,28 @@ class DreamOTestTinyVAE:
         return (tiny_models.vae(seed=seed, latent_channels=latent_channels),)
 
 
+class DreamOTestPicture:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("IMAGE",)
+    DESCRIPTION = ("IMAGE batches no core node makes, for bad-input tests only: empty (0x0), NaN, infinite, or an "
+                   "8K (7680x4320) random picture.")
+    KINDS = ("empty", "nan", "inf", "8k")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (list(cls.KINDS),)}}
+
+    def build(self, kind):
+        import torch
+
+        if kind == "empty":
+            return (torch.zeros(1, 0, 0, 3),)
+        if kind == "8k":
+            return (torch.rand(1, 4320, 7680, 3, generator=torch.Generator().manual_seed(0)),)
+        return (torch.full((1, 64, 64, 3), float(kind)),)
+
+
 class DreamOTestConditioning:
     CATEGORY = "DreamO/testing"
     FUNCTION = "build"
@@ -90,4 +112,4 @@ class DreamOTestTinyFluxCLIP:
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinySDXL, DreamOTestTinyVAE,
-                                               DreamOTestConditioning, DreamOTestTinyFluxCLIP)}
+                                               DreamOTestPicture, DreamOTestConditioning, DreamOTestTinyFluxCLIP)}
