@@ -5,8 +5,6 @@ for SFT/DPO and FLUX.1-Turbo-Alpha) with tiny Flux shapes. The weights ComfyUI c
 patched clone (`ModelPatcher.patch_model`) are compared, per weight, with W + s * scale * (up @ down) worked out
 from the generator's own description of each file (tests/lora_fixtures.py).
 """
-import pickle
-
 import pytest
 import torch
 
@@ -367,13 +365,10 @@ def test_truncated_file_and_pickle_are_refused(flux, folders, release):
 
     data = (folders["dreamo"] / "dreamo_cfg_distill.safetensors").read_bytes()
     (folders["dreamo"] / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    import untrusted_files as uf
+
     marker = folders["loras"].parent / "unpickled.marker"
-
-    class Marker:
-        def __reduce__(self):
-            return open, (str(marker), "w")
-
-    payload = pickle.dumps({"state_dict": Marker()})
+    payload = uf.pickle_payload(str(marker))
     (folders["loras"] / "evil.ckpt").write_bytes(payload)
     (folders["loras"] / "evil_renamed.safetensors").write_bytes(payload)
     folder_paths.filename_list_cache.clear()
