@@ -169,8 +169,8 @@ CASES = {
                         r"DreamOStageLoader \(input 'cfg_distill_file'\): 'lora_sdxl\.safetensors': 9 key\(s\) map "
                         r"to no FLUX\.1 weight.*Fix: choose the DreamO file meant for this stage"),
     "stage-embeddings-wide": (lambda p: with_stage_input(p, "embedding_file", "emb_wide.safetensors"), S,
-                              r"DreamOStageLoader \(input 'embedding_file'\): the embeddings in 'emb_wide\.safetensors' "
-                              r"are 64-wide but the model's hidden size is 48\..*Fix: "),
+                              r"DreamOStageLoader \(input 'embedding_file'\): the embeddings in "
+                              r"'emb_wide\.safetensors' are 64-wide but the model's hidden size is 48\..*Fix: "),
     "stage-embeddings-truncated": (lambda p: with_stage_input(p, "embedding_file", "bad_truncated.safetensors"), S,
                                    rf"DreamOStageLoader \(input 'embedding_file'\): 'bad_truncated\.safetensors' "
                                    rf"{READ}"),

@@ -2,9 +2,9 @@
 batch sizes (a third through the face preprocessor), half of them with routing on (two references in two
 regions, hard or soft, isolated or not, all/double/single blocks, a partial step range, routing maps captured
 and saved or not), all queued at once through the API. All complete, re-queued prompts give bit-identical
-latents and routing maps, hard routing keeps each reference's map out of the other's region, and the server's
-resident memory after the run stays within a small bound of its memory after the first prompts (the curve is
-printed)."""
+latents and routing maps, each hard-routed reference's map is zero on the far side of the other's region, and
+the server's resident memory after the run stays within a small bound of its memory after the first prompts
+(the curve is printed)."""
 import os
 import time
 import uuid
