@@ -37,6 +37,21 @@ def longcat():
     return patcher_of(comfy.supported_models.LongCatImage, cfg)
 
 
+def chroma():
+    """ComfyUI's Chroma (a model_base.Flux subclass): detected from Chroma's key names, then resized."""
+    import comfy.model_detection
+    import comfy.supported_models
+
+    h, heads = 48, 2
+    keys = {"img_in.weight": (h, 64), "double_blocks.0.img_attn.norm.key_norm.scale": (h // heads,),
+            "single_blocks.0.norm.key_norm.scale": (h // heads,), "distilled_guidance_layer.norms.0.scale": (32,)}
+    cfg = comfy.model_detection.detect_unet_config({k: torch.empty(s, device="meta") for k, s in keys.items()}, "")
+    assert type(comfy.model_detection.model_config_from_unet_config(cfg)) is comfy.supported_models.Chroma
+    cfg.update(hidden_size=h, num_heads=heads, depth=1, depth_single_blocks=1, axes_dim=[4, 10, 10],
+               context_in_dim=32, out_dim=h, hidden_dim=32, n_layers=1)
+    return patcher_of(comfy.supported_models.Chroma, cfg)
+
+
 def fill():
     import tiny_models
 
@@ -49,6 +64,7 @@ def sdxl():
 
 MODELS = {"flux2": (flux2, r"this is a FLUX\.2 model \(Flux family, but not FLUX\.1\)"),
           "longcat": (longcat, r"this is a LongCat-Image model \(Flux family, but not FLUX\.1\)"),
+          "chroma": (chroma, r"this is a Chroma model \(Flux family, but not FLUX\.1\)"),
           "fill": (fill, r"this Flux model has 96 input channels"),
           "sd3": (lambda: __import__("tiny_models").sd3_patcher(), r"this is a SD3 model"),
           "sdxl": (sdxl, r"this is a SDXL model")}
