@@ -306,3 +306,13 @@ def test_an_8k_picture_is_brought_down_to_the_reference_size(server):
     assert result["status"] == "success", result["error"]
     info = ref_info(result)
     assert "resized 7680x4320 -> " in info and "WARNING" not in info, info
+
+
+def test_a_placeholder_for_an_empty_slot_is_refused_with_the_fix(server):
+    p = dreamo_prompt(prefix="empty_slot")
+    p["6"]["inputs"]["text"] = "the bottle [ref#1] next to [ref#3]"
+    result = server.run(p, timeout=300)
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamOTextEncode"
+    message = result["error"]["exception_message"]
+    assert re.match(r"DreamOTextEncode \(input 'text'\): the prompt names \[ref#3\].* Fix: \w", message, re.S), message
+    assert server.run(dreamo_prompt(prefix="after_empty_slot", steps=3), timeout=300)["status"] == "success"
