@@ -184,7 +184,7 @@ CASES = {
                           r"opened.*Fix: use an unmodified model file"),
     # a model that is not FLUX.1, at each node that takes a MODEL
     **{f"sdxl-{node}": ((lambda node: lambda p: with_sdxl(p, node))(node), node,
-                        rf"{node} \(input 'model'\): DreamO works on FLUX\.1 models only; this is a SDXL model\."
+                        rf"{node} \(input 'model'\): DreamO works on FLUX\.1 models only; this is an SDXL model\."
                         r" Fix: load FLUX\.1-dev")
        for node in ("DreamOStageLoader", "DreamOApply", "DreamORouting")},
 }

@@ -406,7 +406,7 @@ def test_not_a_flux_model(folders, release):
 
     if not hasattr(tiny_models, "sd3_patcher"):
         pytest.skip("tests/tiny_models.py has no sd3_patcher")
-    node_error(r"'model'\): DreamO works on FLUX\.1 models only; this is a SD3 model", tiny_models.sd3_patcher())
+    node_error(r"'model'\): DreamO works on FLUX\.1 models only; this is an SD3 model", tiny_models.sd3_patcher())
 
 
 def test_schema_documents_every_input():
