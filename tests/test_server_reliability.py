@@ -316,3 +316,64 @@ def test_a_placeholder_for_an_empty_slot_is_refused_with_the_fix(server):
     message = result["error"]["exception_message"]
     assert re.match(r"DreamOTextEncode \(input 'text'\): the prompt names \[ref#3\].* Fix: \w", message, re.S), message
     assert server.run(dreamo_prompt(prefix="after_empty_slot", steps=3), timeout=300)["status"] == "success"
+
+
+def routed_prompt(prefix, seed=0, steps=2):
+    """The DreamO prompt with DreamORouting (reference 1 on the left half, maps captured) and its saved maps."""
+    p = dreamo_prompt(prefix=prefix, steps=steps)
+    p["10"]["inputs"]["seed"] = seed
+    p["19"] = solid_mask(0.0, 2, 1)
+    p["20"] = solid_mask(1.0, 1, 1)
+    p["21"] = {"class_type": "MaskComposite", "inputs": {"destination": ["19", 0], "source": ["20", 0], "x": 0, "y": 0,
+                                                         "operation": "add"}}
+    p["23"] = {"class_type": "DreamORouting", "inputs": {
+        "model": ["8", 0], "mode": "hard", "strength": 4.0, "isolate_references": False, "start_percent": 0.0,
+        "end_percent": 1.0, "blocks": "all", "capture_maps": True, "region_1": ["21", 0]}}
+    p["10"]["inputs"]["model"] = ["23", 0]
+    p["24"] = {"class_type": "DreamORoutingMap", "inputs": {"model": ["23", 0], "latent": ["10", 0]}}
+    p["26"] = {"class_type": "MaskToImage", "inputs": {"mask": ["24", 0]}}
+    p["27"] = {"class_type": "SaveImage", "inputs": {"images": ["26", 0], "filename_prefix": f"{prefix}_map"}}
+    return p
+
+
+def saved_map(server, result):
+    import numpy as np
+    from PIL import Image
+
+    paths = [p for p in server.image_paths(result["outputs"]) if "_map_" in os.path.basename(p)]
+    assert len(paths) == 1, paths
+    return np.asarray(Image.open(paths[0]).convert("L"))
+
+
+def test_an_interrupted_routed_sampling_leaves_no_maps_or_routing_behind(server):
+    """The routed model comes from ComfyUI's cache in every prompt here (same DreamORouting inputs), so its map
+    capture is shared: after an interrupted run and a run with another seed, seed 0 again gives the first run's
+    latent and map, bit for bit; plain sampling of the loaded Flux is unchanged."""
+    import numpy as np
+
+    before = server.run(plain_prompt("route_plain_before", seed=5), timeout=300)
+    first = server.run(routed_prompt("route_a"), timeout=300)
+    assert first["status"] == "success", first["error"]
+    map_a = saved_map(server, first)
+    assert map_a.max() == 255 and map_a[:, -16:].max() == 0  # hard routing: nothing on the far right
+    assert server.run(routed_prompt("route_b", seed=1), timeout=300)["status"] == "success"
+    client = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={client}", timeout=120)
+    try:
+        pid = queue(server, routed_prompt("route_interrupted", seed=2, steps=2000), client)
+        while True:
+            msg = ws.recv()
+            if isinstance(msg, str) and json.loads(msg)["type"] == "progress":
+                requests.post(f"{server.url}/interrupt", timeout=10)
+                break
+        status = wait_history(server, [pid])[pid]["status"]
+    finally:
+        ws.close()
+    assert status["status_str"] == "error" and any(m[0] == "execution_interrupted" for m in status["messages"])
+    again = server.run(routed_prompt("route_a_again"), timeout=300)
+    assert again["status"] == "success" and "23" in cached_nodes(again) and "10" not in cached_nodes(again)
+    assert torch_equal(saved_latent(server, again), saved_latent(server, first))
+    assert np.array_equal(saved_map(server, again), map_a)
+    after = server.run(plain_prompt("route_plain_after", seed=5), timeout=300)
+    assert after["status"] == "success" and "20" not in cached_nodes(after)
+    assert torch_equal(saved_latent(server, before), saved_latent(server, after))
