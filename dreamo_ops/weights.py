@@ -40,11 +40,11 @@ def open_safetensors(path: str):
         return safe_open(path, framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
         what = what_else(path)
-        problem = f": {what}" if what else f" (truncated or corrupted?): {_sentence(e)}"
+        problem = f": {what}" if what else f" (truncated or corrupted?): {as_sentence(e)}"
         raise UnreadableFileError(f"'{name}' is not a readable safetensors file{problem}") from e
 
 
-def _sentence(e: Exception) -> str:
+def as_sentence(e: Exception) -> str:
     """A library's error text as the end of a sentence (the node's message goes on with 'Fix: ...')."""
     text = str(e).strip() or type(e).__name__
     return text if text.endswith((".", "!", "?")) else text + "."
@@ -106,7 +106,7 @@ def read_embeddings(path: str) -> DreamOEmbeddings:
             index = f.get_tensor(INDEX_KEY)
             t5 = _last_rows(f, T5_KEY, PLACEHOLDER_COUNT) if T5_KEY in keys else None
         except Exception as e:
-            raise UnreadableFileError(f"'{name}' could not be read (truncated or corrupted?): {_sentence(e)}") from e
+            raise UnreadableFileError(f"'{name}' could not be read (truncated or corrupted?): {as_sentence(e)}") from e
     if task.ndim != 2 or task.shape[0] != 2:
         raise WeightFileError(f"'{name}': {TASK_KEY} has shape {tuple(task.shape)}, expected (2, hidden).")
     if index.ndim != 2 or index.shape[0] != 10 or index.shape[1] != task.shape[1]:

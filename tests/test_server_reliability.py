@@ -1,5 +1,4 @@
 """Reliability in a long-lived real server: cached UI, bad inputs, state isolation between prompts, interrupts."""
-import copy
 import json
 import os
 import re
