@@ -271,7 +271,7 @@ def test_a_bad_mask_is_refused_with_the_fix_and_the_server_keeps_serving(server,
 def test_reference_latents_from_a_vae_with_other_channels_are_refused(server):
     """A 4-channel (SD1.x/SDXL-style) VAE in DreamORefEncode: the reference cannot go into FLUX.1."""
     p = dreamo_prompt(prefix="vae4")
-    p["45"] = {"class_type": "DreamOTestTinyVAE", "inputs": {"seed": 2, "latent_channels": 4}}
+    p["45"] = {"class_type": "DreamOTestTinySDXLVAE", "inputs": {"seed": 2}}
     p["5"]["inputs"]["vae"] = ["45", 0]
     result = server.run(p, timeout=300)
     assert result["status"] == "error" and result["error"]["node_type"] == "DreamOApply", result["status"]

@@ -46,15 +46,21 @@ class DreamOTestTinyVAE:
     CATEGORY = "DreamO/testing"
     FUNCTION = "build"
     RETURN_TYPES = ("VAE",)
-    DESCRIPTION = "A tiny random VAE (16 latent channels unless told), for install checks and tests only."
+    DESCRIPTION = "A tiny random 16-channel VAE, for install checks only."
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})},
-                "optional": {"latent_channels": ("INT", {"default": 16, "min": 1, "max": 64})}}
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
 
-    def build(self, seed, latent_channels=16):
-        return (tiny_models.vae(seed=seed, latent_channels=latent_channels),)
+    def build(self, seed):
+        return (tiny_models.vae(seed=seed),)
+
+
+class DreamOTestTinySDXLVAE(DreamOTestTinyVAE):
+    DESCRIPTION = "A tiny random 4-channel (SD1.x/SDXL-style) VAE, for error tests only."
+
+    def build(self, seed):
+        return (tiny_models.vae(seed=seed, latent_channels=4),)
 
 
 class DreamOTestPicture:
@@ -112,4 +118,5 @@ class DreamOTestTinyFluxCLIP:
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinySDXL, DreamOTestTinyVAE,
-                                               DreamOTestPicture, DreamOTestConditioning, DreamOTestTinyFluxCLIP)}
+                                               DreamOTestTinySDXLVAE, DreamOTestPicture, DreamOTestConditioning,
+                                               DreamOTestTinyFluxCLIP)}
