@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from .weights import WeightFileError, open_safetensors
+from .weights import UnreadableFileError, WeightFileError, as_sentence, open_safetensors
 
 DOUBLE_MODULES = ("img_mod.lin", "img_attn.qkv", "img_attn.proj", "img_mlp.0", "img_mlp.2",
                   "txt_mod.lin", "txt_attn.qkv", "txt_attn.proj", "txt_mlp.0", "txt_mlp.2")
@@ -311,7 +311,7 @@ def read_lora_file(path: str, hidden_size: int, mlp_hidden: Optional[int] = None
         try:
             tensors = {k: f.get_tensor(k) for k in keys if not is_embedding_key(k)}
         except Exception as e:
-            raise LoraFormatError(f"'{name}' could not be read (truncated or corrupted?): {e}") from e
+            raise UnreadableFileError(f"'{name}' could not be read (truncated or corrupted?): {as_sentence(e)}") from e
     return parse_lora(tensors, name, hidden_size, mlp_hidden, embedding_keys=embeddings)
 
 

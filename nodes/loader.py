@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..dreamo_ops.errors import DreamOError
-from ..dreamo_ops.weights import WeightFileError, read_embeddings
+from ..dreamo_ops.weights import UnreadableFileError, WeightFileError, read_embeddings
 from .model_folders import resolve_weight_file, weight_file_names
 
 DREAMO_TYPE = "DREAMO"
@@ -12,6 +12,10 @@ def load_embeddings(node: str, input_name: str, name: str):
     path = resolve_weight_file(node, input_name, name)
     try:
         return read_embeddings(path)
+    except UnreadableFileError as e:
+        raise DreamOError(node, input_name, str(e), "re-download dreamo.safetensors (or the ComfyUI "
+                          "embedding.safetensors) from ByteDance/DreamO (this copy may be incomplete), or choose "
+                          "another file.") from e
     except WeightFileError as e:
         raise DreamOError(node, input_name, str(e), "choose dreamo.safetensors (or the ComfyUI "
                           "embedding.safetensors) from ByteDance/DreamO.") from e

@@ -17,6 +17,11 @@ FAMILY_NAMES = {"Flux2": "FLUX.2", "LongCatImage": "LongCat-Image", "Chroma": "C
                 "ChromaRadiance": "Chroma Radiance"}
 
 
+def _a(name: str) -> str:
+    """The article for a model name: "an SDXL", "an SD3", "a Chroma", "a FLUX.2"."""
+    return "an" if name.startswith("SD") or name[:1].upper() in "AEIOU" else "a"
+
+
 def _not_flux1(base, dm) -> str | None:
     """Why `base` is not a FLUX.1 model, or None when it is one."""
     if base is None:
@@ -24,10 +29,11 @@ def _not_flux1(base, dm) -> str | None:
     kind = type(base).__name__
     if type(base) is not comfy.model_base.Flux:
         if isinstance(base, comfy.model_base.Flux):
-            return f"this is a {FAMILY_NAMES.get(kind, kind)} model (Flux family, but not FLUX.1)"
-        return f"this is a {kind} model"
+            name = FAMILY_NAMES.get(kind, kind)
+            return f"this is {_a(name)} {name} model (Flux family, but not FLUX.1)"
+        return f"this is {_a(kind)} {kind} model"
     if type(dm) is not comfy.ldm.flux.model.Flux:
-        return f"this is a {type(dm).__name__} model built on ComfyUI's Flux base, not FLUX.1"
+        return f"this is {_a(type(dm).__name__)} {type(dm).__name__} model built on ComfyUI's Flux base, not FLUX.1"
     p = dm.params
     if list(getattr(p, "txt_ids_dims", None) or []):
         return "this is a LongCat-Image/Ovis-style model (text position ids), not FLUX.1"

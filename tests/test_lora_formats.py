@@ -5,12 +5,12 @@ what the format means; the pack's mapping is checked against them through a smal
 `LoraTarget` (weight.narrow(*offset) += strength * scale * up @ down).
 """
 import os
-import pickle
 
 import pytest
 import torch
 
 import lora_fixtures as lf
+import untrusted_files as uf
 from comfyui_dreamo.dreamo_ops.lora_formats import (LoraFormatError, check_against_model, parse_lora,
                                                     read_lora_file)
 from comfyui_dreamo.dreamo_ops.weights import WeightFileError
@@ -251,22 +251,10 @@ def test_slice_beyond_the_weight_does_not_fit():
         check_against_model(parsed, shapes)
 
 
-class _Marker:
-    """Unpickling this creates a file: proof of whether anything was unpickled."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
 def test_pickle_files_are_refused_and_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled.marker"
-    payload = pickle.dumps({"double_blocks.0.processor.qkv_lora1.up.weight": _Marker(str(marker))})
-    control = tmp_path / "control.marker"  # the payload really does run code when unpickled
-    pickle.loads(pickle.dumps(_Marker(str(control))))
-    assert control.exists()
+    payload = uf.pickle_payload(str(marker))
+    assert uf.unpickling_runs_code(str(tmp_path / "control.marker"))  # the payload really does run code
     for name in ("stage.ckpt", "stage.pt", "stage.bin", "stage.safetensors"):  # last: pickle under a safe name
         path = tmp_path / name
         path.write_bytes(payload)

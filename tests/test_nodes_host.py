@@ -99,7 +99,7 @@ def test_non_flux_model_is_refused(dreamo):
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.apply import DreamOApply
 
-    with pytest.raises(DreamOError, match=r"DreamOApply \(input 'model'\): DreamO works on FLUX.1 models only; this is a SD3"):
+    with pytest.raises(DreamOError, match=r"DreamOApply \(input 'model'\): DreamO works on FLUX.1 models only; this is an SD3"):
         DreamOApply().apply(tiny_models.sd3_patcher(), tiny_models.conditioning(), dreamo, ref_1=ref())
 
 

@@ -5,8 +5,6 @@ for SFT/DPO and FLUX.1-Turbo-Alpha) with tiny Flux shapes. The weights ComfyUI c
 patched clone (`ModelPatcher.patch_model`) are compared, per weight, with W + s * scale * (up @ down) worked out
 from the generator's own description of each file (tests/lora_fixtures.py).
 """
-import pickle
-
 import pytest
 import torch
 
@@ -367,13 +365,10 @@ def test_truncated_file_and_pickle_are_refused(flux, folders, release):
 
     data = (folders["dreamo"] / "dreamo_cfg_distill.safetensors").read_bytes()
     (folders["dreamo"] / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    import untrusted_files as uf
+
     marker = folders["loras"].parent / "unpickled.marker"
-
-    class Marker:
-        def __reduce__(self):
-            return open, (str(marker), "w")
-
-    payload = pickle.dumps({"state_dict": Marker()})
+    payload = uf.pickle_payload(str(marker))
     (folders["loras"] / "evil.ckpt").write_bytes(payload)
     (folders["loras"] / "evil_renamed.safetensors").write_bytes(payload)
     folder_paths.filename_list_cache.clear()
@@ -411,7 +406,7 @@ def test_not_a_flux_model(folders, release):
 
     if not hasattr(tiny_models, "sd3_patcher"):
         pytest.skip("tests/tiny_models.py has no sd3_patcher")
-    node_error(r"'model'\): DreamO works on FLUX\.1 models only; this is a SD3 model", tiny_models.sd3_patcher())
+    node_error(r"'model'\): DreamO works on FLUX\.1 models only; this is an SD3 model", tiny_models.sd3_patcher())
 
 
 def test_schema_documents_every_input():

@@ -1,10 +1,10 @@
 import os
-import pickle
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+import untrusted_files as uf
 from comfyui_dreamo.dreamo_ops.weights import WeightFileError, read_embeddings
 
 
@@ -67,23 +67,32 @@ def test_truncated_file(tmp_path):
         read_embeddings(path)
 
 
-class _Marker:
-    def __reduce__(self):
-        return (open, (MARKER[0], "w"))
-
-
-MARKER = [""]
-
-
 def test_pickle_files_are_refused_unopened(tmp_path):
-    MARKER[0] = str(tmp_path / "unpickled")
-    path = str(tmp_path / "dreamo.ckpt")
-    with open(path, "wb") as f:
-        pickle.dump({"x": _Marker()}, f)
+    marker = str(tmp_path / "unpickled")
+    assert uf.unpickling_runs_code(str(tmp_path / "control"))
+    path = uf.write(tmp_path / "dreamo.ckpt", uf.pickle_payload(marker))
     with pytest.raises(WeightFileError, match="not a .safetensors file"):
         read_embeddings(path)
     renamed = str(tmp_path / "dreamo.safetensors")  # a pickle disguised by its name is still not unpickled
     os.rename(path, renamed)
-    with pytest.raises(WeightFileError, match="truncated or corrupted"):
+    with pytest.raises(WeightFileError, match="it is a Python pickle.*it was not unpickled"):
         read_embeddings(renamed)
-    assert not os.path.exists(MARKER[0])
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("name,write,says", [
+    ("empty", uf.empty, r"it is empty \(0 bytes"),
+    ("picture", uf.png, "it is a PNG picture, not model weights"),
+    ("pickle", lambda p: uf.write(p, uf.pickle_payload(str(p) + ".ran")), r"it is a Python pickle.*not unpickled"),
+    ("zip", lambda p: uf.write(p, uf.torch_payload(str(p) + ".ran")), r"it is a zip archive.*not opened"),
+    ("gguf", lambda p: uf.write(p, b"GGUF\x03\x00\x00\x00" + bytes(64)), "it is a GGUF file"),
+    ("web page", lambda p: uf.write(p, b"\n<!DOCTYPE html><html>Not found</html>"), "it is a web page"),
+    ("random", uf.random_bytes, r"\(truncated or corrupted\?\): "),
+])
+def test_a_file_that_is_not_safetensors_says_what_it_is(tmp_path, name, write, says):
+    """A file named .safetensors that holds something else: the message says what (never unpickling it)."""
+    path = tmp_path / "dreamo.safetensors"
+    write(path)
+    with pytest.raises(WeightFileError, match=rf"^'dreamo\.safetensors' is not a readable safetensors file.*{says}"):
+        read_embeddings(str(path))
+    assert not os.path.exists(str(path) + ".ran")

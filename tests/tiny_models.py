@@ -68,14 +68,19 @@ def flux_patcher(seed: int = 0, scale: float = 0.1, **overrides):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def vae(seed: int = 0):
-    """A tiny random 16-channel, 8x-downscaling VAE as ComfyUI's VAE object."""
+def vae(seed: int = 0, latent_channels: int = 16):
+    """A tiny random 8x-downscaling VAE as ComfyUI's VAE object: 16 latent channels as Flux's, or another count
+    (4: an SD1.x/SDXL-style VAE, for error tests)."""
+    import copy
+
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    ae = AutoencoderKL(**TINY_VAE["params"])
+    config = copy.deepcopy(TINY_VAE)
+    config["params"]["embed_dim"] = config["params"]["ddconfig"]["z_channels"] = latent_channels
+    ae = AutoencoderKL(**config["params"])
     _randomize(ae, seed, 0.05)
-    return comfy.sd.VAE(sd=ae.state_dict(), config=TINY_VAE)
+    return comfy.sd.VAE(sd=ae.state_dict(), config=config)
 
 
 def embedding_tensors(seed: int = 0, hidden: int = TINY_FLUX["hidden_size"], t5_dim: int = TINY_T5_DIM,
@@ -154,3 +159,44 @@ def flux_sized_conditioning(seed: int = 0, tokens: int = 8):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(1, tokens, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g),
                                                           "guidance": 3.5}]]
+
+
+# SDXL's UNet as released (what ComfyUI's detection reports for an SDXL checkpoint); only used on the meta device.
+SDXL_UNET = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
+                 num_classes="sequential", adm_in_channels=2816, in_channels=4, model_channels=320,
+                 num_res_blocks=[2, 2, 2], transformer_depth=[0, 0, 2, 2, 10, 10], channel_mult=[1, 2, 4],
+                 transformer_depth_middle=10, use_linear_in_transformer=True, context_dim=2048, num_head_channels=64,
+                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], use_temporal_attention=False,
+                 use_temporal_resblock=False)
+TINY_SDXL = dict(model_channels=32, num_res_blocks=[1, 1], channel_mult=[1, 2], transformer_depth=[0, 1],
+                 transformer_depth_output=[0, 0, 1, 1], transformer_depth_middle=1, context_dim=32,
+                 num_head_channels=16)
+
+
+def sdxl_model_config():
+    """ComfyUI's model config for a tiny SDXL: the config ComfyUI's own detection reads off an SDXL-sized UNet's
+    state dict (meta tensors: nothing allocated), which must pick ComfyUI's SDXL class, resized to TINY_SDXL."""
+    import comfy.model_detection
+    import comfy.ops
+    import comfy.supported_models
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(**SDXL_UNET, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    detected = comfy.model_detection.detect_unet_config(unet.state_dict(), "")
+    found = comfy.model_detection.model_config_from_unet_config(detected)
+    if type(found) is not comfy.supported_models.SDXL:
+        raise RuntimeError(f"this ComfyUI does not detect an SDXL UNet as SDXL: {type(found).__name__}")
+    detected.update(TINY_SDXL)
+    config = comfy.supported_models.SDXL(detected)
+    config.set_inference_dtype(torch.float32, None)
+    return config
+
+
+def sdxl_patcher(seed: int = 0):
+    """A tiny random SDXL ModelPatcher (ComfyUI's SDXL model class): a non-Flux model for error tests."""
+    import comfy.model_patcher
+
+    model = sdxl_model_config().get_model({})
+    _randomize(model.diffusion_model, seed, 0.05)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))

@@ -15,8 +15,9 @@ def install_check_prompt() -> dict:
     return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
 
 
-def start(root: str, images: dict[str, str] | None = None):
-    """Start a server in `root` with tiny DreamO files; `images` maps input names to sample photos in REFS."""
+def start(root: str, images: dict[str, str] | None = None, prepare=None):
+    """Start a server in `root` with tiny DreamO files; `images` maps input names to sample photos in REFS;
+    `prepare(sandbox)`, when given, adds files to the sandbox before the server starts."""
     from PIL import Image
 
     import tiny_models
@@ -29,4 +30,6 @@ def start(root: str, images: dict[str, str] | None = None):
         source = os.path.join(REFS, sample)
         img = Image.open(source).convert("RGB") if os.path.isfile(source) else Image.new("RGB", (300, 300), "red")
         img.save(os.path.join(sandbox.input_dir, target))
+    if prepare is not None:
+        prepare(sandbox)
     return Server(sandbox).start()

@@ -28,6 +28,20 @@ class DreamOTestTinyFlux:
         return (tiny_models.flux_patcher(seed=seed),)
 
 
+class DreamOTestTinySDXL:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("MODEL",)
+    DESCRIPTION = "A tiny random SDXL (ComfyUI's SDXL class), for error tests only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
+
+    def build(self, seed):
+        return (tiny_models.sdxl_patcher(seed=seed),)
+
+
 class DreamOTestTinyVAE:
     CATEGORY = "DreamO/testing"
     FUNCTION = "build"
@@ -40,6 +54,35 @@ class DreamOTestTinyVAE:
 
     def build(self, seed):
         return (tiny_models.vae(seed=seed),)
+
+
+class DreamOTestTinySDXLVAE(DreamOTestTinyVAE):
+    DESCRIPTION = "A tiny random 4-channel (SD1.x/SDXL-style) VAE, for error tests only."
+
+    def build(self, seed):
+        return (tiny_models.vae(seed=seed, latent_channels=4),)
+
+
+class DreamOTestPicture:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "build"
+    RETURN_TYPES = ("IMAGE",)
+    DESCRIPTION = ("IMAGE batches no core node makes, for bad-input tests only: empty (0x0), NaN, infinite, or an "
+                   "8K (7680x4320) random picture.")
+    KINDS = ("empty", "nan", "inf", "8k")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (list(cls.KINDS),)}}
+
+    def build(self, kind):
+        import torch
+
+        if kind == "empty":
+            return (torch.zeros(1, 0, 0, 3),)
+        if kind == "8k":
+            return (torch.rand(1, 4320, 7680, 3, generator=torch.Generator().manual_seed(0)),)
+        return (torch.full((1, 64, 64, 3), float(kind)),)
 
 
 class DreamOTestConditioning:
@@ -109,5 +152,6 @@ class DreamOTestRoutingRegions:
         return {"ui": {"dreamo_regions": [text]}, "result": (text,)}
 
 
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinyVAE, DreamOTestConditioning,
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinySDXL, DreamOTestTinyVAE,
+                                               DreamOTestTinySDXLVAE, DreamOTestPicture, DreamOTestConditioning,
                                                DreamOTestTinyFluxCLIP, DreamOTestRoutingRegions)}
