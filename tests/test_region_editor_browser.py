@@ -138,6 +138,16 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
 
     assert colours == {str(k): "#%02x%02x%02x" % c for k, c in SLOT_COLOURS.items()}
     tol = 2 / page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale") + 1  # 2 screen px
+    # The editor writes the text as dreamo_ops.drawn_regions.dumps does, and reads what it writes.
+    from comfyui_dreamo.dreamo_ops.drawn_regions import dumps
+
+    module = next(u for u in requests.get(f"{server.url}/extensions", timeout=10).json()
+                  if u.endswith("/region_editor.js"))  # as the frontend loads it
+    boxes_in = {"9": [1, 2, 3, 4], "2": [0.4, 5.6, 7, 8]}
+    written, read = page.js("""async ([url, boxes]) => { const m = await import(url);
+        const text = m.formatRegions(192, 128, boxes); return [text, m.parseRegions(text)]; }""", [module, boxes_in])
+    assert written == dumps(192, 128, {"9": [1, 2, 3, 4], "2": [0, 6, 7, 8]})
+    assert read == {"width": 192, "height": 128, "boxes": {"2": [0, 6, 7, 8], "9": [1, 2, 3, 4]}}
 
     # Draw ref 1's region, then pick slot 2 and draw its region, with the mouse.
     drag(page, (8, 8), (70, 110))
@@ -193,9 +203,14 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
     # Queue from the canvas; read back from /history the masks the routing used and where each reference went.
     page.js("async () => { await app.queuePrompt(0, 1); }")
     page.page.wait_for_function("() => (app.graph.getNodeById(24).imgs ?? []).length > 0", timeout=300000)
-    history = requests.get(f"{server.url}/history", timeout=10).json()
-    runs = [h for h in history.values() if h["prompt"][2].get("23", {}).get("inputs", {}).get("drawn_regions")
-            == routing["drawn_regions"]]
+    runs = []
+    for _ in range(600):  # the node shows its picture before the prompt has finished and reached /history
+        history = requests.get(f"{server.url}/history", timeout=10).json()
+        runs = [h for h in history.values() if h["prompt"][2].get("23", {}).get("inputs", {}).get("drawn_regions")
+                == routing["drawn_regions"] and h.get("status", {}).get("completed")]
+        if runs:
+            break
+        page.page.wait_for_timeout(200)
     assert len(runs) == 1 and runs[0]["status"]["status_str"] == "success"
     outputs = runs[0]["outputs"]
     used = json.loads(outputs["40"]["dreamo_regions"][0])
