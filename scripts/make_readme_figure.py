@@ -7,13 +7,17 @@ each reference's attention went. Drawn with Pillow only; no photo is copied into
 from __future__ import annotations
 
 import os
+import sys
 
 from PIL import Image, ImageDraw, ImageFont
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "docs", "dreamo_overview.png")
 ROUTING_MAP = os.path.join(REPO, "docs", "routing_map_tiny.png")
-SLOT_COLOURS = [(200, 70, 80), (70, 170, 90)]  # the routing-map legend's colours for slots 1 and 2
+sys.path.insert(0, REPO)
+from dreamo_ops.routing_map import SLOT_COLOURS as LEGEND  # noqa: E402  (one source of the slot colours)
+
+SLOT_COLOURS = [LEGEND[1], LEGEND[2]]  # the routing-map legend's and region editor's colours for slots 1 and 2
 BG, FG, DIM = (30, 31, 36), (240, 240, 240), (175, 178, 186)
 
 
@@ -29,7 +33,7 @@ def main() -> str:
     d.text((24, 16), "DreamO in ComfyUI: your references, bound to words, placed where you want them", font=big,
            fill=FG)
     cards = [("[ref#1]", "a face  (task: id)", "aligned, parsed, on white"),
-             ("[ref#2]", "a dress  (task: ip)", "subject pasted on white")]
+             ("[ref#2]", "a cat  (task: ip)", "subject pasted on white")]
     for i, (tag, what, prep) in enumerate(cards):
         x, y = 24, 80 + i * 180
         d.rounded_rectangle((x, y, x + 250, y + 150), 14, fill=SLOT_COLOURS[i])
@@ -38,7 +42,7 @@ def main() -> str:
         d.text((x + 16, y + 112), prep, font=small, fill=FG)
     arrow(d, 290, 205)
     d.multiline_text((370, 96), "prompt (T5 reads [ref#k] as DreamO's\nlearned placeholder tokens):\n\n"
-                     "\"a woman [ref#1] wearing\n the dress [ref#2], on a\n city street at sunset\"", font=mid,
+                     "\"a woman [ref#1] and a\n cat [ref#2] on a city\n street at sunset\"", font=mid,
                      fill=FG, spacing=6)
     d.multiline_text((370, 300), "references join the Flux token sequence\n(diagonal positions, index embeddings);\n"
                      "routing keeps each one on its region", font=small, fill=DIM, spacing=5)
@@ -46,7 +50,7 @@ def main() -> str:
     x, y, w, h = 770, 80, 190, 250
     d.rectangle((x, y, x + w // 2, y + h), fill=SLOT_COLOURS[0])
     d.rectangle((x + w // 2, y, x + w, y + h), fill=SLOT_COLOURS[1])
-    d.text((x, y + h + 8), "regions you choose\n(DreamO Routing masks)", font=small, fill=DIM)
+    d.text((x, y + h + 8), "regions drawn on\nDreamO Routing", font=small, fill=DIM)
     if os.path.isfile(ROUTING_MAP):
         rmap = Image.open(ROUTING_MAP).convert("RGB")
         rmap = rmap.resize((w, int(rmap.height * w / rmap.width)), Image.NEAREST)
