@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from test_frontend_browser import CHROMIUM, Page
+from test_frontend_browser import Page, artifacts, playwright  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -43,22 +43,6 @@ def server(tmp_path_factory):
                             images={"reference.png": "perfume.png", "reference2.png": "cat.png"})
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    folder = os.environ.get("DREAMO_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
-    os.makedirs(folder, exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        yield p
 
 
 @pytest.fixture

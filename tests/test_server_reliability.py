@@ -150,12 +150,12 @@ def test_prompts_queued_back_to_back_never_see_each_others_references(server):
     assert torch_equal(x2, x1) and torch_equal(y2, y1)
 
 
-def test_an_interrupted_dreamo_sampling_leaves_nothing_behind(server):
-    before = server.run(plain_prompt("int_before", seed=7), timeout=300)
+def interrupt_while_sampling(server, prompt):
+    """Queue `prompt`, POST /interrupt once sampling reports progress, and check it ended as interrupted."""
     client = uuid.uuid4().hex
     ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={client}", timeout=120)
     try:
-        pid = queue(server, dreamo_prompt(prefix="interrupted", steps=2000), client)
+        pid = queue(server, prompt, client)
         while True:  # interrupt once sampling is under way
             msg = ws.recv()
             if isinstance(msg, str) and json.loads(msg)["type"] == "progress":
@@ -165,6 +165,11 @@ def test_an_interrupted_dreamo_sampling_leaves_nothing_behind(server):
     finally:
         ws.close()
     assert status["status_str"] == "error" and any(m[0] == "execution_interrupted" for m in status["messages"])
+
+
+def test_an_interrupted_dreamo_sampling_leaves_nothing_behind(server):
+    before = server.run(plain_prompt("int_before", seed=7), timeout=300)
+    interrupt_while_sampling(server, dreamo_prompt(prefix="interrupted", steps=2000))
     after = server.run(plain_prompt("int_after", seed=7), timeout=300)
     assert after["status"] == "success" and "20" not in cached_nodes(after)
     assert torch_equal(saved_latent(server, before), saved_latent(server, after))
@@ -356,19 +361,7 @@ def test_an_interrupted_routed_sampling_leaves_no_maps_or_routing_behind(server)
     map_a = saved_map(server, first)
     assert map_a.max() == 255 and map_a[:, -16:].max() == 0  # hard routing: nothing on the far right
     assert server.run(routed_prompt("route_b", seed=1), timeout=300)["status"] == "success"
-    client = uuid.uuid4().hex
-    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={client}", timeout=120)
-    try:
-        pid = queue(server, routed_prompt("route_interrupted", seed=2, steps=2000), client)
-        while True:
-            msg = ws.recv()
-            if isinstance(msg, str) and json.loads(msg)["type"] == "progress":
-                requests.post(f"{server.url}/interrupt", timeout=10)
-                break
-        status = wait_history(server, [pid])[pid]["status"]
-    finally:
-        ws.close()
-    assert status["status_str"] == "error" and any(m[0] == "execution_interrupted" for m in status["messages"])
+    interrupt_while_sampling(server, routed_prompt("route_interrupted", seed=2, steps=2000))
     again = server.run(routed_prompt("route_a_again"), timeout=300)
     assert again["status"] == "success" and "23" in cached_nodes(again) and "10" not in cached_nodes(again)
     assert torch_equal(saved_latent(server, again), saved_latent(server, first))
