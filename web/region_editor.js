@@ -424,6 +424,8 @@ app.registerExtension({
       // The editor shows (and writes) the text; without the extension it is a plain text field. The Vue-nodes
       // view keeps showing it (above the editor): typed there, the editor follows.
       text.hidden = true;
+      // Older frontends (1.27) still lay out a hidden widget's height: give it none (LiteGraph's way to hide).
+      text.computeSize = () => [0, -4];
       const callback = text.callback;
       text.callback = function () {
         const r = callback?.apply(this, arguments);
