@@ -6,7 +6,7 @@ links and slots, the same workflow loaded and queued without the extension, the 
 thumbnails after a run. Screenshots go to $DREAMO_ARTIFACTS (default: pytest's tmp folder), never the repo.
 The graph needs no Flux model, so it runs on every ComfyUI release the tiny text encoders run on.
 """
-import json
+import contextlib
 import os
 import sys
 
@@ -367,8 +367,10 @@ def test_prompt_check_route_answers_and_refuses_bad_requests(server):
     assert requests.get(server.url + "/system_stats", timeout=10).ok
 
 
-def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server, artifacts):
-    """Frontends with the Vue node renderer ("Nodes 2.0", a setting) draw nodes and widgets as DOM components."""
+@contextlib.contextmanager
+def vue_nodes_page(playwright, server):
+    """A Page with the Vue node renderer ("Nodes 2.0", a setting of frontend 1.49) on; skips on frontends without
+    a usable one; the setting is turned off again afterwards."""
     setting = "Comfy.VueNodes.Enabled"
     probe = Page(playwright, server)
     try:
@@ -387,37 +389,43 @@ def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server
         page = Page(playwright, server)
         try:
             assert page.js("() => LiteGraph.vueNodesMode") is True
-            workflow = graph()
-            workflow["6"]["inputs"]["text"] = "a [ref#2] and [REF#1]"
-            page.load_api(workflow)
-            arrange(page)
-            assert page.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2"]
-            page.js("() => { const a = app.graph.getNodeById(8);"
-                    " app.graph.getNodeById(15).connect(0, a, a.findInputSlot('ref_2')); }")
-            page.settle()
-            assert page.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2*", "ref_3"]
-            check = wait_for_check(page, "a [ref#2] and [REF#1]")
-            assert "'[REF#1]' at character 15" in check["error"]
-            page.page.wait_for_function("() => document.querySelectorAll("
-                                        "'[data-node-id=\"6\"] .dreamo-prompt-overlay span').length === 2",
-                                        timeout=10000)
-            assert marks(page) == [["empty_slot", "[ref#2]"], ["near_miss", "[REF#1]"]]
-            assert page.js("() => document.querySelector('[data-node-id=\"6\"] textarea').title") == check["error"]
-            # The error is shown under the node too (nothing is drawn on the canvas in this view).
-            error_box = page.page.locator('[data-node-id="6"] .dreamo-prompt-error')
-            error_box.wait_for(state="visible", timeout=10000)
-            assert error_box.inner_text().strip() == check["error"]
-            node_box = page.page.locator('[data-node-id="6"]').bounding_box()
-            shown = error_box.bounding_box()
-            assert shown["y"] >= node_box["y"] + node_box["height"] - 1 and shown["height"] > 10  # below the node
-            page.page.screenshot(path=os.path.join(artifacts, "vue_nodes_prompt_error.png"))
-            page.js("() => { app.graph.getNodeById(6).widgets.find(w => w.name === 'text').value = 'a [ref#1]'; }")
-            page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoPromptCheck?.error === null",
-                                        timeout=10000)
-            error_box.wait_for(state="detached", timeout=10000)
-            page.page.screenshot(path=os.path.join(artifacts, "vue_nodes.png"))
+            yield page
             assert not page.errors, page.errors
         finally:
             page.close()
     finally:
         requests.post(f"{server.url}/settings/{setting}", json=False, timeout=10)
+
+
+def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server, artifacts):
+    """Frontends with the Vue node renderer ("Nodes 2.0", a setting) draw nodes and widgets as DOM components."""
+    with vue_nodes_page(playwright, server) as page:
+        workflow = graph()
+        workflow["6"]["inputs"]["text"] = "a [ref#2] and [REF#1]"
+        page.load_api(workflow)
+        arrange(page)
+        assert page.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2"]
+        page.js("() => { const a = app.graph.getNodeById(8);"
+                " app.graph.getNodeById(15).connect(0, a, a.findInputSlot('ref_2')); }")
+        page.settle()
+        assert page.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2*", "ref_3"]
+        check = wait_for_check(page, "a [ref#2] and [REF#1]")
+        assert "'[REF#1]' at character 15" in check["error"]
+        page.page.wait_for_function("() => document.querySelectorAll("
+                                    "'[data-node-id=\"6\"] .dreamo-prompt-overlay span').length === 2",
+                                    timeout=10000)
+        assert marks(page) == [["empty_slot", "[ref#2]"], ["near_miss", "[REF#1]"]]
+        assert page.js("() => document.querySelector('[data-node-id=\"6\"] textarea').title") == check["error"]
+        # The error is shown under the node too (nothing is drawn on the canvas in this view).
+        error_box = page.page.locator('[data-node-id="6"] .dreamo-prompt-error')
+        error_box.wait_for(state="visible", timeout=10000)
+        assert error_box.inner_text().strip() == check["error"]
+        node_box = page.page.locator('[data-node-id="6"]').bounding_box()
+        shown = error_box.bounding_box()
+        assert shown["y"] >= node_box["y"] + node_box["height"] - 1 and shown["height"] > 10  # below the node
+        page.page.screenshot(path=os.path.join(artifacts, "vue_nodes_prompt_error.png"))
+        page.js("() => { app.graph.getNodeById(6).widgets.find(w => w.name === 'text').value = 'a [ref#1]'; }")
+        page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoPromptCheck?.error === null",
+                                    timeout=10000)
+        error_box.wait_for(state="detached", timeout=10000)
+        page.page.screenshot(path=os.path.join(artifacts, "vue_nodes.png"))

@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from test_frontend_browser import Page, artifacts, playwright  # noqa: F401  (shared fixtures)
+from test_frontend_browser import Page, artifacts, playwright, vue_nodes_page  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -224,57 +224,39 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
 def test_with_vue_nodes_the_editor_is_hosted_and_draws(playwright, server, artifacts):
     """The Vue node renderer ("Nodes 2.0", a setting of newer frontends) hosts canvas widgets in a canvas of their
     own: the editor is drawn there and takes the mouse; the text field stays visible above it."""
-    setting = "Comfy.VueNodes.Enabled"
-    probe = Page(playwright, server)
-    try:
-        has_vue = probe.js("() => 'vueNodesMode' in LiteGraph")
-        version = probe.js("() => window.__COMFYUI_FRONTEND_VERSION__ ?? '0'")
-    finally:
-        probe.close()
-    if not has_vue or tuple(int(x) for x in version.split(".")[:2]) < (1, 49):
-        pytest.skip(f"frontend {version}: no Vue node renderer beyond an early preview (see test_frontend_browser)")
-    assert requests.post(f"{server.url}/settings/{setting}", json=True, timeout=10).ok
-    try:
-        page = Page(playwright, server)
-        try:
-            assert page.js("() => LiteGraph.vueNodesMode") is True
-            page.load_api(workflow())
-            arrange(page)
-            page.settle(1000)
-            canvas = page.page.locator('[data-node-id="23"] canvas')
-            canvas.wait_for(state="visible", timeout=10000)
-            box = canvas.bounding_box()
-            (ax, ay), (bx, by) = page.js("""() => { const e = app.graph.getNodeById(23).dreamoRegionEditor;
-                                               return [e.toLocal(20, 16), e.toLocal(90, 112)]; }""")
-            mouse = page.page.mouse
-            mouse.move(box["x"] + ax, box["y"] + ay)
-            mouse.down()
-            for i in range(1, 11):
-                mouse.move(box["x"] + ax + (bx - ax) * i / 10, box["y"] + ay + (by - ay) * i / 10)
-                page.page.wait_for_timeout(20)
-            mouse.up()
-            page.settle(300)
-            drawn = stored(page)
-            assert drawn["width"] == WIDTH and drawn["height"] == HEIGHT
-            scale = page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale")
-            assert near(drawn["boxes"]["1"], [20, 16, 70, 96], 2 / scale + 1)
-            # The hosted canvas shows the box in slot 1's colour (red, blended over the dark preview).
-            cx, cy = page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.toLocal(55, 64)")
-            pixel = page.js("""([x, y]) => { const c = document.querySelector('[data-node-id="23"] canvas');
-                const k = c.width / c.getBoundingClientRect().width;
-                return [...c.getContext('2d').getImageData(Math.round(x * k), Math.round(y * k), 1, 1).data]; }""",
-                            [cx, cy])
-            assert pixel[0] > pixel[1] + 40 and pixel[0] > pixel[2] + 40, pixel
-            # The text field stays visible in this view and holds the same text; the prompt carries it.
-            assert page.js("""() => [...document.querySelectorAll('[data-node-id="23"] input[type=text]')]
-                                    .map(i => i.value)""") == [json.dumps(drawn, separators=(",", ":"))]
-            assert json.loads(page.prompt()["23"]["inputs"]["drawn_regions"]) == drawn
-            page.page.screenshot(path=os.path.join(artifacts, "region_editor_vue_nodes.png"))
-            assert not page.errors, page.errors
-        finally:
-            page.close()
-    finally:
-        requests.post(f"{server.url}/settings/{setting}", json=False, timeout=10)
+    with vue_nodes_page(playwright, server) as page:
+        page.load_api(workflow())
+        arrange(page)
+        page.settle(1000)
+        canvas = page.page.locator('[data-node-id="23"] canvas')
+        canvas.wait_for(state="visible", timeout=10000)
+        box = canvas.bounding_box()
+        (ax, ay), (bx, by) = page.js("""() => { const e = app.graph.getNodeById(23).dreamoRegionEditor;
+                                           return [e.toLocal(20, 16), e.toLocal(90, 112)]; }""")
+        mouse = page.page.mouse
+        mouse.move(box["x"] + ax, box["y"] + ay)
+        mouse.down()
+        for i in range(1, 11):
+            mouse.move(box["x"] + ax + (bx - ax) * i / 10, box["y"] + ay + (by - ay) * i / 10)
+            page.page.wait_for_timeout(20)
+        mouse.up()
+        page.settle(300)
+        drawn = stored(page)
+        assert drawn["width"] == WIDTH and drawn["height"] == HEIGHT
+        scale = page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale")
+        assert near(drawn["boxes"]["1"], [20, 16, 70, 96], 2 / scale + 1)
+        # The hosted canvas shows the box in slot 1's colour (red, blended over the dark preview).
+        cx, cy = page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.toLocal(55, 64)")
+        pixel = page.js("""([x, y]) => { const c = document.querySelector('[data-node-id="23"] canvas');
+            const k = c.width / c.getBoundingClientRect().width;
+            return [...c.getContext('2d').getImageData(Math.round(x * k), Math.round(y * k), 1, 1).data]; }""",
+                        [cx, cy])
+        assert pixel[0] > pixel[1] + 40 and pixel[0] > pixel[2] + 40, pixel
+        # The text field stays visible in this view and holds the same text; the prompt carries it.
+        assert page.js("""() => [...document.querySelectorAll('[data-node-id="23"] input[type=text]')]
+                                .map(i => i.value)""") == [json.dumps(drawn, separators=(",", ":"))]
+        assert json.loads(page.prompt()["23"]["inputs"]["drawn_regions"]) == drawn
+        page.page.screenshot(path=os.path.join(artifacts, "region_editor_vue_nodes.png"))
 
 
 def test_a_connected_mask_wins_and_the_editor_says_so(page, artifacts):
