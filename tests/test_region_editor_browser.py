@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from test_frontend_browser import Page, artifacts, playwright, vue_nodes_page  # noqa: F401  (shared fixtures)
+from test_frontend_browser import Page, artifacts, page, playwright, vue_nodes_page  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -43,14 +43,6 @@ def server(tmp_path_factory):
                             images={"reference.png": "perfume.png", "reference2.png": "cat.png"})
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def page(playwright, server):
-    p = Page(playwright, server)
-    yield p
-    p.close()
-    assert not p.errors, p.errors
 
 
 def arrange(page):
