@@ -7,7 +7,7 @@
 // Everything is drawn, not stored in widgets: saved workflows keep exactly the node's own inputs.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { connectedSlots } from "./growing_inputs.js";
+import { connectedSlots, getLink } from "./growing_inputs.js";
 
 const INFO_KEY = "dreamo_info"; // the `ui` key the Python nodes return
 const NODES_WITH_INFO = new Set(["DreamORefEncode", "DreamOTextEncode"]);
@@ -45,7 +45,7 @@ export function referencePreviews(node) {
   const out = [];
   for (const slot of connectedSlots(node, "ref_")) {
     const input = node.inputs.find((i) => i.name === `ref_${slot}`);
-    const link = node.graph?.links?.get?.(input.link) ?? node.graph?.links?.[input.link];
+    const link = getLink(node.graph, input.link);
     const origin = link && node.graph.getNodeById(link.origin_id);
     const img = origin?.type === REFERENCE_NODE ? origin.dreamoPreview : null;
     if (img) out.push({ slot, img, originId: origin.id });

@@ -20,7 +20,8 @@ export function slotNumber(name, prefix) {
   return /^[1-9]\d*$/.test(rest) ? Number(rest) : null;
 }
 
-function getLink(graph, id) {
+/** The link with id `id` of `graph` (a Map in newer frontends, an object in older ones), or undefined. */
+export function getLink(graph, id) {
   if (!graph || id == null) return undefined;
   const links = graph.links ?? graph._links;
   return typeof links?.get === "function" ? links.get(id) : links?.[id];

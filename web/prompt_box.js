@@ -10,7 +10,7 @@
 // Nothing is stored in the node: the text widget keeps the prompt exactly as typed.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { connectedSlots } from "./growing_inputs.js";
+import { connectedSlots, getLink } from "./growing_inputs.js";
 
 const NODE = "DreamOTextEncode";
 const TEXT_WIDGET = "text";
@@ -63,7 +63,7 @@ export function connectedReferences(node) {
   const refs = {};
   for (const slot of connectedSlots(node, PREFIX)) {
     const input = node.inputs.find((i) => i.name === `${PREFIX}${slot}`);
-    const link = node.graph?.links?.get?.(input.link) ?? node.graph?.links?.[input.link];
+    const link = getLink(node.graph, input.link);
     const origin = link && node.graph.getNodeById(link.origin_id);
     const task = origin?.type === REFERENCE_NODE ? origin.widgets?.find((w) => w.name === "task")?.value : null;
     refs[slot] = typeof task === "string" ? task : "ip";

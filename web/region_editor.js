@@ -13,7 +13,7 @@
 // - Slot buttons pick the slot being drawn; "clear" removes its box. Drag on empty space: a new box for the
 //   chosen slot; drag inside a box: move it (and choose its slot); drag a corner of the chosen slot's box: resize.
 import { app } from "../../scripts/app.js";
-import { connectedSlots } from "./growing_inputs.js";
+import { connectedSlots, getLink } from "./growing_inputs.js";
 
 const NODE = "DreamORouting";
 const TEXT_WIDGET = "drawn_regions";
@@ -54,12 +54,6 @@ export function formatRegions(width, height, boxes) {
     out[String(k)] = boxes[k].map((v) => Math.round(v));
   }
   return JSON.stringify({ width: Math.round(width), height: Math.round(height), boxes: out });
-}
-
-function getLink(graph, id) {
-  if (!graph || id == null) return undefined;
-  const links = graph.links ?? graph._links;
-  return typeof links?.get === "function" ? links.get(id) : links?.[id];
 }
 
 function widgetValue(node, name) {
