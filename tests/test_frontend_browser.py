@@ -235,21 +235,11 @@ def test_saved_workflow_reloads_with_its_links_and_slots_and_runs_without_the_ex
     page.show([4, 6, 8], os.path.join(artifacts, "reloaded.png"))
 
     # The same file in a frontend without the extension: every input back, same links, same prompt.
-    off = requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=EXTENSIONS, timeout=10)
-    assert off.ok
-    try:
-        bare = Page(playwright, server)
-        try:
-            bare.js("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", saved)
-            bare.settle()
-            assert bare.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2", "ref_3*"] + \
-                [f"ref_{i}" for i in range(4, 10)]
-            assert {8: bare.origins(8), 6: bare.origins(6)} == origins
-            assert bare.prompt() == prompt
-        finally:
-            bare.close()
-    finally:
-        requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=[], timeout=10)
+    with page_without(playwright, server, EXTENSIONS, saved) as bare:
+        assert bare.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2", "ref_3*"] + \
+            [f"ref_{i}" for i in range(4, 10)]
+        assert {8: bare.origins(8), 6: bare.origins(6)} == origins
+        assert bare.prompt() == prompt
 
     # And it runs: through the API without any frontend (the Apply branch has no output and is skipped).
     result = server.run(prompt, timeout=300)
@@ -365,6 +355,24 @@ def test_prompt_check_route_answers_and_refuses_bad_requests(server):
     bad = requests.post(url, json={"text": "a", "references": {"12": "ip"}}, timeout=10)
     assert bad.status_code == 400 and "slot 12" in bad.json()["error"]
     assert requests.get(server.url + "/system_stats", timeout=10).ok
+
+
+@contextlib.contextmanager
+def page_without(playwright, server, extensions, workflow):
+    """A Page with `extensions` disabled (ComfyUI's own setting) and the saved UI `workflow` loaded; the
+    extensions are enabled again afterwards."""
+    off = requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=extensions, timeout=10)
+    assert off.ok
+    try:
+        bare = Page(playwright, server)
+        try:
+            bare.js("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", workflow)
+            bare.settle()
+            yield bare
+        finally:
+            bare.close()
+    finally:
+        requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=[], timeout=10)
 
 
 @contextlib.contextmanager

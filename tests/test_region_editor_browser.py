@@ -13,7 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
-from test_frontend_browser import Page, artifacts, page, playwright, vue_nodes_page  # noqa: F401  (shared fixtures)
+from test_frontend_browser import (Page, artifacts, page, page_without, playwright,  # noqa: F401  (shared fixtures)
+                                   vue_nodes_page)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -160,21 +161,11 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
     saved = page.js("() => app.graph.serialize()")
     saved_node = next(n for n in saved["nodes"] if n["id"] == 23)
     assert saved_node["widgets_values"][-1] == routing["drawn_regions"]  # only the node's own widgets are saved
-    off = requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=["DreamO.RegionEditor"], timeout=10)
-    assert off.ok
-    try:
-        bare = Page(playwright, server)
-        try:
-            bare.js("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", saved)
-            bare.settle()
-            assert bare.js("() => app.graph.getNodeById(23).dreamoRegionEditor === undefined") is True
-            assert bare.js("""() => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');
-                                    return [!!w.hidden, w.value]; }""") == [False, routing["drawn_regions"]]
-            assert bare.prompt() == prompt
-        finally:
-            bare.close()
-    finally:
-        requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=[], timeout=10)
+    with page_without(playwright, server, ["DreamO.RegionEditor"], saved) as bare:
+        assert bare.js("() => app.graph.getNodeById(23).dreamoRegionEditor === undefined") is True
+        assert bare.js("""() => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');
+                                return [!!w.hidden, w.value]; }""") == [False, routing["drawn_regions"]]
+        assert bare.prompt() == prompt
 
     # Queue from the canvas; read back from /history the masks the routing used and where each reference went.
     page.js("async () => { await app.queuePrompt(0, 1); }")
