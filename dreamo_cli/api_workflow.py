@@ -25,7 +25,8 @@ import os
 from dataclasses import asdict, dataclass, field
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOW_DIRS = (os.path.join(PACK_ROOT, "workflows", "api"), os.path.join(PACK_ROOT, "workflows"))
+WORKFLOW_DIRS = (os.path.join(PACK_ROOT, "workflows", "api"), os.path.join(PACK_ROOT, "workflows"),
+                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "workflows"))  # a `pip install .` copy
 SLOTS = range(1, 10)
 
 

@@ -36,7 +36,8 @@ from dreamo_ops.weights import WeightFileError
 
 from .catalog import FACEXLIB_RELEASES, Source, WorkflowError
 from .comfy_folders import InstallError
-from .doctor import MISSING, FileResult, add_target_arguments, check_content, diagnose, fmt_size, resolve, short
+from .doctor import (INSTALL_HINT, MISSING, NEEDED, CheckUnavailable, FileResult, add_target_arguments,
+                     check_content, diagnose, fmt_size, missing_packages, resolve, short)
 
 STAGING = ".dreamo-download"
 CHUNK = 1 << 20
@@ -230,6 +231,8 @@ def verify(item: Item, path: str) -> str:
                                 "corrupted in transit (or changed on the server).")
     try:
         return check_content(item.result.need.check, path) if item.result.need.check else ""
+    except CheckUnavailable as e:  # size and sha256 were verified: keep the file, say what was not checked
+        return f"size{' and sha256' if item.sha256 else ''} verified; {e}"
     except WeightFileError as e:
         raise DownloadError(f"the downloaded file failed the content check: {e}") from e
 
@@ -486,6 +489,7 @@ def render_plan(items: list[Item], others: list, root: str) -> str:
     for r in others:
         what = {"misplaced": f"found at {short(r.path, root)}; move it to {short(r.target, root)}",
                 "bad": f"{short(r.path, root)} failed its check (not overwritten): {r.detail}",
+                "unchecked": f"{short(r.path, root)} is there; {r.detail}",
                 "missing": r.need.note or "no official download; get it where it is published"}[r.status]
         lines.append(f"  not downloaded: {r.need.label} ({r.need.asked_by}): {what}")
     return "\n".join(lines)
@@ -510,6 +514,11 @@ def main(argv=None) -> int:
         parser.error("--stall-timeout and --deadline must be positive numbers of seconds")
     limits = Limits(stall_timeout=args.stall_timeout, deadline_at=time.monotonic() + args.deadline)
     try:
+        missing = missing_packages(dict(NEEDED, huggingface_hub="huggingface-hub", requests="requests",
+                                        tqdm="tqdm"))
+        if missing:
+            raise InstallError(f"the Python package(s) {', '.join(missing)} this command needs are not installed in "
+                               f"{sys.executable}; {INSTALL_HINT.replace('the doctor', 'it')}.")
         inst, needs, target = resolve(args)
     except (InstallError, WorkflowError, OSError) as e:
         print(f"dreamo-download: {e}", file=sys.stderr)

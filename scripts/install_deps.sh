@@ -36,7 +36,7 @@ PACK_REQS="${TMPDIR:-/tmp}/dreamo-requirements-$$.txt"
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
-wanted = project["dependencies"] + extras["runner"] + (extras["test"] if sys.argv[2] == "1" else [])
+wanted = project["dependencies"] + extras["nodes"] + extras["runner"] + (extras["test"] if sys.argv[2] == "1" else [])
 print("\n".join(d for d in wanted if not d.startswith("torch")))
 PYEOF
 

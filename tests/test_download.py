@@ -433,3 +433,19 @@ def test_bad_limits_are_refused():
         with pytest.raises(SystemExit) as e:
             run("--comfyui", "nowhere", *argv)
         assert e.value.code == 2
+
+
+def test_with_no_size_known_anywhere_the_hard_cap_applies(hub, tmp_path, monkeypatch):
+    """No HEAD size, no Content-Length and no published size: the body stops at UNANNOUNCED_MAX (48 GB; here made
+    small) and is discarded."""
+    from dreamo_cli.catalog import Source
+    from dreamo_cli.doctor import FileResult
+
+    monkeypatch.setattr(download, "UNANNOUNCED_MAX", 300_000)
+    served = hub.add_plain_file("/files/v1/blob.bin", b"\1" * 1000, get_length=False, extra=64 << 20)
+    src = Source("blob.bin", url_path="v1/blob.bin")
+    item = download.Item(FileResult(None, "missing"), src, str(tmp_path / "blob.bin"))
+    with pytest.raises(download.DownloadError, match="sent more than 300000 bytes, the largest file this "
+                                                     "downloader accepts, as the server announced no size"):
+        download.fetch(item, str(tmp_path / "staging"), None, hub.url + "/files", log=lambda m: None)
+    assert not os.listdir(tmp_path / "staging") and served.sent < 48 << 20
