@@ -116,7 +116,7 @@ def check_content(check: str, path: str) -> str:
     except ImportError as e:
         missing = getattr(e, "name", None) or str(e)
         raise CheckUnavailable(f"its contents were not checked: the Python package '{missing}' is not installed "
-                               f"in {sys.executable}; {INSTALL_HINT}.") from e
+                               "in this Python") from e
 
 
 def _file_size(path: str) -> Optional[int]:
@@ -418,6 +418,9 @@ def render(report: Report, target: str, fix_command: str) -> str:
     else:
         count = len(problems) + len(bad_pkgs) + (0 if report.version_ok else 1) + (0 if report.pack else 1)
         lines.append(f"Result: {count} problem(s); the workflow cannot run yet.")
+        unchecked = [r for r in problems if r.status == UNCHECKED]
+        if unchecked:
+            lines.append(f"  {len(unchecked)} file(s) could not be checked in {sys.executable}: {INSTALL_HINT}.")
         if downloadable:
             lines.append(f"  `{fix_command}` fetches the {len(downloadable)} missing official file(s) "
                          "(add --dry-run to see the plan and sizes first).")
