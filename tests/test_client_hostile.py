@@ -2,6 +2,7 @@
 the job's --timeout, downloads are streamed to disk under a size cap, the saved extension comes from the
 content, job names never collide, garbage and closed websockets are survived or retried elsewhere, malformed
 answers name the server, and escape sequences never reach the terminal. Every run is bounded in wall time."""
+import asyncio
 import io
 import json
 import os
@@ -83,7 +84,6 @@ def test_a_trickling_answer_ends_at_the_jobs_timeout(tmp_path, picture, route, h
 
 def test_a_trickled_websocket_frame_ends_at_the_jobs_timeout(tmp_path):
     async def script(fake, ws, request, prompt_id):
-        import asyncio
         request.transport.write(b"\x81\x7e")  # a text frame of 2-byte length: the length never comes in full
         while True:
             await asyncio.sleep(1.0)
@@ -238,14 +238,18 @@ def test_a_flood_of_garbage_frames_is_a_broken_server(tmp_path):
 def test_a_closed_websocket_moves_the_job_to_another_server(tmp_path):
     async def close(fake, ws, request, prompt_id):
         await ws.close()
+
+    async def slowly(fake, ws, request, prompt_id):  # each job holds the good server a second: the other gets some
+        await asyncio.sleep(1.0)
+        await FakeComfy.normal_run(fake, ws, request, prompt_id)
     jobs = [Job(name=f"c{i}", workflow=TINY, seed=i) for i in range(3)]
-    with FakeComfy(ws_script=close) as closing, FakeComfy() as good:
+    with FakeComfy(ws_script=close) as closing, FakeComfy(ws_script=slowly) as good:
         outcomes = bounded(lambda: run_jobs(jobs, [closing.url, good.url], str(tmp_path / "out"), per_server=1,
                                             progress=False, log=lambda m: None))
         closed, deleted = list(closing.prompts), list(closing.deleted)
     assert all(o.status == "done" and o.server == good.url for o in outcomes), [(o.status, o.reason) for o in outcomes]
     moved = [o for o in outcomes if o.tried]
-    assert len(moved) == len(closed) and sorted(deleted) == sorted(closed)
+    assert closed and len(moved) == len(closed) and sorted(deleted) == sorted(closed)
     for o in moved:
         assert o.tried[0] == f"{closing.url} {closing.url} closed the websocket while it ran the prompt"
 
