@@ -101,6 +101,8 @@ def load_workflow(path: str) -> dict:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise WorkflowError(f"cannot read workflow {path}: {e}") from e
+    except RecursionError:
+        raise WorkflowError(f"{path} is nested too deeply to be an API-format workflow") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(f"{path} is a UI-format workflow (the canvas's file); the API needs the API format: "
                             f"use the matching *_api.json file, or in ComfyUI Workflow > Export (API).")
