@@ -85,3 +85,23 @@ def test_route_answers_as_the_node_checks():
     assert got == check_prompt("a [ref#1] and [ref#3]", {1: "ip"})
     assert got["error"].startswith("DreamOTextEncode (input 'text'): the prompt names [ref#3]")
     assert register_routes() is False  # no ComfyUI server in this process: nothing is registered
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("raw, status, words", [
+    (b"[" * 100_000 + b"]" * 100_000, 400, "the body is nested too deeply"),  # was HTTP 500 (RecursionError)
+    (b'{"text": "\xff"}', 400, "not JSON (UTF-8)"),
+    (b"{oops", 400, "not JSON"),
+    (b'{"text": "a", "references": {"1": {"x": 1}}}', 400, "the task of slot 1 must be a string"),
+    (b'{"text": "a", "references": {"' + b"1" * 10_000 + b'": "ip"}}', 400, "'11111111111111111111' is not a slot"),
+    (b'{"text": "a", "references": {"' + b"1" * 4_000 + b'": "ip"}}', 400, "slot 11111111111111111111 is not between"),
+    (b'{"text": "a [REF#1]"}', 200, "did you mean [ref#1]?"),
+], ids=["nested", "utf8", "not-json", "task", "long-slot", "large-slot", "ok"])
+def test_route_answers_raw_bodies_with_a_status_and_the_reason(raw, status, words):
+    import json
+
+    from comfyui_dreamo.nodes.prompt_check_route import answer_bytes
+
+    got_status, text = answer_bytes(raw)
+    assert got_status == status and words in text
+    assert len(text) < 1_000 and isinstance(json.loads(text), dict)
