@@ -28,9 +28,13 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from .condition_embedding import PLACEHOLDERS
 from .errors import DreamOError
-from .token_layout import MAX_SLOTS
+
+PLACEHOLDERS = tuple(f"[ref#{i}]" for i in range(1, 10)) + ("[res]",)
+"""DreamO's learned T5 tokens, in the order of its placeholder table."""
+MAX_SLOTS = len(PLACEHOLDERS) - 1
+"""Reference slots [ref#1]…[ref#9] (token_layout.MAX_SLOTS; this module stays free of torch for the route's
+worker process)."""
 
 MAX_PROMPT_CHARS = 100_000
 """The longest prompt DreamO checks and encodes (about 25,000 T5 tokens; DreamO reads 512)."""

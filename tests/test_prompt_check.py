@@ -62,7 +62,6 @@ def test_notes_of_an_accepted_prompt_are_returned():
         answer["notes"]
 
 
-@pytest.mark.host
 @pytest.mark.parametrize("body, problem", [
     ([1, 2], "JSON object"),
     ({"text": 3}, "'text' must be a string"),
@@ -71,23 +70,25 @@ def test_notes_of_an_accepted_prompt_are_returned():
     ({"text": "a", "references": {"10": "ip"}}, "slot 10 is not between 1 and 9"),
 ])
 def test_route_refuses_bad_bodies_with_the_reason(body, problem):
-    from comfyui_dreamo.nodes.prompt_check_route import BadRequest, answer
+    from comfyui_dreamo.dreamo_ops.prompt_check import BadRequest, answer
 
     with pytest.raises(BadRequest, match=problem):
-        answer(body)
+        answer(body, "DreamOTextEncode")
 
 
 @pytest.mark.host
 def test_route_answers_as_the_node_checks():
-    from comfyui_dreamo.nodes.prompt_check_route import answer, register_routes
+    from comfyui_dreamo.dreamo_ops.prompt_check import answer
+    from comfyui_dreamo.nodes.prompt_check_route import register_routes
+    from comfyui_dreamo.nodes.text_encode import NODE_ID
 
-    got = answer({"text": "a [ref#1] and [ref#3]", "references": {"1": "ip"}, "add_style_instruction": True})
+    got = answer({"text": "a [ref#1] and [ref#3]", "references": {"1": "ip"}, "add_style_instruction": True},
+                 NODE_ID)
     assert got == check_prompt("a [ref#1] and [ref#3]", {1: "ip"})
     assert got["error"].startswith("DreamOTextEncode (input 'text'): the prompt names [ref#3]")
     assert register_routes() is False  # no ComfyUI server in this process: nothing is registered
 
 
-@pytest.mark.host
 @pytest.mark.parametrize("raw, status, words", [
     (b"[" * 100_000 + b"]" * 100_000, 400, "the body is nested too deeply"),  # was HTTP 500 (RecursionError)
     (b'{"text": "\xff"}', 400, "not JSON (UTF-8)"),
@@ -100,8 +101,40 @@ def test_route_answers_as_the_node_checks():
 def test_route_answers_raw_bodies_with_a_status_and_the_reason(raw, status, words):
     import json
 
-    from comfyui_dreamo.nodes.prompt_check_route import answer_bytes
+    from comfyui_dreamo.dreamo_ops.prompt_check import answer_bytes
 
-    got_status, text = answer_bytes(raw)
+    got_status, text = answer_bytes(raw, "DreamOTextEncode")
     assert got_status == status and words in text
     assert len(text) < 1_000 and isinstance(json.loads(text), dict)
+
+
+def test_the_worker_process_answers_as_the_function_without_torch():
+    """The route's worker: `python dreamo_ops/prompt_check.py NODE` answers length-prefixed bodies on its pipes
+    exactly as answer_bytes does, imports no torch, and ends when its input is closed."""
+    import subprocess
+    import sys
+
+    from comfyui_dreamo.dreamo_ops import prompt_check
+
+    bodies = [b'{"text": "a [REF#1] and [ref#2]", "references": {"1": "ip"}}', b"[" * 100_000,
+              ("ref#1 " * 16_666).join([b'{"text": "'.decode(), b'"}'.decode()]).encode()]
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+            "assert 'torch' not in sys.modules, 'the worker imported torch'")
+    worker = subprocess.run([sys.executable, "-c", code, prompt_check.__file__, "DreamOTextEncode"],
+                            input=b"".join(prompt_check.encode_request(b) for b in bodies), capture_output=True,
+                            timeout=120)
+    assert worker.returncode == 0, worker.stderr.decode()[-2000:]
+    out = worker.stdout
+    for body in bodies:
+        status, size = prompt_check.decode_answer_head(out[:prompt_check.ANSWER_HEAD])
+        text = out[prompt_check.ANSWER_HEAD:prompt_check.ANSWER_HEAD + size].decode()
+        out = out[prompt_check.ANSWER_HEAD + size:]
+        assert (status, text) == prompt_check.answer_bytes(body, "DreamOTextEncode")
+    assert out == b""
+
+
+def test_placeholders_agree_with_the_token_layout():
+    from comfyui_dreamo.dreamo_ops import condition_embedding, placeholders, token_layout
+
+    assert placeholders.MAX_SLOTS == token_layout.MAX_SLOTS == 9
+    assert condition_embedding.PLACEHOLDERS is placeholders.PLACEHOLDERS
