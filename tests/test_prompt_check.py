@@ -138,3 +138,64 @@ def test_placeholders_agree_with_the_token_layout():
 
     assert placeholders.MAX_SLOTS == token_layout.MAX_SLOTS == 9
     assert condition_embedding.PLACEHOLDERS is placeholders.PLACEHOLDERS
+
+
+@pytest.mark.host
+def test_route_limits_in_process(monkeypatch):
+    """The route's own limits on an aiohttp server in this process: a body that does not arrive in time (408), more
+    requests than admitted (503), a worker that does not answer in time is replaced (503, then answers again)."""
+    import asyncio
+    import socket
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from comfyui_dreamo.nodes import prompt_check_route as route
+
+    monkeypatch.setattr(route, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(route, "MAX_RUNNING", 1)
+    monkeypatch.setattr(route, "MAX_WAITING", 0)
+    monkeypatch.setattr(route, "_CHECKER", route._Checker())
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post(route.ROUTE, route.handle)
+        server = TestServer(app)
+        await server.start_server()
+        loop = asyncio.get_running_loop()
+
+        def post(body: bytes, declared: int | None = None) -> tuple[int, bytes]:
+            with socket.create_connection((server.host, server.port), timeout=30) as s:
+                s.sendall(f"POST {route.ROUTE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {declared or len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                data = b""
+                while chunk := s.recv(65536):  # until the whole answer is in (the server may linger)
+                    data += chunk
+                    head, _, payload = data.partition(b"\r\n\r\n")
+                    length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")]
+                    if length and len(payload) >= length[0]:
+                        break
+            head, _, payload = data.partition(b"\r\n\r\n")
+            return int(head.split()[1]), payload
+
+        try:
+            slow = loop.run_in_executor(None, post, b'{"text": "a', 100)  # never sends the rest
+            await asyncio.sleep(0.3)
+            busy = await loop.run_in_executor(None, post, b'{"text": "a"}')
+            assert busy[0] == 503 and b"too many prompt checks at once" in busy[1]
+            status, payload = await slow
+            assert status == 408 and b"did not arrive within 1 s" in payload
+            monkeypatch.setattr(route, "CHECK_TIMEOUT", 1e-4)
+            status, payload = await loop.run_in_executor(None, post, b'{"text": "a [REF#1]"}')
+            assert status == 503 and b"did not finish" in payload
+            monkeypatch.setattr(route, "CHECK_TIMEOUT", 60.0)
+            status, payload = await loop.run_in_executor(None, post, b'{"text": "a [REF#1]"}')
+            assert status == 200 and b"did you mean [ref#1]?" in payload
+        finally:
+            for worker in route._CHECKER.idle:
+                worker.stop()
+                await worker.process.wait()
+            await server.close()
+
+    asyncio.run(scenario())
