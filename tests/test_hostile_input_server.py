@@ -43,14 +43,9 @@ def server(tmp_path_factory):
 
 
 def drawn_workflow(boxes, width, height):
-    """The tiny multi-subject workflow with regions drawn on a width × height picture."""
-    prompt = json.load(open(MULTI))
-    routing = prompt["23"]["inputs"]
-    del routing["region_1"], routing["region_2"]
-    routing["drawn_regions"] = json.dumps({"width": width, "height": height,
-                                           "boxes": {str(k): v for k, v in boxes.items()}})
-    prompt["40"] = {"class_type": "DreamOTestRoutingRegions", "inputs": {"model": ["23", 0]}}
-    return prompt
+    import tiny_server
+
+    return tiny_server.drawn_regions_prompt(boxes, width, height)
 
 
 def check(server, body, **kwargs):
