@@ -3,7 +3,8 @@
 DreamO was trained with a *routing constraint*: the attention from reference k's tokens to the image is pulled
 onto subject k's region. At inference this module
   * turns a user's region mask (any size) into a token-grid coverage map (`region_to_tokens`, one rule for every
-    size and aspect: exact area coverage of each token's cell),
+    size and aspect: exact area coverage of each token's cell); a drawn rectangle (`Rectangle`) gets the same
+    coverage from its geometry (`rectangle_to_tokens`), without a pixel mask,
   * builds the routing bias for one call's token layout `[txt | image | ref a | ref b …]` as a few extra
     query/key channels (`RoutingChannels`): the bias is low rank, so it folds into the dot product and the whole
     routed attention is ONE mask-free `scaled_dot_product_attention` call (no L×L mask; flash-class kernels stay
@@ -44,6 +45,8 @@ CAPTURE_CHUNK = 1 << 22
 """Elements of one capture score chunk (rows × heads × keys): 16 MiB in float32, whatever the sequence length."""
 INSIDE_THRESHOLD = 0.5
 """Hard mode: an image token is inside a region when at least half of its cell is covered."""
+COVERAGE_CHUNK = 1 << 22
+"""Mask pixels converted to float64 at a time when a large mask's coverage is computed (32 MiB)."""
 
 
 class RoutingError(RuntimeError):
@@ -63,13 +66,63 @@ def _cell_weights(src: int, dst: int, cell: float, extent: float) -> torch.Tenso
     return overlap / (hi - lo).clamp(min=1e-12)[:, None]
 
 
-def region_to_tokens(mask: torch.Tensor, latent_hw, patch_size: int = 2) -> torch.Tensor:
-    """Coverage of each image token by `mask` ((H, W) or (1, H, W), 1 = inside), as (rows, cols) in [0, 1].
+@dataclass(frozen=True)
+class Rectangle:
+    """A region given by its geometry: 1 on pixel rows y0..y1-1 and columns x0..x1-1 of a width × height
+    picture, 0 elsewhere, stretched over the image like any region mask. Its token coverage comes from the
+    geometry (`rectangle_to_tokens`), so no pixel mask is built, whatever the picture's size."""
+    width: int
+    height: int
+    box: tuple  # (x0, y0, x1, y1), whole pixels, 0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height
+
+    @property
+    def shape(self) -> tuple:
+        return (self.height, self.width)
+
+    def mask(self) -> torch.Tensor:
+        """The (height, width) float32 pixel mask (height × width × 4 bytes: for pictures and tests, not routing)."""
+        x0, y0, x1, y1 = self.box
+        out = torch.zeros(self.height, self.width, dtype=torch.float32)
+        out[y0:y1, x0:x1] = 1.0
+        return out
+
+
+def _span_coverage(lo: int, hi: int, src: int, dst: int, cell: int, extent: int) -> torch.Tensor:
+    """(dst,) float64: the fraction of destination cell d ([d·cell, (d+1)·cell) ∩ [0, extent)) covered by source
+    pixels lo..hi-1 when `src` pixels span [0, extent). Exact: lengths are counted in units of 1/src, as integers,
+    and each fraction is one correctly rounded division (the row or column factor of `_cell_weights`' route)."""
+    d = torch.arange(dst, dtype=torch.int64)
+    c0 = d * (cell * src)
+    c1 = torch.clamp((d + 1) * cell, max=extent) * src
+    overlap = (torch.clamp(c1, max=hi * extent) - torch.clamp(c0, min=lo * extent)).clamp(min=0)
+    return overlap.double() / (c1 - c0).clamp(min=1).double()
+
+
+def rectangle_to_tokens(box, size_hw, latent_hw, patch_size: int = 2) -> torch.Tensor:
+    """Coverage of each image token by the rectangle `box` = (x0, y0, x1, y1) (whole pixels) of a picture of
+    `size_hw` = (height, width) pixels: (rows, cols) float32 in [0, 1], what `region_to_tokens` gives for the
+    rectangle's pixel mask (the same rule: exact area coverage), computed from the geometry in O(rows · cols)
+    time and memory, whatever the picture's size."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    height, width = int(size_hw[0]), int(size_hw[1])
+    h, w = int(latent_hw[0]), int(latent_hw[1])
+    rows, cols = -(-h // patch_size), -(-w // patch_size)
+    down = _span_coverage(y0, y1, height, rows, patch_size, h)
+    across = _span_coverage(x0, x1, width, cols, patch_size, w)
+    return torch.outer(down, across).to(torch.float32)
+
+
+def region_to_tokens(mask, latent_hw, patch_size: int = 2) -> torch.Tensor:
+    """Coverage of each image token by `mask` ((H, W) or (1, H, W), 1 = inside; or a `Rectangle`), as (rows, cols)
+    in [0, 1].
 
     The rule, the same for every size and aspect: the mask is stretched over the whole image (its corners on the
     image's corners), and each token gets the exact area-weighted mean of the mask over the part of its
     `patch_size`×`patch_size` latent cell that lies inside the image (Flux pads odd latents; padding is ignored).
+    A mask larger than COVERAGE_CHUNK pixels is read a band of rows at a time (bounded extra memory).
     """
+    if isinstance(mask, Rectangle):
+        return rectangle_to_tokens(mask.box, mask.shape, latent_hw, patch_size)
     if mask.ndim == 3:
         mask = mask[0]
     if mask.ndim != 2:
@@ -78,7 +131,14 @@ def region_to_tokens(mask: torch.Tensor, latent_hw, patch_size: int = 2) -> torc
     rows, cols = -(-h // patch_size), -(-w // patch_size)
     wr = _cell_weights(mask.shape[0], rows, patch_size, h)
     wc = _cell_weights(mask.shape[1], cols, patch_size, w)
-    return (wr @ mask.detach().to("cpu", torch.float64).clamp(0, 1) @ wc.T).to(torch.float32)
+    mask = mask.detach()
+    if mask.numel() <= COVERAGE_CHUNK:
+        return (wr @ mask.to("cpu", torch.float64).clamp(0, 1) @ wc.T).to(torch.float32)
+    band = max(1, COVERAGE_CHUNK // mask.shape[1])
+    down = torch.zeros(rows, mask.shape[1], dtype=torch.float64)
+    for r0 in range(0, mask.shape[0], band):
+        down += wr[:, r0:r0 + band] @ mask[r0:r0 + band].to("cpu", torch.float64).clamp(0, 1)
+    return (down @ wc.T).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- what the user asked for
@@ -130,7 +190,7 @@ class RoutingCapture:
 @dataclass
 class RoutingSpec:
     """DreamORouting's settings, carried in `transformer_options`; the wrapper applies it per call."""
-    regions: dict = field(default_factory=dict)  # {slot: (H, W) float mask}
+    regions: dict = field(default_factory=dict)  # {slot: (H, W) float mask, or a Rectangle}
     sources: dict = field(default_factory=dict)  # {slot: the input its region came from}; default region_<slot>
     mode: str = "hard"
     strength: float = 4.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import comfy.conds
 import comfy.patcher_extension
 
-from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
+from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
 from ..dreamo_ops.flux_wrapper import (REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper,
                                         ReferenceBatchCheck)
 from ..dreamo_ops.token_layout import MAX_SLOTS
@@ -68,6 +68,7 @@ def patch_model(model, dreamo):
     return m
 
 
+@finite_numbers
 class DreamOApply:
     NODE_ID = NODE_ID
     DISPLAY_NAME = "DreamO Apply"

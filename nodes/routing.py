@@ -6,7 +6,7 @@ import torch
 import comfy.patcher_extension
 
 from ..dreamo_ops import drawn_regions as drawn
-from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
+from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
 from ..dreamo_ops.reference import to_uint8
 from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
@@ -43,6 +43,7 @@ def on_pre_run(patcher):
         spec.capture.reset()
 
 
+@finite_numbers
 class DreamORouting:
     NODE_ID = ROUTING_ID
     DISPLAY_NAME = "DreamO Routing"
@@ -118,9 +119,9 @@ class DreamORouting:
             chosen[i] = mask.reshape(mask.shape[-2:]).detach().float().cpu()
         sources = {slot: name for slot, name in zip(range(1, MAX_SLOTS + 1), REGION_INPUTS) if slot in chosen}
         boxes = drawn.parse(drawn_regions, ROUTING_ID)
-        for slot, mask in (boxes.masks() if boxes else {}).items():
+        for slot, rectangle in (boxes.regions() if boxes else {}).items():
             if slot not in chosen:  # a connected region_k wins over the box drawn for slot k
-                chosen[slot] = mask
+                chosen[slot] = rectangle  # geometry, not pixels: any picture size costs the same
                 sources[slot] = drawn.INPUT
         spec = RoutingSpec(regions=chosen, sources=sources, mode=mode, strength=float(strength), isolate=bool(isolate_references),
                            start_percent=float(start_percent), end_percent=float(end_percent), blocks=blocks,
@@ -133,6 +134,7 @@ class DreamORouting:
         return (m,)
 
 
+@finite_numbers
 class DreamORoutingMap:
     NODE_ID = MAP_ID
     DISPLAY_NAME = "DreamO Routing Map"

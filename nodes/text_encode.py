@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
+from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
 from ..dreamo_ops.placeholders import STYLE_INSTRUCTION, build_prompt
 from ..dreamo_ops.t5_placeholder_tokenizer import (COMFYUI_T5_LENGTH, DREAMO_T5_LENGTH, PlaceholderMismatch,
                                                    TokenizerSetupError, load_tokenizer, t5_tokens)
@@ -64,6 +64,7 @@ def placeholder_vectors(dreamo, plan):
     return vectors
 
 
+@finite_numbers
 class DreamOTextEncode:
     NODE_ID = NODE_ID
     DISPLAY_NAME = "DreamO Text Encode"

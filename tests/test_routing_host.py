@@ -388,6 +388,7 @@ def test_routing_refuses_a_tenth_region():
 def test_drawn_regions_become_the_masks_of_unconnected_slots(flux, dreamo):
     import json
 
+    from comfyui_dreamo.dreamo_ops.routing import Rectangle, region_to_tokens
     from comfyui_dreamo.nodes.routing import routing_spec
 
     drawn = json.dumps({"width": 40, "height": 20, "boxes": {"1": [0, 0, 10, 20], "2": [10.4, 5, 20, 10.6],
@@ -399,8 +400,10 @@ def test_drawn_regions_become_the_masks_of_unconnected_slots(flux, dreamo):
     expected = {1: torch.zeros(20, 40), 2: torch.zeros(20, 40)}
     expected[1][:, :10] = 1
     expected[2][5:16, 10:30] = 1  # edges rounded: x 10.4 → 10, 30.4 → 30 (exclusive), y 5 → 5, 15.6 → 16
-    for slot in (1, 2):
-        assert spec.regions[slot].dtype == torch.float32 and torch.equal(spec.regions[slot], expected[slot])
+    for slot in (1, 2):  # drawn boxes reach the routing as geometry; their pixels are exactly the rectangles
+        assert isinstance(spec.regions[slot], Rectangle) and spec.regions[slot].shape == (20, 40)
+        assert torch.equal(spec.regions[slot].mask(), expected[slot])
+        assert torch.equal(region_to_tokens(spec.regions[slot], (8, 8)), region_to_tokens(expected[slot], (8, 8)))
     assert torch.equal(spec.regions[3], connected[0])  # the connected mask wins over the drawn box
     # Empty text (old workflows, API prompts without the input): no drawn region at all.
     assert routing_spec(route(flux, {}, drawn_regions="")).regions == {}

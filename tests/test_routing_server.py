@@ -108,15 +108,9 @@ def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
 
 
 def drawn_workflow(boxes, width=192, height=128):
-    """The tiny multi-subject workflow with regions drawn (drawn_regions) instead of connected masks, and the
-    test node that reports the masks DreamO Routing used."""
-    prompt = json.load(open(WORKFLOW))
-    routing = prompt["23"]["inputs"]
-    del routing["region_1"], routing["region_2"]
-    routing["drawn_regions"] = json.dumps({"width": width, "height": height,
-                                           "boxes": {str(k): v for k, v in boxes.items()}})
-    prompt["40"] = {"class_type": "DreamOTestRoutingRegions", "inputs": {"model": ["23", 0]}}
-    return prompt
+    import tiny_server
+
+    return tiny_server.drawn_regions_prompt(boxes, width, height)
 
 
 def test_drawn_regions_route_like_masks_and_the_map_is_shown_on_its_node(server):

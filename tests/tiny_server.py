@@ -15,6 +15,19 @@ def install_check_prompt() -> dict:
     return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
 
 
+def drawn_regions_prompt(boxes: dict, width: int = 192, height: int = 128) -> dict:
+    """The tiny multi-subject workflow with regions drawn (DreamO Routing's drawn_regions, boxes {slot: [x, y, w,
+    h]} on a width × height picture) instead of connected masks, and the test node that reports the regions
+    DreamO Routing used (node "40")."""
+    prompt = json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")))
+    routing = prompt["23"]["inputs"]
+    del routing["region_1"], routing["region_2"]
+    routing["drawn_regions"] = json.dumps({"width": width, "height": height,
+                                           "boxes": {str(k): v for k, v in boxes.items()}})
+    prompt["40"] = {"class_type": "DreamOTestRoutingRegions", "inputs": {"model": ["23", 0]}}
+    return prompt
+
+
 def start(root: str, images: dict[str, str] | None = None, prepare=None):
     """Start a server in `root` with tiny DreamO files; `images` maps input names to sample photos in REFS;
     `prepare(sandbox)`, when given, adds files to the sandbox before the server starts."""

@@ -126,6 +126,13 @@ def describe_regions(model) -> dict:
     spec = model.model_options.get("transformer_options", {}).get(ROUTING_KEY)
     out = {}
     for slot, mask in sorted((spec.regions if spec else {}).items()):
+        if hasattr(mask, "box"):  # a drawn rectangle (dreamo_ops.routing.Rectangle): its geometry, no pixels
+            x0, y0, x1, y1 = mask.box
+            ones = (x1 - x0) * (y1 - y0)
+            out[str(slot)] = {"source": spec.sources.get(slot, f"region_{slot}"), "shape": list(mask.shape),
+                              "box": [x0, y0, x1, y1], "ones": ones, "zeros": mask.width * mask.height - ones,
+                              "kind": "rectangle"}
+            continue
         nz = mask.nonzero()
         box = ([int(nz[:, 1].min()), int(nz[:, 0].min()), int(nz[:, 1].max()) + 1, int(nz[:, 0].max()) + 1]
                if len(nz) else None)
