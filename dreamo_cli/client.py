@@ -209,7 +209,14 @@ def main(argv=None, on_event=None) -> int:
     if args.list_workflows:
         from .api_workflow import available_workflows
 
-        print("\n".join(available_workflows()))
+        from .api_workflow import WORKFLOW_DIRS
+
+        names = available_workflows()
+        if not names:
+            return _fail(UsageError("no workflows found: the pack's `*_api.json` files are looked for in "
+                                    + ", ".join(WORKFLOW_DIRS) + ". Fix: reinstall the package (`pip install .` "
+                                    "ships them) or pass a workflow file with --workflow PATH."), 1)
+        print("\n".join(names))
         return 0
     stop = StopRequest()
     restore = _catch_stop_signals(stop)

@@ -264,3 +264,13 @@ def test_a_deeply_nested_workflow_file_is_a_usage_error(tmp_path, capsys):
     deep.write_text('{"1": ' + DEEP + "}")
     rc = main(["--workflow", str(deep), "--quiet", "--server", "127.0.0.1:9", "--out", str(tmp_path / "o")])
     assert rc == 2 and "nested too deeply to be an API-format workflow" in capsys.readouterr().err
+
+
+def test_list_workflows_with_none_found_is_an_error_naming_the_folders(monkeypatch, tmp_path, capsys):
+    """A package installed without its workflows must not list nothing and exit 0."""
+    from dreamo_cli import api_workflow, client
+
+    monkeypatch.setattr(api_workflow, "WORKFLOW_DIRS", (str(tmp_path / "none"),))
+    assert client.main(["--list-workflows"]) == 1
+    err = capsys.readouterr().err
+    assert "no workflows found" in err and str(tmp_path / "none") in err and "--workflow PATH" in err
