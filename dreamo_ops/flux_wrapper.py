@@ -116,10 +116,16 @@ class DreamOFluxWrapper:
         patches["post_input"] = list(patches.get("post_input", [])) + [patch]
         options["patches"] = patches
         spec = options.get(ROUTING_KEY)
+        override = None
         if isinstance(spec, RoutingSpec):
             override = routing_override(spec, layout, x.shape[-2:], executor.class_obj, options, patch_size)
-            if override is not None:
-                options[OVERRIDE_KEY] = override
+        if override is None:
+            # Every DreamO call carries an (eager) override, routing or not: under torch.compile the graphs of DreamO
+            # calls then never depend on whether this step routes — ComfyUI 0.33's TorchCompileModel keeps no guard
+            # on transformer_options, so a graph traced without the override would silently skip routing later.
+            override = RoutedAttention(RoutingSpec(), layout, {}, len(getattr(executor.class_obj, "double_blocks", ())),
+                                       active=False, previous=options.get(OVERRIDE_KEY))
+        options[OVERRIDE_KEY] = override
         return options
 
 
