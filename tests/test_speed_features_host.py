@@ -185,10 +185,7 @@ def fp8_patcher(src, fast: bool):
     import comfy.model_patcher
     import tiny_models
 
-    config = tiny_models.flux_model_config(torch.float8_e4m3fn, torch.float32)
-    if fast:
-        config.optimizations["fp8"] = True
-    model = config.get_model({})
+    model = tiny_models.flux_model_config(torch.float8_e4m3fn, torch.float32, fp8_matmul=fast).get_model({})
     model.load_model_weights(src.model.state_dict(), "diffusion_model.")
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
