@@ -125,6 +125,12 @@ def environment(profile: Profile, comfy_version: str) -> dict:
                     found[pkg] = "installed"
         except Exception:
             pass
+    try:  # ComfyUI 0.33's kernels (rope, fp8): which backends it has here
+        import comfy_kitchen
+
+        env["comfy_kitchen"] = sorted(k for k, v in comfy_kitchen.list_backends().items() if v.get("available"))
+    except Exception:
+        env["comfy_kitchen"] = None
     import comfy.ldm.flux.math as flux_math
 
     env["attention"] = {"comfyui_choice": getattr(flux_math.optimized_attention, "__name__", "?"),
@@ -502,9 +508,10 @@ def main(argv=None) -> int:
         print(f"# DreamO cost matrix: {profile.name}, {env.get('gpu') or env.get('cpu')}, torch {env['torch']}"
               f" (CUDA {env['cuda']}), ComfyUI {env['comfyui']}, pack {env['pack_commit']}, {env['date']}")
         print(f"# attention: ComfyUI chose {env['attention']['comfyui_choice']}; registered "
-              f"{', '.join(env['attention']['registered']) or '(0.3.x: no registry)'}; packages "
+              f"{', '.join(env['attention']['registered']) or '(none)'}; packages "
               f"{env['attention']['packages'] or 'none of sageattention/flash_attn/xformers'}"
-              + (f"; SDPA kernels {env['sdpa']}" if "sdpa" in env else ""))
+              + (f"; SDPA kernels {env['sdpa']}" if "sdpa" in env else "")
+              + (f"; comfy-kitchen backends {env['comfy_kitchen']}" if env.get("comfy_kitchen") else ""))
         print(f"# {profile.steps} timed steps after {profile.warmup} warm-up, median; cfg 1; text "
               f"{profile.text_tokens} tokens; references {profile.ref_px}²; budget {args.budget:.0f} s; "
               f"load average {env['load_average']}")
