@@ -92,3 +92,27 @@ def test_bench_does_not_use_the_tests_helpers():
                 assert "tests" not in stripped and "conftest" not in stripped and "tiny_models" not in stripped, line
         if name != "host.py":  # host.py puts the ComfyUI checkout on the path, as ComfyUI's main.py has it
             assert "sys.path" not in text, name
+
+
+@pytest.mark.host
+def test_the_full_size_model_is_flux1_dev_and_random_models_build_in_every_weight_type():
+    """What the GPU run builds, checked without a GPU: FLUX.1-dev's architecture through ComfyUI's detection (on the
+    meta device: nothing allocated), and the random fill in bf16 and fp8 storage on a small model."""
+    import tiny_models
+
+    fb = tiny_models.flux_build()
+    model = fb.flux_model_config(torch.bfloat16, **fb.FLUX1_DEV).get_model({}, device=torch.device("meta"))
+    dm = model.diffusion_model
+    assert len(dm.double_blocks) == 19 and len(dm.single_blocks) == 38 and dm.hidden_size == 3072
+    assert dm.num_heads == 24 and dm.params.context_in_dim == 4096 and dm.params.vec_in_dim == 768
+    params = sum(p.numel() for p in dm.parameters())
+    assert 11.8e9 < params < 12.0e9, params  # FLUX.1-dev: 11.9 B
+    small = dict(vec_in_dim=24, context_in_dim=32, hidden_size=48, num_heads=2, depth=1, depth_single_blocks=1,
+                 axes_dim=[4, 10, 10])
+    for dtype, cast in ((torch.bfloat16, None), (torch.float8_e4m3fn, torch.float32)):
+        patcher = fb.random_flux_patcher("cpu", dtype, cast, **small)
+        sd = patcher.model.diffusion_model.state_dict()
+        weight = sd["double_blocks.0.img_attn.qkv.weight"]
+        assert weight.dtype == dtype and 0.01 < weight.float().std().item() < 0.03
+        norms = [v for k, v in sd.items() if k.endswith(("norm.scale", "norm.weight"))]
+        assert norms and all(torch.equal(v.float(), torch.ones_like(v.float())) for v in norms)
