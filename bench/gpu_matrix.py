@@ -457,7 +457,7 @@ def parse(argv):
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     ap.add_argument("--json-out", help="write the JSON here too, rewritten after every row")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (default 540)")
-    ap.add_argument("--sizes", help="image sizes in pixels, comma-separated (default 1024,768,1536; tiny 128,96,192)")
+    ap.add_argument("--sizes", help="image sizes in pixels, comma-separated (default 1024,768,1536; tiny 64,32,96)")
     ap.add_argument("--steps", type=int, help="timed steps per row (default 6; tiny 2)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default 2; tiny 1)")
     ap.add_argument("--no-fp8", action="store_true", help="skip the fp8 rows")
