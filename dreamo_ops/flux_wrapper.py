@@ -16,7 +16,7 @@ import torch
 
 from .condition_embedding import DreamOEmbeddings, condition_embedding
 from .errors import DreamOError
-from .routing import RoutedAttention, RoutingSpec, region_to_tokens
+from .routing import RoutedAttention, RoutingSpec, run_eagerly, region_to_tokens
 from .token_layout import TokenLayout, position_ids, reference_layout
 
 SLOTS_KWARG = "dreamo_ref_slots"
@@ -43,6 +43,7 @@ class ConditionEmbeddingPatch:
         # device (a sync), so it runs once per layout rather than on every step.
         self.verified = verified if verified is not None else set()
 
+    @run_eagerly
     def __call__(self, args: dict) -> dict:
         img, img_ids = args["img"], args["img_ids"]
         if img.shape[1] != self.layout.total_count:
@@ -92,6 +93,7 @@ class DreamOFluxWrapper:
             transformer_options = self._with_patch(executor, x, ref_latents, slots, transformer_options, kwargs)
         return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
 
+    @run_eagerly
     def _with_patch(self, executor, x, ref_latents, slots, transformer_options, kwargs):
         if len(slots) != len(ref_latents):
             raise DreamOSamplingError(
@@ -105,6 +107,7 @@ class DreamOFluxWrapper:
                 f"reference latents reach the model with method '{method}', DreamO needs '{REQUIRED_METHOD}'. "
                 "Fix: remove the node that changes reference_latents_method after DreamOApply."
             )
+        refuse_reference_kv_cache(transformer_options)
         patch_size = getattr(executor.class_obj, "patch_size", 2)
         layout = reference_layout(x.shape[-2:], [r.shape[-2:] for r in ref_latents], slots, patch_size)
         options = dict(transformer_options)
@@ -113,11 +116,37 @@ class DreamOFluxWrapper:
         patches["post_input"] = list(patches.get("post_input", [])) + [patch]
         options["patches"] = patches
         spec = options.get(ROUTING_KEY)
+        override = None
         if isinstance(spec, RoutingSpec):
             override = routing_override(spec, layout, x.shape[-2:], executor.class_obj, options, patch_size)
-            if override is not None:
-                options[OVERRIDE_KEY] = override
+        if override is None:
+            # Every DreamO call carries an (eager) override, routing or not: under torch.compile the graphs of DreamO
+            # calls then never depend on whether this step routes — ComfyUI 0.33's TorchCompileModel keeps no guard
+            # on transformer_options, so a graph traced without the override would silently skip routing later.
+            override = RoutedAttention(RoutingSpec(), layout, {}, len(getattr(executor.class_obj, "double_blocks", ())),
+                                       active=False, previous=options.get(OVERRIDE_KEY))
+        options[OVERRIDE_KEY] = override
         return options
+
+
+KV_CACHE_PATCHES = ("KV_Attn_Input",)
+"""Class names of attention patches that reuse the reference tokens' keys/values across steps (core FluxKVCache)."""
+
+
+def refuse_reference_kv_cache(transformer_options: dict) -> None:
+    """Core's FluxKVCache (ComfyUI 0.33+) computes the reference tokens once, on the first step, then drops them and
+    attends to their cached keys/values. That is exact only where references do not depend on the step (FLUX.2 /
+    Kontext with `index_timestep_zero`). DreamO's references get each step's timestep and attend to the image in
+    every block, so from the second step on the cache would not be DreamO's: refused by name, before any step."""
+    patches = (transformer_options.get("patches") or {}).get("attn1_patch") or ()
+    for patch in patches:
+        if type(patch).__name__ in KV_CACHE_PATCHES:
+            raise DreamOError(
+                "DreamOApply", "model", "the model carries Flux KV Cache (FluxKVCache), which reuses the references' "
+                "keys and values from the first step. DreamO's references change at every step (they get the step's "
+                "timestep and attend to the image), so later steps would not be DreamO's.",
+                "remove the Flux KV Cache node from this model's chain when using DreamO references (it is exact "
+                "only for models with timestep-zero references, such as FLUX.2).")
 
 
 class ReferenceBatchCheck:

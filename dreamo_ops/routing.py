@@ -14,7 +14,10 @@ onto subject k's region. At inference this module
     heads, computed a few heads and rows at a time (never L×L),
   * provides `RoutedAttention`, the `optimized_attention_override` installed per model call. It chains any
     override another pack set and passes through untouched (the backend `func` called with the original
-    arguments: bit-identical) on blocks and calls where nothing is constrained.
+    arguments: bit-identical) on blocks and calls where nothing is constrained. Constrained blocks run the folded
+    call (`fold_channels`: scaled for the backend's default W^-0.5) on the active backend — another pack's
+    override or ComfyUI's choice — or, where that backend cannot take it, on SDPA (`BackendDispatch`, one log
+    line per backend).
 
 Bias, for query token i and key token j (m_k = coverage of region k, 1 inside; r_k = "token of reference k"):
     hard: −β where (i in ref k and j an image token outside region k) or the reverse; β large enough that
@@ -27,6 +30,9 @@ No ComfyUI imports here: only the calling conventions of ComfyUI's attention ove
 from __future__ import annotations
 
 import copy
+import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -301,23 +307,43 @@ def routing_channels(layout: TokenLayout, txt_len: int, spec: RoutingSpec, cover
                            k=kx.reshape(shape).to(device=device, dtype=dtype))
 
 
-def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels: RoutingChannels,
-                     scale: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention (B, H, L, D) → (B, H, L, D) with the routing bias folded into extra channels: one SDPA call.
+def fold_channels(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels: RoutingChannels,
+                  scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, k, v) (B, H, L, D) → the routed call's (B, H, L, W) tensors, W = D + E, such that plain attention at
+    the *default* scale W^-0.5 — what every ComfyUI attention function and SDPA use for the tensors they get —
+    equals attention at `scale` (D^-0.5 if None) plus the routing bias.
 
-    v is zero-padded to the same width so every fused kernel (flash, memory-efficient, CPU flash) accepts it.
-    `mask` (Flux's own additive/boolean attention mask over the full sequence) is honoured on top.
-    """
-    b, h, length, d = q.shape
+    With c = scale·√W: the model channels of q are multiplied by c, the routing channels of q and k by √c each (the
+    factor is split so float16's largest hard-cut channel stays finite; values beyond the dtype's range are
+    clamped, which keeps a hard cut a cut). v is zero-padded to W, so every kernel sees one head width; the first
+    D channels of the output are the attention output."""
+    d = q.shape[-1]
     scale = d ** -0.5 if scale is None else scale
     e = channels.q.shape[-1]
-    qx = channels.q.to(dtype=q.dtype).expand(b, h, length, e)
-    kx = channels.k.to(dtype=k.dtype).expand(b, h, length, e)
-    q2 = torch.cat((q, qx), dim=-1)
+    width = d + e
+    c = scale * width ** 0.5
+    b, h, length, _ = q.shape
+    big = torch.finfo(q.dtype).max if q.dtype.is_floating_point else None
+    qx = channels.q.float() * c ** 0.5
+    kx = channels.k.float() * c ** 0.5
+    if big is not None:
+        qx, kx = qx.clamp(-big, big), kx.clamp(-big, big)
+    qx = qx.to(dtype=q.dtype, device=q.device).expand(b, h, length, e)
+    kx = kx.to(dtype=k.dtype, device=k.device).expand(b, h, length, e)
+    q2 = torch.cat((q * c if c != 1.0 else q, qx), dim=-1)
     k2 = torch.cat((k, kx), dim=-1)
     v2 = F.pad(v, (0, e))
-    out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, scale=scale)
-    return out[..., :d]
+    return q2, k2, v2
+
+
+def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels: RoutingChannels,
+                     scale: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention (B, H, L, D) → (B, H, L, D) with the routing bias folded into extra channels: one mask-free SDPA
+    call (`fold_channels`). `mask` (Flux's own additive/boolean attention mask over the full sequence) is honoured
+    on top. This is also the fallback of routed blocks whose attention backend cannot take the folded width."""
+    d = q.shape[-1]
+    q2, k2, v2 = fold_channels(q, k, v, channels, scale)
+    return F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask)[..., :d]
 
 
 # --------------------------------------------------------------------------- routing maps
@@ -362,6 +388,162 @@ def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout
     return out
 
 
+# --------------------------------------------------------------------------- the backend of routed blocks
+
+VERIFY_TOLERANCE = 0.1
+"""A backend's first routed call (per head width, dtype and device) is compared with PyTorch SDPA on the same folded
+tensors; a relative difference above 10 % — far beyond any low-precision kernel's rounding, far below what a dropped
+or misread channel does — refuses it."""
+_OUTPUT_NAMES = ("mask", "attn_precision", "skip_reshape", "skip_output_reshape")
+
+log = logging.getLogger(__name__)
+
+
+def run_eagerly(fn):
+    """Run `fn` eagerly under torch.compile: DreamO's per-call decisions (layout, regions, backend) then never become
+    constants of a compiled graph, whatever guards the compile keeps (ComfyUI 0.33's TorchCompileModel drops every
+    guard on `transformer_options`, where these objects live)."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
+def backend_name(backend) -> str:
+    fn = getattr(backend, "__wrapped__", backend)
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+@dataclass
+class BackendVerdict:
+    usable: bool
+    reason: str = ""
+
+
+class _WarningsOfThisThread(logging.Handler):
+    """Collects WARNING-and-above records logged by the current thread while installed on the root logger."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages = []
+
+    def emit(self, record):
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self)
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
+class BackendDispatch:
+    """Runs routed blocks on the active attention backend where it can take the folded call, else on PyTorch SDPA.
+
+    The active backend is another pack's override when one is chained (SageAttention / KJNodes patches compute
+    attention themselves), else the function ComfyUI chose (`func`: sub-quadratic on CPU, SDPA, flash, xformers,
+    sage …). It receives the folded (B, H, L, W) tensors with `skip_reshape=True` and no `scale`: `fold_channels`
+    scales them for the default W^-0.5. Its first call per (width, dtype, device) is checked against SDPA: a
+    backend that raises, returns another shape or other numbers, or logs a warning (it fell back by itself, and
+    would on every call) is refused for that key, and one line is logged per backend. Verdicts are kept per
+    backend object (weakly: a model's override goes away with the model)."""
+
+    def __init__(self):
+        self._weak = weakref.WeakKeyDictionary()
+        self._strong = {}  # id → (backend, record) for callables that cannot be weakly referenced
+
+    def record(self, backend) -> dict:
+        try:
+            rec = self._weak.get(backend)
+            if rec is None:
+                rec = self._weak[backend] = {"name": backend_name(backend), "verdicts": {}, "logged": False}
+            return rec
+        except TypeError:
+            entry = self._strong.get(id(backend))
+            if entry is None or entry[0] is not backend:
+                entry = self._strong[id(backend)] = (backend, {"name": backend_name(backend), "verdicts": {},
+                                                               "logged": False})
+            return entry[1]
+
+    def report(self) -> list[dict]:
+        """Every verdict so far: [{backend, width, dtype, device, usable, reason}] (for benchmarks and doctor)."""
+        records = list(self._weak.values()) + [r for _, r in self._strong.values()]
+        return [{"backend": r["name"], "width": w, "dtype": str(dt).replace("torch.", ""), "device": dev,
+                 "usable": v.usable, "reason": v.reason}
+                for r in records for (w, dt, dev), v in r["verdicts"].items()]
+
+    def run(self, backend, call, q2, k2, v2, mask, head_dim: int) -> torch.Tensor:
+        """(B, H, L, W) attention of the folded tensors: `call(q2, k2, v2)` (the backend) or SDPA."""
+        rec = self.record(backend)
+        key = (q2.shape[-1], q2.dtype, q2.device.type)
+        verdict = rec["verdicts"].get(key)
+        if verdict is not None and not verdict.usable:
+            return _sdpa(q2, k2, v2, mask)
+        out, problem = None, None
+        with _WarningsOfThisThread() as warnings:
+            try:
+                out = call(q2, k2, v2)
+            except _OutOfMemory:
+                raise
+            except Exception as e:  # a backend that cannot take this call: never a crash, never unrouted
+                problem = f"it raised {type(e).__name__}: {_first_line(e)}"
+        if verdict is None:
+            reference = _sdpa(q2, k2, v2, mask)
+            if problem is None:
+                err = ((out.float() - reference.float()).norm() / reference.float().norm().clamp(min=1e-30)).item()
+                if not err <= VERIFY_TOLERANCE:
+                    problem = f"its result differs from PyTorch SDPA's by {err:.1%}"
+                elif warnings.messages:
+                    problem = f"it logged '{_first_line(warnings.messages[0])}' (it falls back by itself)"
+            rec["verdicts"][key] = BackendVerdict(problem is None, problem or "")
+            if problem is not None:
+                self._log(rec, key, head_dim, problem)
+                return reference
+            return out
+        if problem is not None:  # usable so far, but not for this call (another sequence length, say)
+            rec["verdicts"][key] = BackendVerdict(False, problem)
+            self._log(rec, key, head_dim, problem)
+            return _sdpa(q2, k2, v2, mask)
+        return out
+
+    @staticmethod
+    def _log(rec, key, head_dim, problem):
+        if rec["logged"]:
+            return
+        rec["logged"] = True
+        width, dtype, device = key
+        log.warning("DreamO routing: the attention backend %s cannot run the routed blocks (%d-wide heads: %d + %d "
+                    "routing channels, %s on %s): %s. Those blocks use PyTorch SDPA with the routing folded in; the "
+                    "other blocks keep %s. (Logged once.)", rec["name"], width, head_dim, width - head_dim,
+                    str(dtype).replace("torch.", ""), device, problem, rec["name"])
+
+
+_OutOfMemory = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", MemoryError))
+BACKENDS = BackendDispatch()
+"""The process-wide verdicts (one per backend object, width, dtype and device)."""
+
+
+def _sdpa(q2, k2, v2, mask):
+    return F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask)
+
+
+def _as_bhlw(out: torch.Tensor, shape, heads: int) -> torch.Tensor:
+    b, h, length, width = shape
+    if out.ndim == 4 and tuple(out.shape) == (b, h, length, width):
+        return out
+    if out.ndim == 3 and tuple(out.shape) == (b, length, heads * width):
+        return out.view(b, length, heads, width).transpose(1, 2)
+    raise ValueError(f"it returned shape {tuple(out.shape)} for {tuple(shape)} inputs")
+
+
 # --------------------------------------------------------------------------- the attention override
 
 def _to_bhld(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
@@ -376,12 +558,14 @@ class RoutedAttention:
 
     Called once per block as `override(func, q, k, v, heads, mask=…, skip_reshape=…, transformer_options=…)`.
     Identifies the block from `transformer_options` (`block_type`/`block_index`, newer ComfyUI) or by counting
-    calls (`n_double` double blocks first). `previous` is another pack's override, kept in the chain: it is
-    called with `func` (pass-through) or with the routed attention in place of `func` (constrained blocks).
+    calls (`n_double` double blocks first). `previous` is another pack's override, kept in the chain: unrouted
+    blocks call it (or `func`) with the original arguments, untouched; routed blocks call it (or `func`) with the
+    folded tensors (`fold_channels`) through `BACKENDS`, which falls back to SDPA where it cannot take them.
+    Runs eagerly under torch.compile (see `run_eagerly`).
     """
 
     def __init__(self, spec: RoutingSpec, layout: TokenLayout, coverage: dict, n_double: int,
-                 active: bool = True, previous=None, latent_hw=None):
+                 active: bool = True, previous=None, latent_hw=None, dispatch: BackendDispatch | None = None):
         self.spec = spec
         self.latent_hw = tuple(latent_hw) if latent_hw is not None else None
         self.layout = layout
@@ -389,6 +573,7 @@ class RoutedAttention:
         self.n_double = n_double
         self.active = active
         self.previous = previous
+        self.dispatch = dispatch if dispatch is not None else BACKENDS
         self.calls = 0
         self._channels = {}
 
@@ -405,47 +590,48 @@ class RoutedAttention:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
 
+    @run_eagerly
     def __call__(self, func, *args, **kwargs):
         kind = self.block(kwargs.get("transformer_options"))
         if not (self.active and self.spec.block_selected(kind)):
             return self._pass(func, args, kwargs)
         q, k, v, heads = (list(args) + [kwargs.get(n) for n in ("q", "k", "v", "heads")][len(args):])[:4]
-        skip_reshape = kwargs.get("skip_reshape", False)
+        extra = {**dict(zip(_OUTPUT_NAMES, args[4:])), **{n: x for n, x in kwargs.items()
+                                                           if n not in ("q", "k", "v", "heads")}}
+        skip_reshape = extra.get("skip_reshape", False)
         qh, kh = _to_bhld(q, heads, skip_reshape), _to_bhld(k, heads, skip_reshape)
         txt_len = self._txt_len(qh, kh)
-        channels = self._channels_for(txt_len, qh)
+        scale = extra.get("scale") or qh.shape[-1] ** -0.5
+        channels = self._channels_for(txt_len, qh, scale)
+        mask = extra.get("mask")
+        mask = self._check_mask(mask, qh.shape[2]) if mask is not None else None
         if self.spec.capture is not None:
-            mask = kwargs.get("mask")
-            mask = self._check_mask(mask, qh.shape[2]) if mask is not None else None
             grid = (self.layout.image_rows, self.layout.image_cols)
-            maps = capture_reference_maps(qh, kh, self.layout, txt_len, channels=channels, mask=mask)
+            maps = capture_reference_maps(qh, kh, self.layout, txt_len, scale=scale, channels=channels, mask=mask)
             for slot, m in maps.items():
                 self.spec.capture.add(slot, m, grid, self.latent_hw)
         if channels is None:
             return self._pass(func, args, kwargs)
-        called = []
+        vh = _to_bhld(v, heads, skip_reshape)
+        out = self._routed(func, qh, kh, vh, heads, channels, mask, scale, extra)
+        if extra.get("skip_output_reshape", False):
+            return out
+        return out.transpose(1, 2).reshape(out.shape[0], -1, heads * out.shape[-1])
 
-        def routed(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False,
-                   **_):
-            called.append(True)
-            b = q.shape[0]
-            qh, kh, vh = (_to_bhld(t, heads, skip_reshape) for t in (q, k, v))
-            if mask is not None:
-                mask = self._check_mask(mask, qh.shape[2])
-            out = routed_attention(qh, kh, vh, channels, mask=mask)
-            if skip_output_reshape:
-                return out
-            return out.transpose(1, 2).reshape(b, -1, heads * out.shape[-1])
+    def _routed(self, func, q, k, v, heads, channels, mask, scale, extra) -> torch.Tensor:
+        """(B, H, L, D) routed attention on the active backend (or SDPA, see `BackendDispatch`)."""
+        d = q.shape[-1]
+        q2, k2, v2 = fold_channels(q, k, v, channels, scale=scale)
+        backend = self.previous if self.previous is not None else func
+        kw = {n: x for n, x in extra.items() if n != "scale"}
+        kw.update(mask=mask, skip_reshape=True, skip_output_reshape=False)
 
-        if self.previous is None:
-            return routed(*args, **kwargs)
-        out = self.previous(routed, *args, **kwargs)
-        if not called:
-            raise RoutingError(
-                "another pack's attention override computed attention itself without calling through, so DreamO "
-                "routing could not be applied. Fix: disable that attention patch (e.g. a Sage/Flash attention "
-                "node) while using DreamORouting, or bypass DreamORouting.")
-        return out
+        def call(q2, k2, v2):
+            out = (self.previous(func, q2, k2, v2, heads, **kw) if self.previous is not None
+                   else func(q2, k2, v2, heads, **kw))
+            return _as_bhlw(out, q2.shape, heads)
+
+        return self.dispatch.run(backend, call, q2, k2, v2, mask, d)[..., :d]
 
     def _txt_len(self, q, k) -> int:
         length = q.shape[2]
@@ -457,11 +643,12 @@ class RoutedAttention:
                 "remove that patch (e.g. a KV cache or token-merging node) while using DreamORouting.")
         return txt_len
 
-    def _channels_for(self, txt_len: int, q: torch.Tensor):
-        key = (txt_len, q.dtype, q.device, q.shape[-1])
+    def _channels_for(self, txt_len: int, q: torch.Tensor, scale: float | None = None):
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        key = (txt_len, q.dtype, q.device, q.shape[-1], scale)
         if key not in self._channels:
             self._channels[key] = routing_channels(self.layout, txt_len, self.spec, self.coverage,
-                                                   scale=q.shape[-1] ** -0.5, dtype=q.dtype, device=q.device)
+                                                   scale=scale, dtype=q.dtype, device=q.device)
         return self._channels[key]
 
     @staticmethod
