@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ import sys
 from .api_workflow import SLOTS, Job, WorkflowError, find_workflow, load_workflow
 from .batch import run_jobs, summary
 from .comfy_server import ClientError, ServerUnavailable
+from .ray_batch import add_ray_arguments, ray_options_given
 
 DEFAULT_SERVER = "127.0.0.1:8188"
 ROW_KEYS = {"id", "workflow", "prompt", "seed", "steps", "width", "height", "size", "batch_size", "refs", "tasks",
@@ -75,11 +77,13 @@ def job_from_args(args) -> Job:
                batch_size=args.batch_size)
 
 
-def read_jobs(path: str, defaults: Job) -> list[Job]:
-    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line."""
+def read_jobs(path: str, defaults: Job, text: str | None = None, place=None) -> list[Job]:
+    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line. `text`: the
+    file's content, read elsewhere (the Ray backend reads URIs and Parquet); `place(value)`: where a reference
+    lives (default: a path relative to the file's folder)."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8", newline="") if text is None else io.StringIO(text, newline="") as f:
             if path.lower().endswith(".csv"):
                 rows = [(i + 2, {k.strip(): v for k, v in r.items() if k and v not in (None, "")})
                         for i, r in enumerate(csv.DictReader(f))]
@@ -112,7 +116,8 @@ def read_jobs(path: str, defaults: Job) -> list[Job]:
                      **{str(k): row[f"{key}_{k}"] for k in SLOTS if f"{key}_{k}" in row}}
             for k, v in items.items():
                 target.update(_slot_pairs([f"{k}={v}"], f"{where}: {key}", conv))
-        refs = {k: os.path.normpath(os.path.join(folder, os.path.expanduser(v))) for k, v in refs.items()}
+        refs = {k: place(v) if place else os.path.normpath(os.path.join(folder, os.path.expanduser(v)))
+                for k, v in refs.items()}
         width, height = (_size(row["size"]) if "size" in row else (defaults.width, defaults.height))
         workflow = row.get("workflow") or defaults.workflow
         if row.get("workflow") and os.path.isfile(os.path.join(folder, row["workflow"])):
@@ -176,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take (default 3600)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--list-workflows", action="store_true", help="print the pack's workflow names and exit")
+    add_ray_arguments(p)  # --ray and its options (dreamo_cli/ray_batch.py; Ray itself is imported only with --ray)
     return p
 
 
@@ -188,6 +194,10 @@ def main(argv=None, on_event=None) -> int:
 
         print("\n".join(available_workflows()))
         return 0
+    if args.ray or ray_options_given(args):  # a batch on Ray (dreamo_cli/ray_batch.py)
+        from .ray_batch import main_ray
+
+        return main_ray(args)
     try:
         if args.per_server < 1 or args.retries < 0:
             raise UsageError("--per-server must be at least 1 and --retries at least 0")
