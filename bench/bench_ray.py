@@ -84,7 +84,7 @@ def main() -> None:
             assert all(o.status == "done" for o in outcomes), [o.reason for o in outcomes if o.status != "done"]
             rows.append(("light client", per_server, len(jobs), f"{wall:.1f}", f"{len(jobs) / wall * 60:.0f}",
                          mean_ms(o.timings.get("execute", 0) for o in outcomes),
-                         mean_ms(o.timings["total"] - o.timings.get("execute", 0) for o in outcomes), "-", "-"))
+                         mean_ms(o.timings["overhead"] for o in outcomes), "-", "-"))
 
             jobs = make_jobs(f"ray{per_server}_", args.jobs, pics)
             ready, first = [], {}
@@ -108,14 +108,14 @@ def main() -> None:
             rows.append(("Ray (attached)", per_server, len(jobs), f"{wall:.1f} ({after_start:.1f})",
                          f"{len(jobs) / wall * 60:.0f} ({len(jobs) / after_start * 60:.0f})",
                          mean_ms(o.timings.get("execute", 0) for o in outcomes),
-                         mean_ms(o.timings["total"] - o.timings.get("execute", 0) for o in outcomes),
+                         mean_ms(o.timings["overhead"] for o in outcomes),
                          mean_ms(o.timings["ray"] for o in steady), f"{max(ready):.1f}"))
         print(f"\nThe same {args.jobs}-job batch (64x48, 2 steps, tiny models) over the same two ComfyUI servers "
               f"on this machine; load before: {os.getloadavg()[0]:.1f}")
         print(f"Ray started in {ray_start:.1f} s (once, not in the timings). Ray rows: in brackets, counted from "
               f"the moment both workers were ready.")
-        print("client ms/job = the job's time on the client side less the server's execution (upload, queue, "
-              "history, download);\nRay ms/job = the driver's round trip less the worker's own time (jobs after each "
+        print("client ms/job = the client's own share of a job: upload, queue (websocket + POST /prompt), history, "
+              "download;\nRay ms/job = the driver's round trip less the worker's own time (jobs after each "
               "worker's first).\n")
         print(table(rows))
     finally:

@@ -170,19 +170,19 @@ class _Batch:
         self.info_refs: dict = {}  # ObjectRef of info() -> worker index (start, and after each restart)
         self.workers: dict[int, dict] = {}  # index -> latest info
         self.setup_failed: dict[int, str] = {}
-        self.restarting: set[int] = set()
+        self.restarting: dict[int, int] = {}  # worker index -> the process id it had before Ray restarts it
         self.unresolved = {j.name for j in jobs}
         self.total = len(jobs)
         self.finished = 0
         self.started = time.monotonic()
 
-    # the worker's label in the summary (no spaces: the summary splits on them)
-    def label(self, index: int) -> str:
-        info = self.workers.get(index)
+    def label(self, index: int, reply: dict | None = None) -> str:
+        """`w1@host:port`: the worker and its server now (from its reply, else from what it last said); no spaces,
+        the summary splits on them."""
+        info = reply or self.workers.get(index)
         if not info:
             return f"w{index}"
-        host = info["node"].split(" ", 1)[0]
-        return f"w{index}@{host}:{info['url'].rsplit(':', 1)[-1]}"
+        return f"w{index}@{info['node'].split(' ', 1)[0]}:{info['server' if reply else 'url'].rsplit(':', 1)[-1]}"
 
     def task(self, job: Job) -> dict:
         """What a worker needs: the job, its workflow's text, and each reference (bytes of a local file, read
@@ -269,13 +269,25 @@ class _Batch:
                      + f": {self.setup_failed[index]}")
             self.on_progress("worker_failed", {"worker": index, "error": self.setup_failed[index]})
             return
+        if not self.note_worker(index, info):  # the old process answered before Ray's kill landed: ask again
+            self.info_refs[self.actors[index].info.remote()] = index
+
+    def note_worker(self, index: int, info: dict) -> bool:
+        """What a worker says about itself (its start, and each reply): log a start or a restart once. False when
+        it is the process Ray is about to replace."""
+        known = self.workers.get(index)
+        if known and known["worker_pid"] == info["worker_pid"]:
+            return True
+        if self.restarting.get(index) == info["worker_pid"]:
+            return False
         self.workers[index] = info
-        self.restarting.discard(index)
+        self.restarting.pop(index, None)
         gpu = f"GPU {','.join(info['gpus'])}" if info["gpus"] else "no GPU"
         if self.options.progress:
-            self.log(f"worker {index} {'restarted' if restarted else 'ready'} on {info['node']}: ComfyUI at "
+            self.log(f"worker {index} {'restarted' if known else 'ready'} on {info['node']}: ComfyUI at "
                      f"{info['url']} ({gpu})")
-        self.on_progress("worker_restarted" if restarted else "worker", info)
+        self.on_progress("worker_restarted" if known else "worker", info)
+        return True
 
     def job_returned(self, pool, job: Job, index: int, ref, seconds: float) -> None:
         import ray
@@ -297,7 +309,8 @@ class _Batch:
         except ray.exceptions.RayError as e:  # a bug in the worker: the job fails, the batch goes on
             self.resolve(job, "failed", self.label(index), index, seconds, reason=f"worker error: {e}")
             return
-        label = self.label(index)
+        self.note_worker(index, result["info"])
+        label = self.label(index, result)
         o.timings = dict(result.get("timings") or {})
         # the round trip less the worker's own time: Ray's share (plus, for a worker's first job, its start-up)
         o.timings["ray"] = max(seconds - result.get("seconds", 0.0), 0.0)
@@ -330,7 +343,7 @@ class _Batch:
 
         if index in self.restarting:
             return
-        self.restarting.add(index)
+        self.restarting[index] = self.workers[index]["worker_pid"] if index in self.workers else -1
         if self.options.progress:
             self.log(f"dreamo-client: worker {self.label(index)} lost its ComfyUI; Ray restarts it")
         ray.kill(self.actors[index], no_restart=False)

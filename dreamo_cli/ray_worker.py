@@ -260,7 +260,7 @@ class DreamOWorker:
         When this worker's server has died the worker exits instead, and Ray restarts it."""
         t0 = time.perf_counter()
         result = {"job": task["job"]["name"], "worker": self.index, "node": node_name(), "server": self.url,
-                  "files": [], "timings": {}, "error": ""}
+                  "files": [], "timings": {}, "error": "", "info": self.info()}
         if self.broken is not None:
             return {**result, "status": "lost", "server_died": True, "untried": True, "error": self.broken,
                     "seconds": 0.0}

@@ -50,7 +50,8 @@ def ray_args(config, out, jobs, *extra):
 def test_twelve_jobs_on_two_workers_one_server_killed_then_resumed(local_ray, tmp_path, capsys):
     config, boxes = ray_fixtures.worker_config(str(tmp_path / "sandboxes"), 2)
     pics = ray_fixtures.pictures(str(tmp_path))
-    names = ray_fixtures.write_jobs(str(tmp_path / "jobs.jsonl"), pics, "k", steps=3)
+    # 8 steps: the first server busy long enough for the second to finish a job and hold the next
+    names = ray_fixtures.write_jobs(str(tmp_path / "jobs.jsonl"), pics, "k", steps=8)
     jobs = read_table(str(tmp_path / "jobs.jsonl"), Job(workflow=TINY))
     out = tmp_path / "out"
     workers, killed, restarted, done_by = {}, [], [], {0: 0, 1: 0}
