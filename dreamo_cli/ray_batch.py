@@ -604,6 +604,10 @@ def main_ray(args) -> int:
     except NoWorkers as e:
         print(f"dreamo-client: {e}", file=err)
         return 3
+    except KeyboardInterrupt:  # the workers and their servers are stopped, the manifest is written
+        print("dreamo-client: stopped; the jobs that finished are in the manifest, and the same command resumes",
+              file=err)
+        return 130
     print(summary(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
