@@ -29,20 +29,13 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  (registers the package comfyui_dreamo)
 import ray_fixtures  # noqa: E402
 import tiny_server  # noqa: E402
+from bench_client import table  # noqa: E402  (bench/: the same table layout)
 
 ray_fixtures.import_cli()
 from dreamo_cli.api_workflow import Job  # noqa: E402
 from dreamo_cli.batch import run_jobs  # noqa: E402
 from dreamo_cli.ray_batch import RayOptions, run_ray_batch  # noqa: E402
 from dreamo_cli.ray_worker import WorkerConfig  # noqa: E402
-
-
-def table(rows) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    out = ["  ".join(str(c).rjust(w) if j else str(c).ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
-           for r in rows]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def make_jobs(prefix: str, n: int, pics: list[str]) -> list[Job]:

@@ -8,9 +8,10 @@ local path or any URI pyarrow's filesystems read. Ray places one worker (an acto
 with --cpu-workers) per GPU; each starts a ComfyUI from the ComfyUI folder on its node (or attaches to one
 already running there, --attach) and runs jobs through the light client's per-job code (ray_worker.py). Ray's
 `ActorPool` hands the jobs out: a worker gets the next job when it is free (--per-server calls at a time), the
-others wait on the driver (back-pressure). A worker whose server died exits and Ray restarts it (a fresh server,
-at most --restarts times); its unfinished jobs go back into the pool and run on whichever worker is free first,
-at most --retries more times. A prompt the server rejects, or a node that fails, is reported and not retried.
+others wait on the driver (back-pressure). A worker whose server died hands its job back and the driver has Ray
+restart it (a fresh server, at most --restarts times); the job goes back into the pool and runs on whichever
+worker is free first, at most --retries more times. A call whose worker process or node died is run again by Ray
+on the restarted worker (also at most --retries times), or goes back into the pool when the worker is gone. A prompt the server rejects, or a node that fails, is reported and not retried.
 
 Outputs go to a local folder or a URI, named as the light client names them (`<job>_01.png`, `<job>.json`), and
 `manifest.parquet` there lists every job (job, status, server, node, worker, attempts, seconds, files, error,
@@ -174,7 +175,6 @@ class _Batch:
         self.unresolved = {j.name for j in jobs}
         self.total = len(jobs)
         self.finished = 0
-        self.started = time.monotonic()
 
     def label(self, index: int, reply: dict | None = None) -> str:
         """`w1@host:port`: the worker and its server now (from its reply, else from what it last said); no spaces,
@@ -198,7 +198,7 @@ class _Batch:
                     with open(ref, "rb") as f:
                         refs[slot] = {"data": f.read(), "ext": os.path.splitext(ref)[1].lower() or ".png"}
                 except OSError as e:
-                    refs[slot] = {"uri": f"unreadable:{ref} ({e})"}
+                    refs[slot] = {"error": f"reference {slot} cannot be read on the driver: {e}"}
         spec = {k: v for k, v in asdict(job).items() if k not in ("refs", "workflow")}
         spec["refs"] = refs
         settings = {k: v for k, v in asdict(job).items() if v not in (None, {}, "")}

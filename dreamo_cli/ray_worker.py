@@ -213,6 +213,8 @@ class DreamOWorker:
             return self._local_ref_locked(spec)
 
     def _local_ref_locked(self, spec: dict) -> str:
+        if "error" in spec:
+            raise ValueError(spec["error"])
         if "uri" in spec:
             key = spec["uri"]
             if key not in self._refs:
@@ -277,9 +279,9 @@ class DreamOWorker:
     def _attempt(self, task: dict, folder: str, result: dict) -> dict:
         try:
             job = self._job(task)
-        except (OSError, ValueError) as e:
-            return {"status": "failed", "error": f"cannot read a reference of job '{task['job']['name']}' on "
-                                                 f"{node_name()}: {e}"}
+        except (OSError, ValueError) as e:  # a storage error (OSError) is worth another try, elsewhere
+            return {"status": "lost" if isinstance(e, OSError) else "failed",
+                    "error": f"cannot read a reference of job '{task['job']['name']}' on {node_name()}: {e}"}
         store = OutputStore(folder)
         try:
             files, timings = execute(self.server, job, None, store, None, self.config.job_timeout)

@@ -5,6 +5,7 @@ pack + tiny generated models) in their own sandbox and run jobs through the ligh
 once and listed in the Parquet manifest, the killed server's job finishes elsewhere; a re-run queues nothing. A job
 the server rejects is reported with the server's message and exit status 1, not retried. A node without ComfyUI
 gives its name and the doctor command (exit 3)."""
+import json
 import os
 import signal
 import socket
@@ -115,20 +116,25 @@ def test_a_rejected_job_is_reported_with_the_servers_message_and_not_retried(loc
     ray_fixtures.write_jobs(str(tmp_path / "jobs.jsonl"), pics, "r", n=2)
     with open(tmp_path / "jobs.jsonl", "a") as f:  # reference 1 encoded at 48 px: below the node's minimum of 64
         f.write('{"id": "too_small", "ref_1": "ref0.png", "ref_2": "ref1.png", "resolution_1": 48}\n')
-    out = tmp_path / "out"
-    rc = main(ray_args(config, out, tmp_path / "jobs.jsonl", "--workers", "1", "--quiet"))
+        # and one job whose pictures the worker reads itself, from URIs
+        f.write(json.dumps({"id": "by_uri", "ref_1": f"file://{pics[0]}", "ref_2": f"file://{pics[1]}"}) + "\n")
+    out = tmp_path / "out"  # given as a URI: the worker writes the outputs itself
+    rc = main(ray_args(config, f"file://{out}", tmp_path / "jobs.jsonl", "--workers", "1", "--quiet"))
     captured = capsys.readouterr()
     assert rc == 1, captured.err
     message = "node 5 (DreamORefEncode 'ref 1 encode') input 'resolution': Value 48 smaller than min of 64"
     assert "job too_small failed:" in captured.err and "rejected the prompt" in captured.err
     assert message in captured.err
-    assert "2 done, 0 already there, 1 failed" in captured.out
+    assert "3 done, 0 already there, 1 failed" in captured.out
     rows = {r["job"]: r for r in pq.read_table(str(out / "manifest.parquet")).to_pylist()}
     assert rows["too_small"]["status"] == "failed" and rows["too_small"]["attempts"] == 1  # not retried
     assert message in rows["too_small"]["error"]
-    assert [rows[n]["status"] for n in ("r00", "r01")] == ["done", "done"]
+    assert [rows[n]["status"] for n in ("r00", "r01", "by_uri")] == ["done", "done", "done"]
     assert not ray_fixtures.saved_on_servers(boxes, "too_small")
-    assert sorted(os.listdir(out)) == ["manifest.parquet", "r00.json", "r00_01.png", "r01.json", "r01_01.png"]
+    assert sorted(os.listdir(out)) == ["by_uri.json", "by_uri_01.png", "manifest.parquet", "r00.json", "r00_01.png",
+                                       "r01.json", "r01_01.png"]
+    assert json.load(open(out / "by_uri.json"))["settings"]["refs"] == {"1": f"file://{pics[0]}",
+                                                                        "2": f"file://{pics[1]}"}
 
 
 def test_a_node_without_comfyui_is_named_with_the_doctor_command(tmp_path):
