@@ -152,3 +152,20 @@ def test_a_node_without_comfyui_is_named_with_the_doctor_command(tmp_path):
     assert f"node {socket.gethostname()}" in r.stderr and f"no ComfyUI at {missing}" in r.stderr
     assert f"dreamo-doctor --comfyui {missing} --workflow {TINY}" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_attach_mistakes_name_the_server_or_the_nodes(local_ray, tmp_path, capsys):
+    pics = ray_fixtures.pictures(str(tmp_path))
+    ray_fixtures.write_jobs(str(tmp_path / "jobs.jsonl"), pics, "a", n=1)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = ["--jobs", str(tmp_path / "jobs.jsonl"), "--workflow", TINY, "--ray", "local", "--quiet",
+            "--out", str(tmp_path / "out")]
+    node = ray.util.get_node_ip_address()
+    assert main([*base, "--attach", f"{node}=127.0.0.1:{port}"]) == 3
+    err = capsys.readouterr().err
+    assert f"no ComfyUI answers at http://127.0.0.1:{port} (--attach)" in err and socket.gethostname() in err
+    assert main([*base, "--attach", "no-such-node=127.0.0.1:8188"]) == 2
+    assert f"no live Ray node is called no-such-node; the nodes: {socket.gethostname()} ({node})" in \
+        capsys.readouterr().err
