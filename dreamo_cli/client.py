@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import signal
 import sys
 import threading
 
-from .api_workflow import SLOTS, Job, WorkflowError
+from .api_workflow import SLOTS, Job, WorkflowError, find_workflow, load_workflow
 from .batch import StopRequest, check_job, run_jobs, summary
 from .comfy_server import DEFAULT_MAX_DOWNLOAD, ClientError, ServerUnavailable, base_url
+from .ray_batch import add_ray_arguments, ray_options_given
 
 DEFAULT_SERVER = "127.0.0.1:8188"
 ROW_KEYS = {"id", "workflow", "prompt", "seed", "steps", "width", "height", "size", "batch_size", "refs", "tasks",
@@ -79,11 +81,13 @@ def job_from_args(args) -> Job:
                batch_size=args.batch_size)
 
 
-def read_jobs(path: str, defaults: Job) -> list[Job]:
-    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line."""
+def read_jobs(path: str, defaults: Job, text: str | None = None, place=None) -> list[Job]:
+    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line. `text`: the
+    file's content, read elsewhere (the Ray backend reads URIs and Parquet); `place(value)`: where a reference
+    lives (default: a path relative to the file's folder)."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8", newline="") if text is None else io.StringIO(text, newline="") as f:
             if path.lower().endswith(".csv"):
                 rows = [(i + 2, {k.strip(): v for k, v in r.items() if k and v not in (None, "")})
                         for i, r in enumerate(csv.DictReader(f))]
@@ -125,7 +129,8 @@ def read_jobs(path: str, defaults: Job) -> list[Job]:
                      **{str(k): row[f"{key}_{k}"] for k in SLOTS if f"{key}_{k}" in row}}
             for k, v in items.items():
                 target.update(_slot_pairs([f"{k}={v}"], f"{where}: {key}", conv))
-        refs = {k: os.path.normpath(os.path.join(folder, os.path.expanduser(v))) for k, v in refs.items()}
+        refs = {k: place(v) if place else os.path.normpath(os.path.join(folder, os.path.expanduser(v)))
+                for k, v in refs.items()}
         width, height = (_size(row["size"]) if "size" in row else (defaults.width, defaults.height))
         workflow = row.get("workflow") or defaults.workflow
         if row.get("workflow") and os.path.isfile(os.path.join(folder, row["workflow"])):
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest output file saved, in MB (default {DEFAULT_MAX_DOWNLOAD >> 20})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--list-workflows", action="store_true", help="print the pack's workflow names and exit")
+    add_ray_arguments(p)  # --ray and its options (dreamo_cli/ray_batch.py; Ray itself is imported only with --ray)
     return p
 
 
@@ -218,6 +224,10 @@ def main(argv=None, on_event=None) -> int:
                                     "ships them) or pass a workflow file with --workflow PATH."), 1)
         print("\n".join(names))
         return 0
+    if args.ray or ray_options_given(args):  # a batch on Ray (dreamo_cli/ray_batch.py)
+        from .ray_batch import main_ray
+
+        return main_ray(args)
     stop = StopRequest()
     restore = _catch_stop_signals(stop)
     try:

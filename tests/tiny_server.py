@@ -31,18 +31,25 @@ def drawn_regions_prompt(boxes: dict, width: int = 192, height: int = 128) -> di
 def start(root: str, images: dict[str, str] | None = None, prepare=None):
     """Start a server in `root` with tiny DreamO files; `images` maps input names to sample photos in REFS;
     `prepare(sandbox)`, when given, adds files to the sandbox before the server starts."""
+    from comfyui_runner import Server
+
+    return Server(sandbox(root, images, prepare)).start()
+
+
+def sandbox(root: str, images: dict[str, str] | None = None, prepare=None):
+    """The sandbox `start` runs a server in, made but not started (the Ray tests' workers start their own)."""
     from PIL import Image
 
     import tiny_models
-    from comfyui_runner import Sandbox, Server
+    from comfyui_runner import Sandbox
 
-    sandbox = Sandbox(root, isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"), exist_ok=True)
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
+    box = Sandbox(root, isolated=True, test_nodes=True).prepare()
+    os.makedirs(os.path.join(box.models_dir, "dreamo"), exist_ok=True)
+    tiny_models.write_dreamo_file(os.path.join(box.models_dir, "dreamo", "dreamo_tiny.safetensors"))
     for target, sample in (images or {"reference.png": "perfume.png"}).items():
         source = os.path.join(REFS, sample)
         img = Image.open(source).convert("RGB") if os.path.isfile(source) else Image.new("RGB", (300, 300), "red")
-        img.save(os.path.join(sandbox.input_dir, target))
+        img.save(os.path.join(box.input_dir, target))
     if prepare is not None:
-        prepare(sandbox)
-    return Server(sandbox).start()
+        prepare(box)
+    return box
