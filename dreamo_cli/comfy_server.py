@@ -211,6 +211,10 @@ class ComfyServer:
             raise ClientError(f"{self.url} refused {what} (HTTP {e.status}): {e.text(500)}") from None
         return self._json(body, what)
 
+    def node_info(self, class_type: str) -> dict:
+        """`/object_info/<class>`: the node's definition keyed by its name, or {} when the server has no such node."""
+        return self._get_json(f"/object_info/{quote(class_type, safe='')}", f"the definition of node {class_type}")
+
     def check(self) -> dict:
         """The server's /system_stats; ServerUnavailable within about connect_timeout when nothing answers."""
         try:

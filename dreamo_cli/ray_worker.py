@@ -24,7 +24,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from .api_workflow import Job, WorkflowError
 from .batch import OutputStore, execute
@@ -188,8 +187,8 @@ class DreamOWorker:
         missing = []
         for name in self.config.node_classes:
             try:
-                known = self.server.session.get(f"{self.url}/object_info/{quote(name, safe='')}", timeout=60).json()
-            except (OSError, ValueError):
+                known = self.server.node_info(name)
+            except ClientError:
                 known = {name: "?"}  # the server went away or answers oddly: the jobs will say so
             if name not in known:
                 missing.append(name)
