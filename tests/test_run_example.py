@@ -7,9 +7,10 @@ import tempfile
 
 import pytest
 
+import photos  # tests/: the one lookup of the sample photos
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 
 
 def touch(root, *parts):
@@ -107,9 +108,7 @@ def test_id_tryon_install_check_runs_the_id_and_tryon_paths(tmp_path, capsys):
     if not ok:
         pytest.skip(why)
     pytest.importorskip("rembg", reason="the ip path's remover needs rembg")
-    for name in ("woman1.png", "dress.png"):
-        if not os.path.isfile(os.path.join(REFS, name)):
-            pytest.skip(f"{name} is not in ../shared/data/refs")
+    photos.require("woman1.png", "dress.png")
     keep = tmp_path / "kept"
     assert run_example.main(["--workflow", "id_tryon", "--tiny", "--keep", str(keep)]) == 0
     out = capsys.readouterr().out
