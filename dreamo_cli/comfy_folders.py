@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-import yaml
-
 # ComfyUI folder name -> its default subfolders of models/, in ComfyUI's search order.
 DEFAULT_FOLDERS = {
     "checkpoints": ("checkpoints",),
@@ -68,6 +66,8 @@ class ComfyInstall:
         return os.path.join(self.root, "models")
 
     def _read_extra(self, path: str) -> None:
+        import yaml  # here, not at the top: the install scripts call default_root() from a bare Python
+
         try:
             with open(path, encoding="utf-8") as f:
                 config = yaml.safe_load(f) or {}
