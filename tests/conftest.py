@@ -13,7 +13,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 HOST_READY = bool(COMFYUI_PATH) and os.path.isfile(os.path.join(COMFYUI_PATH, "comfy", "model_patcher.py"))
-HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README, 'Getting ComfyUI')" if not COMFYUI_PATH
+HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README: the variables table)" if not COMFYUI_PATH
                     else f"COMFYUI_PATH={COMFYUI_PATH} is not a ComfyUI checkout")
 
 class ComfyNodesFinder(importlib.abc.MetaPathFinder):

@@ -256,4 +256,5 @@ def test_a_stopped_main_job_ends_its_server_and_removes_its_temp_folders(tmp_pat
     while any(running(p) for p in servers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(running(p) for p in servers), "its ComfyUI server lives on"
-    assert [e for e in os.listdir(tmp) if os.path.isdir(tmp / e)] == []  # no sandbox, no drawn pictures
+    left = [e for e in os.listdir(tmp) if os.path.isdir(tmp / e) and not e.startswith("torchinductor_")]
+    assert left == []  # no sandbox, no drawn pictures (torch's own compile cache may stay, as after any run)
