@@ -10,7 +10,7 @@ picture is noise.
     python scripts/run_example.py [--workflow ip|id|id_tryon|tryon|style|style_subject|multi_subject]
                                   [--image PATH ...] [--garment PATH ...] [--tiny] [--output DIR] [--keep DIR]
 
-The pictures it makes are copied to --output (default: the current folder) before its server and sandbox go.
+The pictures it makes are copied to --output (default ./dreamo_outputs) before its server and sandbox go.
 Sample photos: the workflows name DreamO's own example photos (example_inputs/ of
 https://github.com/bytedance/DreamO); they are looked for in DREAMO_REFS_DIR and ComfyUI's input folder. Without
 them, a drawn picture stands in for subjects and styles; a face (id) needs a real photo: --image PATH.
@@ -232,8 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--garment", action="append", default=[],
                         help="a garment picture for the try-on workflows' garment slots (id_tryon: ref 2)")
     parser.add_argument("--tiny", action="store_true", help="run the install check even if real models exist")
-    parser.add_argument("--output", default=".",
-                        help="folder the pictures it makes are copied to (default: the current folder)")
+    parser.add_argument("--output", default="dreamo_outputs",
+                        help="folder the pictures it makes are copied to (default: ./dreamo_outputs, as the client)")
     parser.add_argument("--keep", help="keep the sandbox (server log, outputs) in this folder; else it is removed")
     parser.add_argument("--server", default="127.0.0.1:8188",
                         help="with real models: queue on the ComfyUI running here (through the API client, "

@@ -188,17 +188,19 @@ def test_the_picture_is_kept_where_it_says_and_the_sandbox_is_removed(monkeypatc
     made = []
     real = tempfile.mkdtemp
     monkeypatch.setattr(run_example.tempfile, "mkdtemp", lambda **kw: made.append(real(**kw)) or made[-1])
-    monkeypatch.chdir(tmp_path)  # the default --output: the current folder
-    (tmp_path / "dreamo_style_00001_.png").write_bytes(b"a picture of an earlier run")
+    monkeypatch.chdir(tmp_path)  # the default --output: ./dreamo_outputs
+    (tmp_path / "dreamo_outputs").mkdir()
+    (tmp_path / "dreamo_outputs" / "dreamo_style_00001_.png").write_bytes(b"a picture of an earlier run")
     assert run_example.main(["--workflow", "style", "--tiny"]) == 0
     out = capsys.readouterr().out
     assert "install check passed" in out
     sandboxes = [m for m in made if os.path.basename(m).startswith("dreamo_example_")]
     assert len(sandboxes) == 1 and not os.path.exists(sandboxes[0])
     (saved,) = saved_paths(out)
-    assert os.path.dirname(saved) == str(tmp_path) and os.path.isfile(saved)  # it outlives the sandbox
+    assert os.path.dirname(saved) == str(tmp_path / "dreamo_outputs") and os.path.isfile(saved)  # outlives the sandbox
     assert Image.open(saved).size[0] > 0
-    assert (tmp_path / "dreamo_style_00001_.png").read_bytes() == b"a picture of an earlier run"  # not overwritten
+    earlier = tmp_path / "dreamo_outputs" / "dreamo_style_00001_.png"
+    assert saved != str(earlier) and earlier.read_bytes() == b"a picture of an earlier run"  # not overwritten
 
 
 def child_servers(pid: int) -> list[int]:
