@@ -27,11 +27,11 @@ def clean_env(tmp_path, **extra) -> dict:
     """No variable of the caller's setup leaks in; HOME is a temp folder whose ~/comfyui exists but is empty, so
     nothing is cloned and a wrong choice shows as 'no ComfyUI checkout'."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("COMFYUI", "DREAMO_", "PYTHON", "VIRTUAL_ENV", "PIP_"))}
+           if not k.startswith(("COMFYUI", "DREAMO_", "VIRTUAL_ENV", "PIP_")) and k != "PYTHON"}
     home = tmp_path / "home"
     for empty in ("comfyui", "comfyui-latest", "ComfyUI-GGUF"):
         (home / empty).mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), PIP_NO_INDEX="1", **extra)
+    env.update(HOME=str(home), PIP_NO_INDEX="1", PYTHONDONTWRITEBYTECODE="1", **extra)  # nothing written in the repo
     return env
 
 
