@@ -21,7 +21,6 @@ from comfyui_dreamo.dreamo_cli.client import main, read_jobs
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
 
 
@@ -53,17 +52,13 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
-    """Reference pictures: the shared photos when they are there, else drawn ones."""
+    """Four drawn reference pictures (the tiny models never look at what they show)."""
     folder = tmp_path_factory.mktemp("pictures")
     paths = []
-    for i, name in enumerate(["perfume.png", "cat.png", "mickey.png", "mountain.png"]):
-        src = os.path.join(REFS, name)
-        if os.path.isfile(src):
-            paths.append(src)
-        else:
-            img = Image.new("RGB", (200, 160), (40 * i, 200, 255 - 40 * i))
-            paths.append(str(folder / f"drawn{i}.png"))
-            img.save(paths[-1])
+    for i in range(4):
+        img = Image.new("RGB", (200, 160), (40 * i, 200, 255 - 40 * i))
+        paths.append(str(folder / f"drawn{i}.png"))
+        img.save(paths[-1])
     return paths
 
 

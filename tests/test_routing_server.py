@@ -15,24 +15,22 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 WORKFLOW = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
 SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay there (the README picture)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    import photos
     import tiny_models
     from comfyui_runner import Sandbox, Server
 
+    sources = {"reference.png": photos.photo("perfume.png"), "reference2.png": photos.photo("cat.png")}
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
     os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
     tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    for name, source, colour in (("reference.png", "perfume.png", (200, 30, 30)),
-                                 ("reference2.png", "cat.png", (30, 30, 200))):
-        path = os.path.join(REFS, source)
-        img = Image.open(path).convert("RGBA") if os.path.isfile(path) else Image.new("RGBA", (300, 300), colour)
-        img.save(os.path.join(sandbox.input_dir, name))
+    for name, path in sources.items():
+        Image.open(path).convert("RGBA").save(os.path.join(sandbox.input_dir, name))
     srv = Server(sandbox).start()
     yield srv
     srv.stop()

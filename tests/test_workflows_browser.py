@@ -5,7 +5,6 @@ node type exists in ComfyUI or the pack. Screenshots go to $DREAMO_ARTIFACTS (el
 import glob
 import json
 import os
-import shutil
 import sys
 
 import pytest
@@ -18,7 +17,6 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 WORKFLOWS = os.path.join(REPO, "workflows")
 UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
 API_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "api", "*_api.json")))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the Templates dialog's module name
@@ -38,14 +36,11 @@ def server(tmp_path_factory):
         os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
         for name in names:
             open(os.path.join(sandbox.models_dir, folder, name), "wb").close()
-    for path in API_FILES:
+    for path in API_FILES:  # the files the LoadImage menus list: drawn, since nothing here runs or shows them
         for node in json.load(open(path)).values():
             if node["class_type"] == "LoadImage":
                 target = os.path.join(sandbox.input_dir, node["inputs"]["image"])
-                if os.path.isfile(os.path.join(REFS, node["inputs"]["image"])):
-                    shutil.copy(os.path.join(REFS, node["inputs"]["image"]), target)
-                else:
-                    Image.new("RGB", (256, 256), (120, 130, 140)).save(target, format="PNG")
+                Image.new("RGB", (256, 256), (120, 130, 140)).save(target, format="PNG")
     srv = Server(sandbox).start()
     yield srv
     srv.stop()
