@@ -405,7 +405,8 @@ class ComfyServer:
         except ClientError:
             pass  # unknown: a targeted interrupt is harmless for a prompt that is not running
         interrupted = 0
-        for prompt_id in sorted(mine):
+        # queued ones first: interrupting a running prompt starts the next queued one, which the delete then misses
+        for prompt_id in sorted(mine, key=lambda p: (running is None or p in running, p)):
             run_now = running is None or prompt_id in running
             self.cancel(prompt_id, interrupt=run_now)
             interrupted += running is not None and prompt_id in running

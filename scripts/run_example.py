@@ -332,8 +332,12 @@ def keep_pictures(client: "ComfyServer", images: list[dict], folder: str) -> lis
         path, n = os.path.join(folder, stem + ext), 1
         while os.path.exists(path):
             path, n = os.path.join(folder, f"{stem}_{n}{ext}"), n + 1
-        with open(path, "xb") as f:
-            f.write(client.download(image))
+        try:
+            with open(path, "xb") as f:
+                client.download(image, f)
+        except BaseException:
+            os.remove(path)  # no half picture left under a name that looks finished
+            raise
         kept.append(os.path.abspath(path))
     return kept
 

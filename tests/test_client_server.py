@@ -228,8 +228,8 @@ def test_a_server_killed_mid_batch_loses_nothing(servers, doomed, pictures, tmp_
 
     def on_event(job, url, kind, data):
         if kind == "executing" and data.get("node") is None:
-            done_events.append(job.name)
-        if kind == "progress" and url == b.url and not killed and len(done_events) >= 3:
+            done_events.append(url)
+        if kind == "progress" and url == b.url and not killed and b.url in done_events:  # b has finished one
             killed.append(job.name)
             b.process.kill()
             b.process.wait()

@@ -32,11 +32,11 @@ def dreamo():
                             placeholders=None)
 
 
-REFS = ((6, 6, 31), (4, 8, 32))
+REF_SHAPES = ((6, 6, 31), (4, 8, 32))
 
 
 def dreamo_refs():
-    return {slot: make_ref(h, w, seed=s) for slot, (h, w, s) in enumerate(REFS, start=1)}
+    return {slot: make_ref(h, w, seed=s) for slot, (h, w, s) in enumerate(REF_SHAPES, start=1)}
 
 
 class DreamOWork:
