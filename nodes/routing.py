@@ -111,7 +111,8 @@ class DreamORouting:
                                             "region's words are read as DreamO's learned tokens."})
         box_type = bounding_box_type()
         if box_type:  # ComfyUI 0.33+: core's bounding boxes (Create Bounding Boxes, detectors) as regions
-            optional["bboxes"] = (box_type, {"tooltip": "Boxes in pixels of the generated image: box k is region "
+            optional["bboxes"] = (box_type, {"forceInput": True,  # a socket: the frontend's box widget is not ours
+                                             "tooltip": "Boxes in pixels of the generated image: box k is region "
                                              "k (slot k). Wins over a box drawn for slot k; a connected region_k "
                                              "mask wins over both."})
         return {
