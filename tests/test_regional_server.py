@@ -16,6 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 REPORT = "90"  # the test-only node reporting the region prompts and what the routing captured
+SIZE = (320, 192)  # the example's 1280×768, a quarter of each side: the routing map's legend stays legible
+SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_REGIONAL_MAP")  # copy the routing map there (the README picture)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,8 @@ def tiny_regional():
     import tiny_workflows
 
     prompt, _ = tiny_workflows.tiny_prompt(json.load(open(WORKFLOW)))
+    for node in ("5", "6"):  # shift and size
+        prompt[node]["inputs"].update(width=SIZE[0], height=SIZE[1])
     prompt[REPORT] = {"class_type": "DreamOTestRegionPrompts",
                       "inputs": {"positive": ["32", 1], "model": ["32", 0], "latent": ["33", 0]}}
     return prompt
@@ -78,6 +82,10 @@ def test_regional_workflow_through_post_prompt(server):
         k: [x, y, x + bw, y + bh] for k, (x, y, bw, bh) in drawn["boxes"].items()}
     saved = server.image_paths(result["outputs"])
     assert sum("dreamo_regional_routing_mask" in p for p in saved) == 4  # 2 references + 2 regions' words
+    overlay = [p for p in saved if os.path.basename(p).startswith("dreamo_regional_routing_0")]
+    assert len(overlay) == 1
+    if SAVE_MAP_TO:
+        shutil.copyfile(overlay[0], SAVE_MAP_TO)
 
 
 def core_regional(prompt):
