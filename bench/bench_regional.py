@@ -119,13 +119,6 @@ class Calls:
         return out
 
 
-def rss() -> int:
-    import resource
-
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def worker(variant, tiny, double, single, repeats, queue):
     try:
         queue.put(measure(variant, tiny, double, single, repeats))
@@ -141,6 +134,7 @@ def measure(variant, tiny, double, single, repeats):
     import comfy.samplers
     import torch
 
+    from bench_routing import rss
     from host_sampling import one_evaluation
 
     cfg = TINY if tiny else FULL

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from test_frontend_browser import artifacts, page, page_without, playwright  # noqa: F401  (shared fixtures)
-from test_region_editor_browser import click_button, drag, stored
+from test_region_editor_browser import click_button, drag, server, stored  # noqa: F401  (shared fixture)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -18,16 +18,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 ROUTING, REPORT, MAP = 23, 90, 24
 WORDS = {"1": "an old man in a grey coat [ref#1]", "2": "a girl in a yellow raincoat [ref#2], smiling"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_server
-
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")),
-                            images={"reference.png": "perfume.png", "reference2.png": "cat.png"})
-    yield srv
-    srv.stop()
 
 
 def workflow():

@@ -10,6 +10,9 @@ import json
 import pytest
 import torch
 
+from test_routing_host import apply, dreamo, flux, make_ref  # noqa: F401  (shared fixtures and helpers)
+from test_routing_host import sample as sample_steps
+
 pytestmark = pytest.mark.host
 
 N_BLOCKS = 4  # tiny Flux: 2 double + 2 single
@@ -20,34 +23,10 @@ WORDS = {1: "an old man in a grey coat [ref#1]", 2: "a girl in a yellow raincoat
 
 
 @pytest.fixture(scope="module")
-def flux():
-    import tiny_models
-
-    return tiny_models.flux_patcher(seed=1)
-
-
-@pytest.fixture(scope="module")
-def dreamo():
-    import tiny_models
-    from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
-
-    t = tiny_models.embedding_tensors(seed=2)
-    return DreamOEmbeddings(task=t["dreamo_task_embedding.weight"], index=t["dreamo_idx_embedding.weight"],
-                            placeholders=t["dreamo_t5_embedding.weight"][-10:])
-
-
-@pytest.fixture(scope="module")
 def clip():
     import tiny_text_encoders
 
     return tiny_text_encoders.flux_clip(seed=5)
-
-
-def make_ref(h, w, seed):
-    from comfyui_dreamo.dreamo_ops.reference import DreamOReference
-
-    latent = torch.randn(1, 16, h, w, generator=torch.Generator().manual_seed(seed))
-    return DreamOReference(latent=latent, task="ip", pixels=torch.zeros(1, h * 8, w * 8, 3))
 
 
 def encode(clip, dreamo, text, t5_length="minimal"):
@@ -68,10 +47,8 @@ def route(model, clip, dreamo, positive, boxes, texts, size, **kw):
     return DreamORouting().route(model, **args, drawn_regions=drawn, positive=positive, clip=clip, dreamo=dreamo)
 
 
-def apply(model, dreamo, refs, positive):
-    from comfyui_dreamo.nodes.apply import DreamOApply
-
-    return DreamOApply().apply(model, positive, dreamo, **{f"ref_{s}": r for s, r in refs.items()})
+def sample(model, latent, positive, negative, cfg=1.0, sigmas=(0.8, 0.0), seed=0):
+    return sample_steps(model, latent, positive, negative, cfg=cfg, sigmas=sigmas, seed=seed)
 
 
 class Spy:
@@ -96,23 +73,6 @@ class Spy:
         qx = torch.cat((q, ch.q.expand(*q.shape[:3], -1)), -1)
         kx = torch.cat((k, ch.k.expand(*k.shape[:3], -1)), -1)
         return torch.softmax(qx @ kx.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
-
-
-def multi_step(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    for i in range(len(sigmas) - 1):
-        s = sigmas[i] * x.new_ones((x.shape[0],))
-        den = model(x, s, **(extra_args or {}))
-        x = den + (x - den) * (sigmas[i + 1] / sigmas[i])
-    return x
-
-
-def sample(model, latent, positive, negative, cfg=1.0, sigmas=(0.8, 0.0), seed=0):
-    import comfy.samplers
-
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
-    return comfy.samplers.sample(model, noise, positive, negative, cfg, torch.device("cpu"),
-                                 comfy.samplers.KSAMPLER(multi_step), torch.tensor(sigmas), latent_image=latent,
-                                 seed=seed)
 
 
 # ----------------------------------------------------------------------------- the independent reference
