@@ -126,7 +126,8 @@ class RoutingCapture:
         """{slot: (B, rows, cols)} mean routing map on the token grid (float32, CPU); each sums to its mass.
         References first (by slot), then region prompts' words (keys ("region", k), by k)."""
         rows, cols = self.grid if self.grid else (0, 0)
-        return {s: (self.sums[s] / self.events[s]).cpu().reshape(-1, rows, cols) for s in sorted(self.sums, key=map_order)}
+        return {s: (self.sums[s] / self.events[s]).cpu().reshape(-1, rows, cols)
+                for s in sorted(self.sums, key=map_order)}
 
     def mass(self) -> dict[int, torch.Tensor]:
         """{slot: (B,)} share of the reference's attention that went to image tokens (mean over events)."""
@@ -281,7 +282,8 @@ def _text_columns(text: TextRouting, spec: RoutingSpec, beta: float, scale: floa
         if col is None:
             col = len(qcols)
             for _ in range(2):
-                qcols.append(torch.zeros(total, dtype=torch.float64)), kcols.append(torch.zeros(total, dtype=torch.float64))
+                qcols.append(torch.zeros(total, dtype=torch.float64))
+                kcols.append(torch.zeros(total, dtype=torch.float64))
             kcols[col][img] = outside  # text queries → image keys outside the area
             qcols[col + 1][img] = outside  # image queries outside the area → text keys
             groups.append((outside, weight, col))

@@ -18,8 +18,8 @@ class DreamORegionalConditioning:
     RETURN_NAMES = ("positive",)
     OUTPUT_TOOLTIPS = ("One conditioning: the unmasked prompt with every masked prompt's words appended, each routed "
                        "to its mask. Connect it to DreamO Apply's positive (or the sampler).",)
-    DESCRIPTION = ("Turns a regional prompt built with core nodes (a text encode per region → ConditioningSetMask → "
-                   "ConditioningCombine, plus one unmasked prompt for the whole picture) into one routed "
+    DESCRIPTION = ("Turns a regional prompt built with core nodes (a text encode per region → ConditioningSetMask "
+                   "→ ConditioningCombine, plus one unmasked prompt for the whole picture) into one routed "
                    "conditioning: instead of one model evaluation per region, each region's words are appended to "
                    "the unmasked prompt and routed to its mask inside attention (as DreamO routes references), one "
                    "evaluation per step. The masked prompts become regions 1, 2, … in the order they were combined "
