@@ -119,8 +119,18 @@ class Calls:
         return out
 
 
-def worker(variant, tiny, double, single, repeats, queue):
+def worker(variant, tiny, double, single, repeats, queue, heads=None, comfy_attention="pytorch"):
+    if heads:
+        FULL.update(hidden=128 * heads, heads=heads)
     try:
+        sys.path.insert(0, os.environ.get("COMFYUI_PATH", ""))
+        import comfy.cli_args
+
+        # ComfyUI's attention on CPU is sub-quadratic by default; routed blocks call SDPA themselves. "pytorch"
+        # makes core's path use SDPA too, so the comparison is of the work, not of two attention kernels. Set
+        # before anything imports comfy.model_management.
+        comfy.cli_args.args.use_pytorch_cross_attention = comfy_attention == "pytorch"
+        import conftest  # noqa: F401  (ComfyUI on the path in CPU mode, the package registered)
         queue.put(measure(variant, tiny, double, single, repeats))
     except BaseException as e:  # noqa: BLE001 - reported by the parent, which would otherwise wait forever
         import traceback
@@ -129,7 +139,7 @@ def worker(variant, tiny, double, single, repeats, queue):
 
 
 def measure(variant, tiny, double, single, repeats):
-    import conftest  # noqa: F401  (ComfyUI on the path in CPU mode, the package registered)
+    import comfy.ldm.modules.attention
     import comfy.patcher_extension
     import comfy.samplers
     import torch
@@ -171,14 +181,16 @@ def measure(variant, tiny, double, single, repeats):
         for _ in range(repeats):
             times.append(sum(c[0] for c in step()))
     return {"time": min(times[1:]) if repeats else times[0], "peak_mib": (peak[0] - base) / 2**20,
-            "calls": [(b, n) for _, b, n in first]}
+            "calls": [(b, n) for _, b, n in first],
+            "attention": comfy.ldm.modules.attention.optimized_attention.__name__}
 
 
 def run(variant, args):
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # read by glibc when the child starts
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=worker, args=(variant, args.tiny, args.double, args.single, args.repeats, queue))
+    proc = ctx.Process(target=worker, args=(variant, args.tiny, args.double, args.single, args.repeats, queue,
+                                            args.heads, args.comfy_attention))
     proc.start()
     out = queue.get()
     proc.join()
@@ -193,7 +205,13 @@ def main():
     parser.add_argument("--single", type=int, default=1, help="single blocks (FLUX.1 has 38)")
     parser.add_argument("--repeats", type=int, default=0, help="timed steps after the first (0: time the first)")
     parser.add_argument("--tiny", action="store_true", help="a tiny width, to check the script in seconds")
+    parser.add_argument("--heads", type=int, default=None, help="fewer 128-wide heads than FLUX.1's 24 (cheaper)")
+    parser.add_argument("--comfy-attention", choices=["pytorch", "default"], default="pytorch",
+                        help="ComfyUI's attention for unrouted calls: pytorch SDPA (as routed blocks use; default) "
+                             "or ComfyUI's own CPU choice (sub-quadratic)")
     args = parser.parse_args()
+    if args.heads:
+        FULL.update(hidden=128 * args.heads, heads=args.heads)
     import torch
 
     cfg = TINY if args.tiny else FULL
@@ -205,6 +223,8 @@ def main():
           f"tokens, 3 regions; core: base {cfg['base']} + 3 × {cfg['core_region']} T5 tokens; ours: base "
           f"{cfg['base']} + words {' + '.join(map(str, WORDS))}")
     results = {v: run(v, args) for v in ("core", "ours")}
+    print(f"ComfyUI attention for unrouted calls: {results['core']['attention']}; routed blocks: SDPA with folded "
+          "channels")
     print(f"{'path':<6} {'model calls (batch × text tokens)':<34} {'s / step':>9} {'× core':>7} {'peak MiB':>9} "
           f"{'× core':>7}")
     for v, r in results.items():
