@@ -45,6 +45,8 @@ FP16_MAX_CHANNEL = 6.0e4
 CHANNEL_MULTIPLE = 8
 CAPTURE_CHUNK = 1 << 22
 """Elements of one capture score chunk (rows × heads × keys): 16 MiB in float32, whatever the sequence length."""
+ROUTED_CHUNK_BYTES = 1 << 25
+"""CPU: bytes of widened q/k/v copies per routed SDPA call (32 MiB: a few heads at FLUX.1's size)."""
 INSIDE_THRESHOLD = 0.5
 """Hard mode: an image token is inside a region when at least half of its cell is covered."""
 
@@ -300,22 +302,38 @@ def _text_columns(text: TextRouting, spec: RoutingSpec, beta: float, scale: floa
 
 
 def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels: RoutingChannels,
-                     scale: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                     scale: float | None = None, mask: torch.Tensor | None = None,
+                     chunk_bytes: int | None = None) -> torch.Tensor:
     """Attention (B, H, L, D) → (B, H, L, D) with the routing bias folded into extra channels: one SDPA call.
 
     v is zero-padded to the same width so every fused kernel (flash, memory-efficient, CPU flash) accepts it.
     `mask` (Flux's own additive/boolean attention mask over the full sequence) is honoured on top.
+    On the CPU the widened copies of q, k and v are made a few heads at a time (at most `chunk_bytes`, default
+    ROUTED_CHUNK_BYTES, per SDPA call), so routing adds little to a step's peak memory; heads are independent, so
+    the result is the same.
     """
     b, h, length, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     e = channels.q.shape[-1]
-    qx = channels.q.to(dtype=q.dtype).expand(b, h, length, e)
-    kx = channels.k.to(dtype=k.dtype).expand(b, h, length, e)
-    q2 = torch.cat((q, qx), dim=-1)
-    k2 = torch.cat((k, kx), dim=-1)
-    v2 = F.pad(v, (0, e))
-    out = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, scale=scale)
-    return out[..., :d]
+    if chunk_bytes is None and q.device.type == "cpu":
+        chunk_bytes = ROUTED_CHUNK_BYTES
+    per_head = 3 * b * length * (d + e) * q.element_size()
+    step = h if chunk_bytes is None else max(1, min(h, chunk_bytes // per_head))
+    out = None if step >= h else q.new_empty(b, h, length, d)
+    for h0 in range(0, h, step):
+        n = min(h, h0 + step) - h0
+        heads = slice(h0, h0 + n)
+        qx = channels.q.to(dtype=q.dtype).expand(b, n, length, e)
+        kx = channels.k.to(dtype=k.dtype).expand(b, n, length, e)
+        q2 = torch.cat((q[:, heads], qx), dim=-1)
+        k2 = torch.cat((k[:, heads], kx), dim=-1)
+        v2 = F.pad(v[:, heads], (0, e))
+        m = mask[:, heads] if mask is not None and mask.ndim == 4 and mask.shape[1] == h and n < h else mask
+        part = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=m, scale=scale)
+        if out is None:
+            return part[..., :d]
+        out[:, heads] = part[..., :d]
+    return out
 
 
 # --------------------------------------------------------------------------- routing maps
