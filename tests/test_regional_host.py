@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from test_routing_host import apply, dreamo, flux, make_ref  # noqa: F401  (shared fixtures and helpers)
+from test_routing_host import Spy as RoutingSpy
 from test_routing_host import sample as sample_steps
 
 pytestmark = pytest.mark.host
@@ -51,15 +52,8 @@ def sample(model, latent, positive, negative, cfg=1.0, sigmas=(0.8, 0.0), seed=0
     return sample_steps(model, latent, positive, negative, cfg=cfg, sigmas=sigmas, seed=seed)
 
 
-class Spy:
+class Spy(RoutingSpy):
     """Wraps dreamo_ops.routing.routed_attention: keeps what each routed call got and gave."""
-
-    def __init__(self, monkeypatch):
-        from comfyui_dreamo.dreamo_ops import routing
-
-        self.real = routing.routed_attention
-        self.calls = []
-        monkeypatch.setattr(routing, "routed_attention", self)
 
     def __call__(self, q, k, v, channels, scale=None, mask=None):
         out = self.real(q, k, v, channels, scale=scale, mask=mask)
