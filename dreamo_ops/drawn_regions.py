@@ -14,6 +14,10 @@ Bounded cost: a box reaches the routing as its geometry (`routing.Rectangle`), w
 from the rectangle's edges, so a 16384 × 16384 picture (the largest, ComfyUI's MAX_RESOLUTION) costs what a
 64 × 64 one does; no pixel mask is built. The text is at most MAX_TEXT characters, and malformed, deeply nested
 or oversized values are named errors whose messages quote at most a few characters of the text.
+
+Each region can also carry its own words (regional prompts, regional.py): an optional `"texts": {"1": "an old
+man [ref#1]"}` maps a slot to the prompt of region k (whatever gives region k its area: the drawn box, a
+connected region_k mask or a bounding box). Values without `texts` (older workflows) stay valid.
 """
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ MAX_SIDE = 16384
 """ComfyUI's largest image side (nodes.MAX_RESOLUTION)."""
 MAX_TEXT = 1_000_000
 """The longest `drawn_regions` text read (the editor writes about 30 characters a box)."""
-KEYS = ("width", "height", "boxes")
+KEYS = ("width", "height", "boxes", "texts")
+MAX_WORDS = 4000
+"""Characters of one region's words (about 1,000 T5 tokens)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class DrawnRegions:
     width: int
     height: int
     boxes: dict = field(default_factory=dict)  # {slot: (x0, y0, x1, y1)} whole pixels, x1 > x0, y1 > y0
+    texts: dict = field(default_factory=dict)  # {slot: the words of region k} (non-empty, stripped)
 
     def regions(self) -> dict[int, Rectangle]:
         """{slot: Rectangle}: the regions DreamO Routing uses (geometry only, no pixels)."""
@@ -152,11 +159,35 @@ def parse(text, node: str, input_name: str = INPUT, max_slots: int = MAX_SLOTS) 
             raise bad(f"the box of slot {slot} is smaller than one pixel once rounded.",
                       f"draw a larger box for slot {slot}.")
         boxes[slot] = (x0, y0, x1, y1)
-    return DrawnRegions(width=width, height=height, boxes=boxes)
+    return DrawnRegions(width=width, height=height, boxes=boxes, texts=_texts(data.get("texts", {}), bad, max_slots))
 
 
-def dumps(width: int, height: int, boxes: dict) -> str:
-    """The text the editor writes for `boxes` {slot: [x, y, w, h]} (slot order, compact)."""
-    return json.dumps({"width": int(width), "height": int(height),
-                       "boxes": {str(k): [int(v) for v in boxes[k]] for k in sorted(boxes, key=int)}},
-                      separators=(",", ":"))
+def _texts(raw, bad, max_slots: int) -> dict:
+    """{slot: words} from the optional "texts" object; empty words mean none."""
+    if not isinstance(raw, dict):
+        raise bad(f"'texts' must map slot numbers to the words of each region, got {type(raw).__name__}.")
+    texts = {}
+    for key, text in raw.items():
+        slot = int(key) if isinstance(key, str) and key.strip().isdigit() and key == key.strip() else None
+        if slot is None or not 1 <= slot <= max_slots:
+            raise bad(f"text '{key}' is not a region number (regions are 1 … {max_slots}).",
+                      f"number each region's words by its slot, 1 … {max_slots}.")
+        if not isinstance(text, str):
+            raise bad(f"the words of region {slot} must be text, got {type(text).__name__}.")
+        if len(text) > MAX_WORDS:
+            raise bad(f"the words of region {slot} are {len(text)} characters long (at most {MAX_WORDS}).",
+                      f"shorten region {slot}'s words.")
+        if text.strip():
+            texts[slot] = text.strip()
+    return texts
+
+
+def dumps(width: int, height: int, boxes: dict, texts: dict | None = None) -> str:
+    """The text the editor writes for `boxes` {slot: [x, y, w, h]} and `texts` {slot: words} (slot order,
+    compact; no "texts" key when no region has words, as older values)."""
+    data = {"width": int(width), "height": int(height),
+            "boxes": {str(k): [int(v) for v in boxes[k]] for k in sorted(boxes, key=int)}}
+    words = {str(k): texts[k] for k in sorted(texts or {}, key=int) if str(texts[k]).strip()}
+    if words:
+        data["texts"] = words
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

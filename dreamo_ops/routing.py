@@ -24,6 +24,9 @@ Bias, for query token i and key token j (m_k = coverage of region k, 1 inside; r
           exp underflows to exactly 0 (image tokens count as outside when less than half covered),
     soft: −strength·(1 − m_k(j)) for i in ref k and j an image token, and the reverse,
     isolate: −β between tokens of different references (always a cut).
+Region prompts (regional.py) add text tokens that follow an area the same way (region-prompt tokens ↔ image tokens
+outside their area, both directions, hard or soft; a text token whose area equals a reference's shares that
+reference's channels) and a cut between the tokens of different region prompts (`TextRouting`).
 Every (i, j) pair receives at most one non-zero term, so the folded dot product adds exactly that one bias.
 No ComfyUI imports here: only the calling conventions of ComfyUI's attention override.
 """
@@ -49,6 +52,8 @@ FP16_MAX_CHANNEL = 6.0e4
 CHANNEL_MULTIPLE = 8
 CAPTURE_CHUNK = 1 << 22
 """Elements of one capture score chunk (rows × heads × keys): 16 MiB in float32, whatever the sequence length."""
+ROUTED_CHUNK_BYTES = 1 << 25
+"""CPU: bytes of widened q/k/v copies per routed SDPA call (32 MiB: a few heads at FLUX.1's size)."""
 INSIDE_THRESHOLD = 0.5
 """Hard mode: an image token is inside a region when at least half of its cell is covered."""
 COVERAGE_CHUNK = 1 << 22
@@ -160,6 +165,7 @@ class RoutingCapture:
     events: dict = field(default_factory=dict)
     grid: tuple | None = None
     latent_hw: tuple | None = None
+    labels: dict = field(default_factory=dict)  # {key: legend text} of region prompts' maps (key ("region", k))
 
     def __deepcopy__(self, memo):
         return self  # ComfyUI deep-copies model_options on every clone; the handle must stay one object
@@ -167,6 +173,7 @@ class RoutingCapture:
     def reset(self) -> None:
         self.sums.clear()
         self.events.clear()
+        self.labels.clear()
         self.grid = None
         self.latent_hw = None
 
@@ -184,13 +191,20 @@ class RoutingCapture:
             self.events[slot] = 1
 
     def maps(self) -> dict[int, torch.Tensor]:
-        """{slot: (B, rows, cols)} mean routing map on the token grid (float32, CPU); each sums to its mass."""
+        """{slot: (B, rows, cols)} mean routing map on the token grid (float32, CPU); each sums to its mass.
+        References first (by slot), then region prompts' words (keys ("region", k), by k)."""
         rows, cols = self.grid if self.grid else (0, 0)
-        return {s: (self.sums[s] / self.events[s]).cpu().reshape(-1, rows, cols) for s in sorted(self.sums)}
+        return {s: (self.sums[s] / self.events[s]).cpu().reshape(-1, rows, cols)
+                for s in sorted(self.sums, key=map_order)}
 
     def mass(self) -> dict[int, torch.Tensor]:
         """{slot: (B,)} share of the reference's attention that went to image tokens (mean over events)."""
         return {s: m.sum(dim=(1, 2)) for s, m in self.maps().items()}
+
+
+def map_order(key):
+    """Sort key of routing-map keys: reference slots (ints) first, then region prompts (("region", k))."""
+    return (0, key) if isinstance(key, int) else (1, key[1])
 
 
 @dataclass
@@ -205,6 +219,7 @@ class RoutingSpec:
     end_percent: float = 1.0
     blocks: str = "all"
     capture: RoutingCapture | None = None
+    worded: tuple = ()  # slots whose drawn box has words: the sampled conditioning must carry region prompts
     sigma_range: tuple | None = None  # (start sigma, end sigma), set when sampling starts
     coverage_cache: dict = field(default_factory=dict, repr=False)  # {(latent hw, patch): {slot: coverage}}
 
@@ -237,6 +252,15 @@ def hard_bias_value(dtype: torch.dtype, scale: float) -> float:
 
 
 @dataclass
+class TextRouting:
+    """Text tokens routed in one call (region prompts, see regional.py), indices into the text `[0, txt_len)`."""
+    txt_len: int
+    items: list  # [(LongTensor token indices, (rows, cols) coverage)]: tokens that follow an area
+    exclusive: list  # [LongTensor]: each region prompt's tokens, cut from every other region prompt's
+    capture: tuple = ()  # ((map key, first token, count), ...) whose routing maps are captured
+
+
+@dataclass
 class RoutingChannels:
     """Extra query/key channels (B or 1, 1, L, E) whose dot product, times `scale`, is the routing bias."""
     q: torch.Tensor
@@ -247,11 +271,21 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
+def _outside(cov: torch.Tensor, spec: RoutingSpec, beta: float):
+    """(outside weights over the image tokens, bias weight) of an area's coverage under the spec's mode."""
+    cov = cov.reshape(-1).to(torch.float64)
+    if spec.mode == "hard":
+        return (cov < INSIDE_THRESHOLD).to(torch.float64), beta
+    return 1.0 - cov, float(spec.strength)
+
+
 def routing_channels(layout: TokenLayout, txt_len: int, spec: RoutingSpec, coverage: dict, scale: float,
-                     dtype=torch.float32, device=None, batch: int = 1) -> RoutingChannels | None:
+                     dtype=torch.float32, device=None, batch: int = 1,
+                     text: TextRouting | None = None) -> RoutingChannels | None:
     """The routing bias of one call as folded channels, or None when it is zero everywhere (pass through).
 
-    `coverage` is {slot: (rows, cols) region coverage} for the slots that have a region.
+    `coverage` is {slot: (rows, cols) region coverage} for the slots that have a region; `text` the call's routed
+    text tokens (region prompts), if any.
     """
     n_img = layout.image_count
     total = txt_len + layout.total_count
@@ -262,20 +296,15 @@ def routing_channels(layout: TokenLayout, txt_len: int, spec: RoutingSpec, cover
         ref_spans.append((ref.slot, slice(start, start + ref.count)))
         start += ref.count
 
-    qcols, kcols = [], []
+    qcols, kcols, groups = [], [], []
     for slot, span in ref_spans:
         cov = coverage.get(slot)
         if cov is None:
             continue
-        cov = cov.reshape(-1).to(torch.float64)
-        if spec.mode == "hard":
-            outside = (cov < INSIDE_THRESHOLD).to(torch.float64)
-            weight = beta
-        else:
-            outside = 1.0 - cov
-            weight = float(spec.strength)
+        outside, weight = _outside(cov, spec, beta)
         if weight == 0 or not bool((outside != 0).any()):
             continue
+        groups.append((outside, weight, len(qcols)))
         # reference k queries → image keys outside k
         qc, kc = torch.zeros(total, dtype=torch.float64), torch.zeros(total, dtype=torch.float64)
         qc[span] = -weight / scale
@@ -294,6 +323,8 @@ def routing_channels(layout: TokenLayout, txt_len: int, spec: RoutingSpec, cover
                 if other != slot:
                     kc[other_span] = 1.0
             qcols.append(qc), kcols.append(kc)
+    if text is not None:
+        _text_columns(text, spec, beta, scale, img, total, qcols, kcols, groups)
     if not qcols:
         return None
     n = len(qcols)
@@ -336,36 +367,88 @@ def fold_channels(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels: R
     return q2, k2, v2
 
 
+def _text_columns(text: TextRouting, spec: RoutingSpec, beta: float, scale: float, img: slice, total: int,
+                  qcols: list, kcols: list, groups: list) -> None:
+    """Add the region prompts' columns: tokens following an area share the column pair of a reference (or earlier
+    text) with the same outside weights, else get their own pair; then one cut column per region prompt."""
+    for indices, cov in text.items:
+        outside, weight = _outside(cov, spec, beta)
+        if weight == 0 or not bool((outside != 0).any()):
+            continue
+        col = next((c for o, w, c in groups if w == weight and torch.equal(o, outside)), None)
+        if col is None:
+            col = len(qcols)
+            for _ in range(2):
+                qcols.append(torch.zeros(total, dtype=torch.float64))
+                kcols.append(torch.zeros(total, dtype=torch.float64))
+            kcols[col][img] = outside  # text queries → image keys outside the area
+            qcols[col + 1][img] = outside  # image queries outside the area → text keys
+            groups.append((outside, weight, col))
+        qcols[col][indices] = -weight / scale
+        kcols[col + 1][indices] = -weight / scale
+    if len(text.exclusive) > 1:
+        for n, span in enumerate(text.exclusive):
+            qc, kc = torch.zeros(total, dtype=torch.float64), torch.zeros(total, dtype=torch.float64)
+            qc[span] = -beta / scale
+            for m, other in enumerate(text.exclusive):
+                if m != n:
+                    kc[other] = 1.0
+            qcols.append(qc), kcols.append(kc)
+
+
 def routed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, channels: RoutingChannels,
-                     scale: float | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention (B, H, L, D) → (B, H, L, D) with the routing bias folded into extra channels: one mask-free SDPA
-    call (`fold_channels`). `mask` (Flux's own additive/boolean attention mask over the full sequence) is honoured
-    on top. This is also the fallback of routed blocks whose attention backend cannot take the folded width."""
-    d = q.shape[-1]
-    q2, k2, v2 = fold_channels(q, k, v, channels, scale)
-    return F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask)[..., :d]
+                     scale: float | None = None, mask: torch.Tensor | None = None,
+                     chunk_bytes: int | None = None) -> torch.Tensor:
+    """Attention (B, H, L, D) → (B, H, L, D) with the routing bias folded into extra channels (`fold_channels`):
+    mask-free SDPA. `mask` (Flux's own additive/boolean attention mask over the full sequence) is honoured on top.
+    This is also the fallback of routed blocks whose attention backend cannot take the folded width.
+
+    On the CPU the widened copies of q, k and v are made a few heads at a time (at most `chunk_bytes`, default
+    ROUTED_CHUNK_BYTES, per SDPA call), so routing adds little to a step's peak memory; heads are independent, so
+    the result is the same."""
+    b, h, length, d = q.shape
+    e = channels.q.shape[-1]
+    if chunk_bytes is None and q.device.type == "cpu":
+        chunk_bytes = ROUTED_CHUNK_BYTES
+    per_head = 3 * b * length * (d + e) * q.element_size()
+    step = h if chunk_bytes is None else max(1, min(h, chunk_bytes // per_head))
+    if step >= h:
+        q2, k2, v2 = fold_channels(q, k, v, channels, scale)
+        return F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask)[..., :d]
+    out = q.new_empty(b, h, length, d)
+    for h0 in range(0, h, step):
+        heads = slice(h0, min(h, h0 + step))
+        q2, k2, v2 = fold_channels(q[:, heads], k[:, heads], v[:, heads], channels, scale)
+        m = mask[:, heads] if mask is not None and mask.ndim == 4 and mask.shape[1] == h else mask
+        out[:, heads] = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=m)[..., :d]
+    return out
 
 
 # --------------------------------------------------------------------------- routing maps
 
 def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout, txt_len: int,
                            scale: float | None = None, channels: RoutingChannels | None = None,
-                           mask: torch.Tensor | None = None, chunk: int = CAPTURE_CHUNK) -> dict[int, torch.Tensor]:
+                           mask: torch.Tensor | None = None, chunk: int = CAPTURE_CHUNK,
+                           spans=()) -> dict:
     """{slot: (B, N_img)} mean over the reference's tokens and heads of the attention probability from each of its
     tokens to each image token, softmax over the whole sequence — with the routing bias `channels` (and Flux's
-    `mask`) when given, i.e. the attention as the routed layer applies it. Works on chunks of heads and rows of at
+    `mask`) when given, i.e. the attention as the routed layer applies it. `spans` ((key, first token, count), …)
+    adds the same map for other query rows (region prompts' words). Works on chunks of heads and rows of at
     most `chunk` scores, so memory does not grow with L²."""
     b, h, length, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     n_img = layout.image_count
     img = slice(txt_len, txt_len + n_img)
-    out, start = {}, txt_len + n_img
+    out, start, rows = {}, txt_len + n_img, []
     for ref in layout.refs:
+        rows.append((ref.slot, start, ref.count))
+        start += ref.count
+    for key, start, count in list(rows) + list(spans):
         acc = torch.zeros(b, n_img, dtype=torch.float32, device=q.device)
-        heads_per = max(1, min(h, chunk // max(1, ref.count * length)))
-        rows_per = max(1, min(ref.count, chunk // max(1, heads_per * length)))
-        for r0 in range(start, start + ref.count, rows_per):
-            r1 = min(start + ref.count, r0 + rows_per)
+        heads_per = max(1, min(h, chunk // max(1, count * length)))
+        rows_per = max(1, min(count, chunk // max(1, heads_per * length)))
+        for r0 in range(start, start + count, rows_per):
+            r1 = min(start + count, r0 + rows_per)
             bias = None
             if channels is not None:  # the same for every head: (rows, L), added by broadcasting
                 bias = (channels.q[0, 0, r0:r1].float() @ channels.k[0, 0].float().T) * scale
@@ -383,8 +466,7 @@ def capture_reference_maps(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout
                     s = (torch.bmm(qc, kc).unflatten(0, (b, -1)) + bias).flatten(0, 1)
                 s = torch.softmax(s, dim=-1).unflatten(0, (b, -1))
                 acc += s.sum(dim=(1, 2))[:, img]
-        out[ref.slot] = acc / (ref.count * h)
-        start += ref.count
+        out[key] = acc / (count * h)
     return out
 
 
@@ -565,7 +647,8 @@ class RoutedAttention:
     """
 
     def __init__(self, spec: RoutingSpec, layout: TokenLayout, coverage: dict, n_double: int,
-                 active: bool = True, previous=None, latent_hw=None, dispatch: BackendDispatch | None = None):
+                 active: bool = True, previous=None, latent_hw=None, dispatch: BackendDispatch | None = None,
+                 text: TextRouting | None = None):
         self.spec = spec
         self.latent_hw = tuple(latent_hw) if latent_hw is not None else None
         self.layout = layout
@@ -574,6 +657,7 @@ class RoutedAttention:
         self.active = active
         self.previous = previous
         self.dispatch = dispatch if dispatch is not None else BACKENDS
+        self.text = text
         self.calls = 0
         self._channels = {}
 
@@ -607,7 +691,8 @@ class RoutedAttention:
         mask = self._check_mask(mask, qh.shape[2]) if mask is not None else None
         if self.spec.capture is not None:
             grid = (self.layout.image_rows, self.layout.image_cols)
-            maps = capture_reference_maps(qh, kh, self.layout, txt_len, scale=scale, channels=channels, mask=mask)
+            maps = capture_reference_maps(qh, kh, self.layout, txt_len, scale=scale, channels=channels, mask=mask,
+                                          spans=self.text.capture if self.text is not None else ())
             for slot, m in maps.items():
                 self.spec.capture.add(slot, m, grid, self.latent_hw)
         if channels is None:
@@ -646,9 +731,14 @@ class RoutedAttention:
     def _channels_for(self, txt_len: int, q: torch.Tensor, scale: float | None = None):
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         key = (txt_len, q.dtype, q.device, q.shape[-1], scale)
+        if self.text is not None and txt_len != self.text.txt_len:
+            raise RoutingError(
+                f"attention sees {txt_len} text tokens but the conditioning with region prompts has "
+                f"{self.text.txt_len}: another patch changed the text. Fix: remove that patch while using region "
+                "prompts.")
         if key not in self._channels:
             self._channels[key] = routing_channels(self.layout, txt_len, self.spec, self.coverage,
-                                                   scale=scale, dtype=q.dtype, device=q.device)
+                                                   scale=scale, dtype=q.dtype, device=q.device, text=self.text)
         return self._channels[key]
 
     @staticmethod

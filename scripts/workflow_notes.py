@@ -93,6 +93,20 @@ NOTES = {
                      "official app does)", "routing: hard, references isolated, all blocks, the whole sampling "
                      "range", "output 1024x1024 (official default)"],
     },
+    "dreamo_regional": {
+        "title": "regional prompts: each person where they stand, with their own words",
+        "what": "Two people (id, slots 1 and 2) placed left and right, each region with its own words, and a "
+                "prompt for the whole picture. Draw a box per slot on DreamO Routing and type the region's words "
+                "in the field under it; they are appended to the positive conditioning and routed to the box "
+                "inside attention, with the references: one model evaluation per step, however many regions "
+                "(core's ConditioningSetMask + ConditioningCombine runs one per region). A region costs its "
+                "words' T5 tokens + 1, no padding. An existing core regional workflow converts by inserting DreamO "
+                "Regional Conditioning after ConditioningCombine. Regional prompts are not in the official app.",
+        "files": BASE_FILES + FACE_FILES,
+        "settings": [ID, "routing: hard, references isolated, all blocks, the whole sampling range; the base "
+                     "prompt's [ref#k] follow their region", "output 1280x768 (landscape: two people side by "
+                     "side)"],
+    },
 }
 
 

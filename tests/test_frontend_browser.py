@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 CHROMIUM = "/usr/bin/chromium"
-EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo", "DreamO.RegionEditor"]
+EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo", "DreamO.RegionEditor",
+              "DreamO.RegionWords"]
 
 
 def graph():

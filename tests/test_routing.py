@@ -387,3 +387,19 @@ def test_module_has_no_comfy_imports():
 
     for mod in (routing,):
         assert "import comfy" not in inspect.getsource(mod)
+
+
+@pytest.mark.parametrize("chunk", [1, 10_000, None])
+def test_routed_attention_a_few_heads_at_a_time_gives_the_same_result(chunk):
+    """On the CPU the widened q/k/v copies are made a few heads at a time: the same numbers as one call."""
+    layout, q, k, v = make_case(seed=3, batch=2, heads=5)
+    left, right = left_right_masks()
+    coverage = {1: region_to_tokens(left, (6, 8)), 2: region_to_tokens(right, (6, 8))}
+    channels = routing_channels(layout, 5, RoutingSpec(regions={1: left, 2: right}), coverage, scale=16 ** -0.5)
+    whole = routed_attention(q, k, v, channels, chunk_bytes=1 << 40)
+    mask = torch.zeros(2, 5, q.shape[2], q.shape[2])
+    mask[:, 2, :, 3] = -1.0  # a per-head mask is sliced with its heads
+    parts = routed_attention(q, k, v, channels, chunk_bytes=chunk, mask=mask)
+    assert parts.shape == whole.shape
+    assert torch.equal(parts, routed_attention(q, k, v, channels, chunk_bytes=1 << 40, mask=mask))
+    assert torch.equal(routed_attention(q, k, v, channels, chunk_bytes=chunk), whole)

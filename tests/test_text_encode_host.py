@@ -311,7 +311,9 @@ def sample_one_step(flux, dreamo, positive, negative, refs, seed=0):
 def test_workflow_two_references_placeholder_prompt_end_to_end(flux, clip, dreamo):
     from dataclasses import replace
 
-    import nodes  # ComfyUI's stock nodes
+    from host_sampling import core_nodes
+
+    nodes = core_nodes()  # ComfyUI's stock nodes
     from comfy_extras.nodes_flux import FluxGuidance
 
     refs = {"ref_1": make_ref(1, size=(4, 4)), "ref_2": make_ref(2, size=(4, 6))}
