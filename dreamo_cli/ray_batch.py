@@ -31,6 +31,7 @@ from dataclasses import asdict
 
 from .api_workflow import Job, WorkflowError, fill, find_workflow, load_workflow
 from .batch import Outcome, summary
+from .jobs import UsageError, job_from_args, read_jobs
 from .ray_worker import WorkerConfig
 
 EXTRA_HINT = ("pip install \"comfyui-dreamo[ray]\" (in the pack's folder: pip install -e \".[ray]\"), or pip install "
@@ -77,7 +78,6 @@ def ray_options_given(args) -> bool:
 # -- planning: read, check, skip what is done ----------------------------------------------------------------
 def read_table(source: str, defaults: Job) -> list[Job]:
     """The job table at a path or URI (JSONL, CSV or Parquet) -> jobs, through the light client's own reader."""
-    from .client import read_jobs
     from .job_table import parent, place_reference, table_text
 
     text, _ = table_text(source)  # read_jobs reads a name ending in .csv as CSV, any other (Parquet too) as JSONL
@@ -89,7 +89,6 @@ def check(jobs: list[Job], default_workflow: str | None) -> tuple[dict[str, str]
     """Everything that can be checked before Ray starts: each job's workflow and titles, and that each reference
     exists (a local file, or a URI one listing shows). Returns (workflow path -> text, node classes used,
     reference URI -> size:mtime for the fingerprints)."""
-    from .client import UsageError
     from .job_table import filesystem, is_uri
 
     texts, classes, uris = {}, set(), {}
@@ -438,7 +437,6 @@ def _node_ids(names: list[str]) -> list[str]:
     """--attach NODE= names (IP, host name or Ray node id) -> Ray node ids."""
     import ray
 
-    from .client import UsageError
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     ids = []
@@ -537,7 +535,6 @@ def run_ray_batch(jobs: list[Job], out: str, config: WorkerConfig, options: RayO
 
 # -- the command line --------------------------------------------------------------------------------------
 def config_from_args(args) -> tuple[WorkerConfig, RayOptions]:
-    from .client import UsageError
 
     if not args.jobs:
         raise UsageError("--ray runs a batch: give it --jobs FILE_OR_URI (.jsonl, .csv or .parquet)")
@@ -579,7 +576,6 @@ def config_from_args(args) -> tuple[WorkerConfig, RayOptions]:
 
 def main_ray(args) -> int:
     """`dreamo-client ... --ray ADDRESS`: the exit status, as the light client's."""
-    from .client import UsageError, job_from_args
 
     err = sys.stderr
     if not args.ray:

@@ -50,11 +50,6 @@ EMBEDDING_STEMS = ("embedding",)  # the ComfyUI port's stand-alone task/index em
 TURBO_DEFAULT_FILE = "diffusion_pytorch_model.safetensors"
 
 
-def preset_strengths(version: str) -> dict[str, float]:
-    """Official strength of every stage the preset switches on (turbo is a separate switch)."""
-    return {s.name: s.strength for s in STAGES if version in s.presets}
-
-
 def stage_is_on(stage: Stage, choice: str, version: str, strength: float) -> bool:
     if choice == NONE or strength == 0:
         return False

@@ -14,7 +14,6 @@ if TYPE_CHECKING:  # torch and safetensors are imported where they are used: `dr
 TASK_KEY = "dreamo_task_embedding.weight"
 INDEX_KEY = "dreamo_idx_embedding.weight"
 T5_KEY = "dreamo_t5_embedding.weight"
-EMBEDDING_KEYS = (TASK_KEY, INDEX_KEY, T5_KEY)
 PLACEHOLDER_COUNT = 10
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 

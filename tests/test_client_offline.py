@@ -16,7 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from comfyui_dreamo.dreamo_cli import api_workflow
 from comfyui_dreamo.dreamo_cli.api_workflow import Job, WorkflowError, fill, find_workflow, load_workflow
 from comfyui_dreamo.dreamo_cli.batch import Outcome, OutputStore, summary
-from comfyui_dreamo.dreamo_cli.client import UsageError, main, read_jobs
+from comfyui_dreamo.dreamo_cli.client import main
+from comfyui_dreamo.dreamo_cli.jobs import UsageError, read_jobs
 
 TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
 

@@ -16,7 +16,8 @@ from PIL import Image
 import tiny_server  # tests/: a sandboxed server with the pack and tiny models
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the repo as comfyui_dreamo
 from comfyui_dreamo.dreamo_cli.batch import run_jobs
-from comfyui_dreamo.dreamo_cli.client import main, read_jobs
+from comfyui_dreamo.dreamo_cli.client import main
+from comfyui_dreamo.dreamo_cli.jobs import read_jobs
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the repo as comfyui_dreamo
-from comfyui_dreamo.dreamo_cli.client import UsageError, main
+from comfyui_dreamo.dreamo_cli.client import main
+from comfyui_dreamo.dreamo_cli.jobs import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")

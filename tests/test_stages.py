@@ -14,9 +14,12 @@ RELEASE = [  # ByteDance/DreamO cloned under models/dreamo/DreamO, plus unrelate
 
 
 def test_presets_give_the_official_strengths():
-    assert st.preset_strengths("v1.1") == {"main": 1.0, "cfg_distill": 1.0, "sft": 1.0, "dpo": 1.25}
-    assert st.preset_strengths("v1") == {"main": 1.0, "cfg_distill": 1.0, "quality_pos": 0.15, "quality_neg": -0.8}
-    assert st.preset_strengths("custom") == {"main": 1.0}
+    def official(version):  # the strength of every stage the preset switches on (turbo is a separate switch)
+        return {s.name: s.strength for s in st.STAGES if version in s.presets}
+
+    assert official("v1.1") == {"main": 1.0, "cfg_distill": 1.0, "sft": 1.0, "dpo": 1.25}
+    assert official("v1") == {"main": 1.0, "cfg_distill": 1.0, "quality_pos": 0.15, "quality_neg": -0.8}
+    assert official("custom") == {"main": 1.0}
     assert st.DEFAULT_VERSION == "v1.1" and st.TURBO.strength == 1.0
 
 
