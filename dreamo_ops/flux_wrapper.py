@@ -17,6 +17,7 @@ import torch
 from .condition_embedding import DreamOEmbeddings, condition_embedding
 from .errors import DreamOError
 from .routing import RoutedAttention, RoutingSpec, region_to_tokens
+from .slot_agreement import RECORD_KEY, check_final, fingerprint
 from .token_layout import TokenLayout, position_ids, reference_layout
 
 SLOTS_KWARG = "dreamo_ref_slots"
@@ -24,6 +25,7 @@ SLOTS_KWARG = "dreamo_ref_slots"
 WRAPPER_KEY = "dreamo"
 REQUIRED_METHOD = "uxo"
 ROUTING_KEY = "dreamo_routing"
+APPLY_SLOTS_KEY = "dreamo_apply_slots"  # model_options: the slots DreamOApply gave the model references in
 """`transformer_options` key carrying DreamORouting's `RoutingSpec`."""
 OVERRIDE_KEY = "optimized_attention_override"
 ROUTING_NODE = "DreamORouting"
@@ -128,10 +130,16 @@ class ReferenceBatchCheck:
 
     def __call__(self, executor, noise, latent_image, *args, **kwargs):
         batch = noise.shape[0]
-        for conds in (getattr(executor.class_obj, "conds", None) or {}).values():
+        for kind, conds in (getattr(executor.class_obj, "conds", None) or {}).items():
             for cond in conds:
                 slots = getattr(cond.get("model_conds", {}).get(SLOTS_KWARG), "cond", ())
                 latents = list(cond.get("reference_latents") or [])
+                record = cond.get(RECORD_KEY)
+                if record is not None and kind == "positive":  # DreamO Text Encode's slots against Apply's
+                    dreamo_latents = latents[len(latents) - len(slots):] if slots else []
+                    problem = check_final(record, {s: fingerprint(l) for s, l in zip(slots, dreamo_latents)})
+                    if problem:
+                        raise DreamOSamplingError(problem)
                 for slot, latent in zip(slots, latents[len(latents) - len(slots):]):  # DreamO's come last
                     if latent.shape[0] > batch:
                         raise DreamOSamplingError(

@@ -8,11 +8,12 @@ import comfy.patcher_extension
 from ..dreamo_ops import drawn_regions as drawn
 from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
 from ..dreamo_ops.reference import to_uint8
-from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
+from ..dreamo_ops.flux_wrapper import APPLY_SLOTS_KEY, ROUTING_KEY, WRAPPER_KEY
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
 from ..dreamo_ops.routing_map import SLOT_COLOURS, draw_legend, normalise, overlay, upsample_map
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .model_check import check_flux1
+from .widget_rules import shown_if
 from .ref_encode import save_temp_images
 
 ROUTING_ID = "DreamORouting"
@@ -41,6 +42,20 @@ def on_pre_run(patcher):
                         float(sampling.percent_to_sigma(spec.end_percent)))
     if spec.capture is not None:
         spec.capture.reset()
+
+
+def check_region_slots(sources: dict, slots) -> None:
+    """With DreamO Apply before this node, a region for a slot it has no reference in is an error here, naming
+    this node (with Apply after it, the sampling run reports it)."""
+    if slots is None:
+        return
+    for slot in sorted(set(sources) - set(slots)):
+        source = sources[slot]
+        undo = (f"disconnect region_{slot}" if source == f"region_{slot}"
+                else f"clear slot {slot}'s box in the region editor ({source})")
+        have = f"references are in {', '.join(f'ref_{s}' for s in slots)}" if slots else "it has no reference"
+        raise DreamOError(ROUTING_ID, source, f"slot {slot} has a region but DreamO Apply has no reference in "
+                          f"ref_{slot} ({have}).", f"connect a reference to DreamO Apply's ref_{slot}, or {undo}.")
 
 
 class DreamORouting:
@@ -77,16 +92,17 @@ class DreamORouting:
                                        "image tokens outside region k. soft: that attention is reduced by "
                                        "`strength` (a bias on the logits, scaled by how far outside)."}),
                 "strength": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                       **shown_if(("mode", "in", ["soft"])),
                                        "tooltip": "soft mode only: the logit bias outside the region (attention "
                                                   "there is multiplied by about e^-strength)."}),
                 "isolate_references": ("BOOLEAN", {"default": False, "tooltip": "References do not attend to "
                                                    "each other (keeps two subjects from blending)."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "start_percent": ("FLOAT", {"default": 0.0, "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                                             "tooltip": "Routing starts at this point of sampling (0 = first step)."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "end_percent": ("FLOAT", {"default": 1.0, "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                                           "tooltip": "Routing stops after this point of sampling (1 = last step)."}),
-                "blocks": (list(BLOCKS), {"default": "all", "tooltip": "Which Flux blocks are routed (and "
-                                          "captured): all, the 19 double or the 38 single blocks."}),
+                "blocks": (list(BLOCKS), {"default": "all", "advanced": True, "tooltip": "Which Flux blocks are "
+                                          "routed (and captured): all, the 19 double or the 38 single blocks."}),
                 "capture_maps": ("BOOLEAN", {"default": True, "tooltip": "Record routing maps for DreamO Routing "
                                              "Map (costs about half an attention call per routed block)."}),
             },
@@ -122,6 +138,7 @@ class DreamORouting:
             if slot not in chosen:  # a connected region_k wins over the box drawn for slot k
                 chosen[slot] = mask
                 sources[slot] = drawn.INPUT
+        check_region_slots(sources, model.model_options.get(APPLY_SLOTS_KEY))
         spec = RoutingSpec(regions=chosen, sources=sources, mode=mode, strength=float(strength), isolate=bool(isolate_references),
                            start_percent=float(start_percent), end_percent=float(end_percent), blocks=blocks,
                            capture=RoutingCapture() if capture_maps else None)
