@@ -157,7 +157,7 @@ def test_an_id_reference_is_aligned_and_shown(server):
     assert result["status"] == "success", result["error"]
     info = result["outputs"]["5"]["dreamo_info"][0]
     assert "id:" in info and "512x512" in info
-    preview = result["outputs"]["5"]["images"][0]
+    preview = result["outputs"]["5"]["dreamo_previews"][0]
     shown = Image.open(os.path.join(server.sandbox.root, "temp", preview["subfolder"], preview["filename"]))
     assert shown.size == (512, 512)
 
