@@ -86,14 +86,16 @@ def test_routing_nodes_are_registered(server):
 
 
 def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
-    """workflows/dreamo_multi_subject.json (UI format, made by the real frontend from the API file) queues exactly
+    """The multi-subject template (UI format, made by the real frontend from the API file) queues exactly
     what workflows/api/dreamo_multi_subject_api.json does."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     from export_ui_workflows import CHROMIUM, open_frontend
 
     if not os.path.isfile(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    ui = json.load(open(os.path.join(REPO, "workflows", "dreamo_multi_subject.json")))
+    import template_files
+
+    ui = json.load(open(template_files.ui_path("dreamo_multi_subject")))
     api = json.load(open(os.path.join(REPO, "workflows", "api", "dreamo_multi_subject_api.json")))
     with sync_api.sync_playwright() as p:
         browser, page = open_frontend(p, server.url)
