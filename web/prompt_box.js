@@ -12,13 +12,11 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { connectedSlots } from "./growing_inputs.js";
-import { REFERENCE_NODE } from "./dreamo_nodes.js";
+import { REFERENCE_NODE, REF_PREFIX as PREFIX, TEXT_NODE as NODE } from "./dreamo_nodes.js";
 import { FEEDBACK, shownReferences } from "./dreamo.js";
 import { feedback } from "./feedback.js";
 
-const NODE = "DreamOTextEncode";
 const TEXT_WIDGET = "text";
-const PREFIX = "ref_";
 const CHECK_ROUTE = "/dreamo/check_prompt";
 const CHECK_DELAY_MS = 150;
 const MIRRORED_STYLES = [
