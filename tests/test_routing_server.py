@@ -67,8 +67,11 @@ def test_a_region_for_an_empty_slot_is_reported(server):
     prompt = json.load(open(WORKFLOW))
     prompt["23"]["inputs"]["region_3"] = ["21", 0]
     result = server.run(prompt, timeout=600)
-    assert result["status"] == "error" and result["error"]["node_type"] == "KSampler"
-    assert "DreamORouting (input 'region_3')" in result["error"]["exception_message"]
+    # DreamO Apply comes before DreamO Routing here: the routing node itself stops, so the error points at it.
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"
+    assert result["error"]["node_id"] == "23"
+    assert result["error"]["exception_message"].startswith(
+        "DreamORouting (input 'region_3'): slot 3 has a region but DreamO Apply has no reference in ref_3")
 
 
 def test_routing_nodes_are_registered(server):
@@ -169,9 +172,9 @@ def test_bad_drawn_regions_are_reported_by_name(server):
     prompt = drawn_workflow({})
     prompt["23"]["inputs"]["drawn_regions"] = '{"width": 192, "height": 128, "boxes": {"3": [0, 0, 10, 10]}}'
     result = server.run(prompt, timeout=600)
-    assert result["status"] == "error"
-    assert "DreamORouting (input 'drawn_regions'): slot 3 has no DreamO reference" in \
-        result["error"]["exception_message"]
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"
+    assert "DreamORouting (input 'drawn_regions'): slot 3 has a region but DreamO Apply has no reference in ref_3" \
+        in result["error"]["exception_message"]
     prompt["23"]["inputs"]["drawn_regions"] = '{"width": 192, "height": 128, "boxes": {"1": [0, 0, -5, 10]}}'
     result = server.run(prompt, timeout=600)
     assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"
