@@ -286,10 +286,25 @@ def sample_one_step(flux, dreamo, positive, negative, refs, seed=0):
                                disable_pbar=True)
 
 
+def comfyui_nodes():
+    """ComfyUI's own nodes.py as `nodes` (as ComfyUI imports it): a plain `import nodes` finds this pack's nodes/
+    package first when pytest puts the clone folder itself on sys.path (a folder named comfyui-dreamo)."""
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("nodes")
+    if module is None or not hasattr(module, "ConditioningConcat"):
+        spec = importlib.util.spec_from_file_location("nodes", os.path.join(os.environ["COMFYUI_PATH"], "nodes.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["nodes"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 def test_workflow_two_references_placeholder_prompt_end_to_end(flux, clip, dreamo):
     from dataclasses import replace
 
-    import nodes  # ComfyUI's stock nodes
+    nodes = comfyui_nodes()  # ComfyUI's stock nodes
     from comfy_extras.nodes_flux import FluxGuidance
 
     refs = {"ref_1": make_ref(1, size=(4, 4)), "ref_2": make_ref(2, size=(4, 6))}
