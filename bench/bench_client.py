@@ -26,6 +26,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  (registers the package `comfyui_dreamo`)
+import photos  # noqa: E402
 import tiny_server  # noqa: E402
 
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # noqa: E402
@@ -33,7 +34,6 @@ from comfyui_dreamo.dreamo_cli.batch import OutputStore, execute, run_jobs  # no
 from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer  # noqa: E402
 
 TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 SCENARIOS = [  # (label, width, height, batch, steps)
     ("64x48, 1 image, 2 steps", 64, 48, 1, 2),
     ("512x512, 1 image, 4 steps", 512, 512, 1, 4),
@@ -41,12 +41,13 @@ SCENARIOS = [  # (label, width, height, batch, steps)
 
 
 def fresh_pictures(folder: str, n: int) -> list[tuple[str, str]]:
-    """n pairs of pictures never uploaded before: the shared photos (or drawn ones), one pixel changed each."""
-    bases = []
-    for name in ("woman1.png", "mountain.png"):
-        path = os.path.join(REFS, name)
-        bases.append(np.asarray(Image.open(path).convert("RGB")) if os.path.isfile(path)
-                     else np.full((768, 768, 3), 120, np.uint8))
+    """n pairs of pictures never uploaded before: two sample photos, one pixel changed each (uploads cost what a
+    photo costs: a flat stand-in would compress to nothing, so without the photos the bench stops)."""
+    names = ("woman1.png", "mountain.png")
+    missing = photos.missing_reason(names)
+    if missing:
+        sys.exit(f"bench_client: {missing}")
+    bases = [np.asarray(Image.open(os.path.join(photos.refs_dir(), name)).convert("RGB")) for name in names]
     pairs = []
     for i in range(n):
         pair = []

@@ -25,7 +25,8 @@ import os
 from dataclasses import asdict, dataclass, field
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOW_DIRS = (os.path.join(PACK_ROOT, "workflows", "api"), os.path.join(PACK_ROOT, "workflows"))
+WORKFLOW_DIRS = (os.path.join(PACK_ROOT, "workflows", "api"), os.path.join(PACK_ROOT, "workflows"),
+                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "workflows"))  # a `pip install .` copy
 SLOTS = range(1, 10)
 
 
@@ -100,6 +101,8 @@ def load_workflow(path: str) -> dict:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise WorkflowError(f"cannot read workflow {path}: {e}") from e
+    except RecursionError:
+        raise WorkflowError(f"{path} is nested too deeply to be an API-format workflow") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(f"{path} is a UI-format workflow (the canvas's file); the API needs the API format: "
                             f"use the matching *_api.json file, or in ComfyUI Workflow > Export (API).")

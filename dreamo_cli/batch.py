@@ -2,31 +2,37 @@
 
 Each server's own queue runs the prompts; the client keeps at most `per_server` of its jobs in flight on each
 server (upload, queue, follow, download), so a server always has the next prompt waiting without the client
-hoarding work a faster server could take. A job whose server goes away (or answers 5xx, or interrupts it) is
-tried again on another server, at most `retries` more times; a prompt the server rejects or a node that fails
-is reported as it is (trying again would repeat it). Outputs are written under temporary names and renamed,
-then a manifest `<job>.json` last: a job counts as done only when its manifest and every file it lists exist,
-so a re-run skips finished jobs and redoes the others (resume), and no job's outputs are written twice.
+hoarding work a faster server could take. A job whose server goes away (or answers 5xx or garbage, or
+interrupts it) is tried again on another server, at most `retries` more times; a prompt the server rejects or
+a node that fails is reported as it is (trying again would repeat it), and so is a job that cannot run at all
+(a reference picture missing): the other jobs go on. Outputs are written under temporary names and renamed,
+then a manifest `<job>.json` last (see outputs.py): a job counts as done only when its manifest and every
+file it lists exist, so a re-run skips finished jobs and redoes the others (resume), and no job's outputs are
+written twice. A `StopRequest` (Ctrl-C, SIGTERM) takes this client's prompts back off the servers.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from .api_workflow import Job, WorkflowError, fill, find_workflow, load_workflow
-from .comfy_server import ClientError, ComfyServer, NodeFailed, PromptRejected, ServerUnavailable
+from .comfy_server import (DEFAULT_MAX_DOWNLOAD, ClientError, ComfyServer, NodeFailed, PromptRejected,
+                           ServerUnavailable, Stopped)
+from .outputs import OutputStore
+from .wire import printable
+
+__all__ = ["Outcome", "OutputStore", "StopRequest", "check_job", "execute", "run_jobs", "summary"]
 
 
 @dataclass
 class Outcome:
     job: Job
-    status: str = "pending"  # done | skipped | failed
+    status: str = "pending"  # done | skipped | failed | stopped
     server: str = ""
     attempts: int = 0
     seconds: float = 0.0
@@ -36,55 +42,43 @@ class Outcome:
     tried: list[str] = field(default_factory=list)  # servers it failed on, with the reason
 
 
-class OutputStore:
-    """The output folder: `<job>_NN.<ext>` images and the `<job>.json` manifest that marks the job done."""
+class StopRequest:
+    """Ask a running `run_jobs` to stop. `request()` only stores two fields, so a signal handler may call it.
+    run_jobs then queues nothing more, deletes this client's queued prompts from the servers' queues,
+    interrupts its running ones (never another client's) and returns; `cancelled` and `interrupted` count them."""
 
-    def __init__(self, folder: str):
-        self.folder = os.path.abspath(folder)
+    def __init__(self):
+        self.requested = False
+        self.reason = ""
+        self.cancelled = 0
+        self.interrupted = 0
 
-    def manifest_path(self, job: Job) -> str:
-        return os.path.join(self.folder, f"{job.name}.json")
+    def request(self, reason: str = "stop") -> None:
+        if not self.requested:
+            self.reason = reason
+            self.requested = True
 
-    def finished(self, job: Job) -> dict | None:
-        """The manifest when the job is complete here with the same settings; None if it must run.
-        Raises ClientError when the name was used by a job with other settings."""
-        try:
-            with open(self.manifest_path(job), encoding="utf-8") as f:
-                manifest = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            return None
-        if not all(os.path.isfile(os.path.join(self.folder, name)) for name in manifest.get("files", [])):
-            return None
-        if manifest.get("fingerprint") != job.fingerprint():
-            raise ClientError(f"{self.manifest_path(job)} holds job '{job.name}' made with other settings; give "
-                              f"this job another id, or delete that job's files to make it again.")
-        return manifest
 
-    def save(self, job: Job, server: str, prompt_id: str, images: list[tuple[dict, bytes]], events: dict,
-             timings: dict) -> list[str]:
-        os.makedirs(self.folder, exist_ok=True)
-        names = []
-        for i, (ref, data) in enumerate(images, start=1):
-            ext = os.path.splitext(ref["filename"])[1] or ".png"
-            names.append(f"{job.name}_{i:02d}{ext}")
-            tmp = os.path.join(self.folder, f".{names[-1]}.part")
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, os.path.join(self.folder, names[-1]))
-        manifest = {"job": job.name, "fingerprint": job.fingerprint(), "files": names, "server": server,
-                    "prompt_id": prompt_id, "server_files": [r["filename"] for r, _ in images],
-                    "settings": {k: v for k, v in asdict(job).items() if v not in (None, {}, "")},
-                    "events": events, "timings": {k: round(v, 4) for k, v in timings.items()}}
-        tmp = self.manifest_path(job) + ".part"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, self.manifest_path(job))
-        return names
+def check_job(job: Job, default_workflow: str | None) -> str | None:
+    """Why the job cannot run, found before any server is asked (its workflow, its titles, a reference picture
+    that is not there), or None. Resolves `job.workflow` to the file's path."""
+    try:
+        path = find_workflow(job.workflow or default_workflow or "ip")
+        job.workflow = path
+        for slot, local in sorted(job.refs.items()):
+            if not os.path.isfile(local):
+                return f"reference {slot} is not a file: {local}"
+        fill(load_workflow(path), job, {k: "check.png" for k in job.refs}, path)
+    except WorkflowError as e:
+        return str(e)
+    return None
 
 
 def execute(server: ComfyServer, job: Job, default_workflow: str | None, store: OutputStore, on_event=None,
             timeout: float = 3600.0) -> tuple[list[str], dict]:
-    """Upload, fill, queue, follow, download one job on one server. Returns (files, timings)."""
+    """Upload, fill, queue, follow and download one job on one server, all within `timeout` seconds.
+    Returns (files, timings)."""
+    deadline = time.monotonic() + timeout
     path = find_workflow(job.workflow or default_workflow or "ip")
     workflow = load_workflow(path)
     t0 = time.perf_counter()
@@ -92,22 +86,25 @@ def execute(server: ComfyServer, job: Job, default_workflow: str | None, store: 
     for slot, local in sorted(job.refs.items()):
         if not os.path.isfile(local):
             raise WorkflowError(f"job '{job.name}': reference {slot} is not a file: {local}")
-        images[slot] = server.upload(local)
+        images[slot] = server.upload(local, deadline)
     upload = time.perf_counter() - t0
     prompt = fill(workflow, job, images, path, filename_prefix=f"dreamo_client/{job.name}")
-    run = server.run(prompt, on_event=on_event, timeout=timeout)
+    run = server.run(prompt, on_event=on_event, deadline=deadline)
     t1 = time.perf_counter()
     if not run.images:
         raise PromptRejected(f"{server.url} ran job '{job.name}' but it saved no image (does the workflow have a "
                              f"SaveImage node?)")
-    downloaded = [(ref, server.download(ref)) for ref in run.images]
+    outputs = [store.receive(job, i, lambda f, ref=ref: server.download(ref, f, deadline),
+                             f"{server.url}'s output {printable(ref['filename'], 120)}")
+               for i, ref in enumerate(run.images, start=1)]
     download = time.perf_counter() - t1
     timings = {"upload": upload, **{k: v for k, v in run.timings.items()
                                     if k in ("queue", "wait", "execute", "finish", "history")}, "download": download}
     timings["total"] = time.perf_counter() - t0
     # the client's own share: everything but waiting for the server's queue and execution
     timings["overhead"] = upload + timings.get("queue", 0.0) + timings.get("history", 0.0) + download
-    files = store.save(job, server.url, run.prompt_id, downloaded, run.events, timings)
+    files = store.commit(job, server.url, run.prompt_id, outputs, [r["filename"] for r in run.images], run.events,
+                         timings)
     return files, timings
 
 
@@ -122,13 +119,16 @@ class ProgressBar:
 
     def __call__(self, kind: str, data: dict):
         if kind == "executing" and data.get("node") is not None:
-            node = str(data["node"])
-            self.bar.set_description_str(f"{self.label} {self.titles.get(node, node)}", refresh=False)
+            node = data["node"]
+            title = self.titles.get(node) if isinstance(node, str) else None
+            self.bar.set_description_str(f"{self.label} {title or printable(node, 40)}", refresh=False)
             self.bar.reset(total=1)
         elif kind == "progress":
-            self.bar.total = max(int(data.get("max", 1)), 1)
-            self.bar.n = int(data.get("value", 0))
-            self.bar.refresh()
+            value, top = data.get("value", 0), data.get("max", 1)
+            if all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in (value, top)):
+                self.bar.total = max(top, 1)
+                self.bar.n = min(value, self.bar.total)
+                self.bar.refresh()
 
     def close(self):
         self.bar.close()
@@ -142,35 +142,167 @@ def _titles(job: Job, default_workflow: str | None) -> dict:
     return {k: f"{v.get('_meta', {}).get('title', v['class_type'])}" for k, v in wf.items()}
 
 
+class _Batch:
+    """The jobs of one run_jobs call, handed to worker threads (`per_server` per server). A job whose server
+    went away goes back to the front of the queue for a server it has not failed on."""
+
+    def __init__(self, jobs: list[Job], outcomes: dict[str, Outcome], servers: list[ComfyServer],
+                 store: OutputStore, default_workflow, per_server, retries, timeout, progress, on_event, stop, log):
+        self.pending = deque(jobs)
+        self.unfinished = len(jobs)
+        self.outcomes, self.servers, self.store = outcomes, servers, store
+        self.default_workflow, self.per_server = default_workflow, per_server
+        self.retries, self.timeout = retries, timeout
+        self.progress, self.on_event, self.stop, self.log = progress, on_event, stop, log
+        self.lock = threading.Condition()
+        self.dead: set[str] = set()
+        self.total = tqdm(total=len(jobs), desc="jobs", position=0, dynamic_ncols=True,
+                          disable=not progress or len(outcomes) == 1)
+
+    # -- handing out --------------------------------------------------------------------------------------
+    def _failed_on(self, job: Job, url: str) -> bool:
+        return any(t.startswith(url + " ") for t in self.outcomes[job.name].tried)
+
+    def _usable_elsewhere(self, job: Job, here: ComfyServer) -> bool:
+        return any(s.url not in self.dead and s.url != here.url and not self._failed_on(job, s.url)
+                   for s in self.servers)
+
+    def take(self, server: ComfyServer) -> Job | None:
+        """The next job for this server, waiting while the only ones left would rather go elsewhere; None when
+        the batch is over (or stopping, or the server is dead)."""
+        with self.lock:
+            while not (self.stop.requested or server.url in self.dead or self.unfinished == 0):
+                for job in self.pending:
+                    if not self._failed_on(job, server.url) or not self._usable_elsewhere(job, server):
+                        self.pending.remove(job)
+                        return job
+                self.lock.wait(0.2)
+            return None
+
+    def finish(self, job: Job, **fields) -> None:
+        with self.lock:
+            o = self.outcomes[job.name]
+            for k, v in fields.items():
+                setattr(o, k, v)
+            self.unfinished -= 1
+            self.total.update(1)
+            self.lock.notify_all()
+
+    def give_back(self, job: Job, server: ComfyServer, error: ClientError) -> bool:
+        """After a transient error: mark the server dead if it is, and queue the job again while it has tries
+        left. Returns whether it was queued again."""
+        gone = not server.alive()
+        with self.lock:
+            o = self.outcomes[job.name]
+            o.tried.append(f"{server.url} {error}")
+            if gone and server.url not in self.dead:
+                self.dead.add(server.url)
+                self.log(f"dreamo-client: {server.url} went away; its jobs go to the other servers")
+            if o.attempts > self.retries:
+                return False
+            self.pending.appendleft(job)
+            self.lock.notify_all()
+            return True
+
+    # -- one worker ---------------------------------------------------------------------------------------
+    def work(self, server: ComfyServer, position: int) -> None:
+        while (job := self.take(server)) is not None:
+            self.attempt(server, job, position)
+
+    def attempt(self, server: ComfyServer, job: Job, position: int) -> None:
+        o = self.outcomes[job.name]
+        o.attempts += 1
+        bar = ProgressBar(job, server, _titles(job, self.default_workflow), position, self.progress)
+
+        def hook(kind, data):
+            bar(kind, data)
+            if self.on_event is not None:
+                self.on_event(job, server.url, kind, data)
+        t0 = time.perf_counter()
+        try:
+            files, timings = execute(server, job, self.default_workflow, self.store, hook, self.timeout)
+        except Exception as e:  # noqa: BLE001 - every failure is the job's outcome, never a hung batch
+            self.failed(job, server, e, time.perf_counter() - t0)
+        else:
+            self.finish(job, status="done", server=server.url, files=files, timings=timings,
+                        seconds=time.perf_counter() - t0)
+        finally:
+            bar.close()
+
+    def failed(self, job: Job, server: ComfyServer, error: Exception, seconds: float) -> None:
+        done = dict(server=server.url, seconds=seconds)
+        if self.stop.requested or isinstance(error, Stopped):
+            self.finish(job, status="stopped", reason="stopped before it finished", **done)
+        elif isinstance(error, (PromptRejected, NodeFailed, WorkflowError)):
+            self.finish(job, status="failed", reason=str(error), **done)
+        elif isinstance(error, ClientError):
+            if not (error.transient and self.give_back(job, server, error)):
+                self.finish(job, status="failed", reason=str(error), **done)
+        elif isinstance(error, OSError):  # the output folder
+            self.finish(job, status="failed", reason=f"cannot write outputs: {error}", **done)
+        else:  # a bug must fail its job, not hang the batch
+            self.finish(job, status="failed", reason=f"client error: {type(error).__name__}: {error}", **done)
+
+    # -- the whole batch ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        first = 0 if len(self.outcomes) == 1 else 1  # bar 0 counts the jobs of a batch
+        threads = [threading.Thread(target=self.work, args=(s, first + i * self.per_server + k), daemon=True)
+                   for i, s in enumerate(self.servers) for k in range(self.per_server)]
+        for t in threads:
+            t.start()
+        try:
+            while not self.stop.requested and (alive := [t for t in threads if t.is_alive()]):
+                alive[0].join(0.2)
+        except KeyboardInterrupt:  # a library caller's Ctrl-C: take the prompts back, then let it through
+            self.stop.request("KeyboardInterrupt")
+            self.halt(threads)
+            raise
+        if self.stop.requested:
+            self.halt(threads)
+        self.total.close()
+
+    def halt(self, threads, wait: float = 15.0) -> None:
+        """Stop every server at once (each takes back this client's prompts), then give the workers a moment
+        to record their jobs as stopped."""
+        with self.lock:
+            self.lock.notify_all()
+        counts = []
+
+        def stop(server):
+            try:
+                counts.append(server.stop())
+            except Exception:  # noqa: BLE001 - best effort: a broken server must not keep the others' prompts
+                pass
+        stoppers = [threading.Thread(target=stop, args=(s,), daemon=True) for s in self.servers]
+        for t in stoppers:
+            t.start()
+        end = time.monotonic() + wait
+        for t in stoppers + threads:
+            t.join(max(0.0, end - time.monotonic()))
+        self.stop.cancelled += sum(c for c, _ in counts)
+        self.stop.interrupted += sum(i for _, i in counts)
+
+
 def run_jobs(jobs: list[Job], servers: list[str], out_dir: str, default_workflow: str | None = None,
              per_server: int = 2, retries: int = 2, progress: bool = True, on_event=None,
-             timeout: float = 3600.0, log=print) -> list[Outcome]:
-    """Run every job once over `servers`. `on_event(job, server_url, type, data)` sees every websocket event."""
+             timeout: float = 3600.0, log=print, stop: StopRequest | None = None,
+             max_download: int = DEFAULT_MAX_DOWNLOAD) -> list[Outcome]:
+    """Run every job once over `servers`. `on_event(job, server_url, type, data)` sees every websocket event;
+    `timeout` bounds each try of a job (upload to last download); `stop` stops the batch from outside."""
     names = [j.name for j in jobs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise WorkflowError(f"job ids must be unique; repeated: {', '.join(dupes)}")
+    stop = stop or StopRequest()
     store = OutputStore(out_dir)
     outcomes = {j.name: Outcome(j) for j in jobs}
-    pending: deque[Job] = deque()
-    for job in jobs:
-        try:
-            manifest = store.finished(job)
-        except ClientError as e:
-            outcomes[job.name].status, outcomes[job.name].reason = "failed", str(e)
-            continue
-        if manifest is not None:
-            o = outcomes[job.name]
-            o.status, o.server, o.files = "skipped", manifest.get("server", ""), manifest["files"]
-            o.reason = "outputs already there"
-        else:
-            pending.append(job)
-    if not pending:
-        return list(outcomes.values())
+    pending = [job for job in jobs if _ready(job, outcomes[job.name], store, default_workflow, log)]
+    if not pending or stop.requested:
+        return _finish(outcomes, stop)
 
-    pool = [ComfyServer(s) for s in servers]
     alive, unreachable = [], []
-    for server in pool:
+    for address in servers:
+        server = ComfyServer(address, max_download=max_download)
         try:
             server.check()
             alive.append(server)
@@ -180,90 +312,39 @@ def run_jobs(jobs: list[Job], servers: list[str], out_dir: str, default_workflow
         raise ServerUnavailable("\n".join(unreachable))
     for text in unreachable:
         log(f"dreamo-client: skipped: {text}")
+    _Batch(pending, outcomes, alive, store, default_workflow, per_server, retries, timeout, progress, on_event,
+           stop, log).run()
+    return _finish(outcomes, stop)
 
-    lock = threading.Condition()
-    dead: set[str] = set()
-    open_jobs = [len(pending)]
-    total = tqdm(total=len(pending), desc="jobs", position=0, disable=not progress or len(jobs) == 1,
-                 dynamic_ncols=True)
 
-    def usable_elsewhere(job: Job, here: ComfyServer) -> bool:
-        tried = {t.split(" ", 1)[0] for t in outcomes[job.name].tried}
-        return any(s.url not in dead and s.url != here.url and s.url not in tried for s in alive)
+def _ready(job: Job, outcome: Outcome, store: OutputStore, default_workflow, log) -> bool:
+    """Whether the job must run; otherwise its outcome says why not (done before, or cannot run)."""
+    problem = check_job(job, default_workflow)
+    if problem:
+        outcome.status, outcome.reason = "failed", f"not run: {problem}"
+        log(f"dreamo-client: job {job.name} not run: {problem}")
+        return False
+    try:
+        manifest = store.finished(job)
+    except ClientError as e:
+        outcome.status, outcome.reason = "failed", str(e)
+        return False
+    if manifest is None:
+        return True
+    outcome.status, outcome.server, outcome.files = "skipped", str(manifest.get("server", "")), manifest["files"]
+    outcome.reason = "outputs already there"
+    return False
 
-    def take(server: ComfyServer) -> Job | None:
-        with lock:
-            while True:
-                if server.url in dead or open_jobs[0] == 0:
-                    return None
-                for job in list(pending):
-                    tried_here = any(t.startswith(server.url + " ") for t in outcomes[job.name].tried)
-                    if not tried_here or not usable_elsewhere(job, server):
-                        pending.remove(job)
-                        return job
-                lock.wait(0.2)
 
-    def finish(job: Job, **fields):
-        with lock:
-            o = outcomes[job.name]
-            for k, v in fields.items():
-                setattr(o, k, v)
-            open_jobs[0] -= 1
-            total.update(1)
-            lock.notify_all()
-
-    def worker(server: ComfyServer, position: int):
-        while True:
-            job = take(server)
-            if job is None:
-                return
-            o = outcomes[job.name]
-            o.attempts += 1
-            bar = ProgressBar(job, server, _titles(job, default_workflow), position, progress)
-            def hook(kind, data, _bar=bar, _job=job):
-                _bar(kind, data)
-                if on_event is not None:
-                    on_event(_job, server.url, kind, data)
-            t0 = time.perf_counter()
-            try:
-                files, timings = execute(server, job, default_workflow, store, hook, timeout)
-            except (PromptRejected, NodeFailed, WorkflowError) as e:
-                finish(job, status="failed", server=server.url, reason=str(e), seconds=time.perf_counter() - t0)
-            except ClientError as e:
-                gone = e.transient and not server.alive()
-                with lock:
-                    o.tried.append(f"{server.url} {e}")
-                    if gone:
-                        dead.add(server.url)
-                        log(f"dreamo-client: {server.url} went away; its jobs go to the other servers")
-                    retry = e.transient and o.attempts <= retries
-                    if retry:
-                        pending.appendleft(job)
-                        lock.notify_all()
-                if not retry:
-                    finish(job, status="failed", server=server.url, reason=str(e), seconds=time.perf_counter() - t0)
-            except OSError as e:  # the output folder
-                finish(job, status="failed", server=server.url, reason=f"cannot write outputs: {e}")
-            except Exception as e:  # noqa: BLE001 - a bug must fail its job, not hang the batch
-                finish(job, status="failed", server=server.url, reason=f"client error: {type(e).__name__}: {e}")
-            else:
-                finish(job, status="done", server=server.url, files=files, timings=timings,
-                       seconds=time.perf_counter() - t0)
-            finally:
-                bar.close()
-
-    first = 0 if len(jobs) == 1 else 1  # bar 0 counts the jobs of a batch
-    threads = [threading.Thread(target=worker, args=(s, first + i * per_server + k), daemon=True)
-               for i, s in enumerate(alive) for k in range(per_server)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    total.close()
-    for job in pending:  # every server went away
-        o = outcomes[job.name]
-        o.status = "failed"
-        o.reason = "no server left to run it: " + "; ".join(o.tried[-2:]) if o.tried else "no server left to run it"
+def _finish(outcomes: dict[str, Outcome], stop: StopRequest) -> list[Outcome]:
+    for o in outcomes.values():
+        if o.status != "pending":
+            continue
+        if stop.requested:
+            o.status, o.reason = "stopped", "stopped before it ran"
+        else:  # every server went away
+            o.status = "failed"
+            o.reason = "no server left to run it" + (": " + "; ".join(o.tried[-2:]) if o.tried else "")
     return list(outcomes.values())
 
 
@@ -290,9 +371,9 @@ def summary(outcomes: list[Outcome]) -> str:
             srows.append((_short(s), str(len(done)), str(len(failed)), str(lost),
                           f"{busy / len(done):.1f}" if done else "-", f"{busy:.1f}"))
         text += "\n\n" + _table(srows)
-    counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("done", "skipped", "failed")}
+    counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("done", "skipped", "failed", "stopped")}
     text += f"\n\n{counts['done']} done, {counts['skipped']} already there, {counts['failed']} failed"
-    return text
+    return text + (f", {counts['stopped']} stopped" if counts["stopped"] else "")
 
 
 def _short(url: str) -> str:

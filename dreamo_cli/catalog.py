@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import math
+
 from dreamo_ops import stages as st
 from dreamo_ops.background import session_name
-from dreamo_ops.face_preprocess import DETECTORS, PARSER
+from dreamo_ops.face_weights import DETECTORS, PARSER
 
 FACEXLIB_RELEASES = "https://github.com/xinntao/facexlib/releases/download"
 
@@ -193,34 +195,104 @@ UI_WIDGETS = {
 UI_SKIPPED_MODES = (2, 4)  # muted, bypassed: not run, so not needed
 
 
+NONE = "none"
+STRENGTH_RANGE = (-10.0, 10.0)  # DreamOStageLoader's strength inputs (nodes/stage_loader.py STRENGTH; tested)
+FILE_INPUTS = {"UNETLoader": ("unet_name",), "UnetLoaderGGUF": ("unet_name",), "CheckpointLoaderSimple": ("ckpt_name",),
+               "CheckpointLoader": ("ckpt_name",), "VAELoader": ("vae_name",), "LoraLoader": ("lora_name",),
+               "LoraLoaderModelOnly": ("lora_name",), "DreamOLoader": ("dreamo_file",),
+               "DualCLIPLoader": ("clip_name1", "clip_name2"), "DualCLIPLoaderGGUF": ("clip_name1", "clip_name2"),
+               "CLIPLoader": ("clip_name",), "CLIPLoaderGGUF": ("clip_name",),
+               "DreamOStageLoader": tuple(n for n in STAGE_WIDGETS if n.endswith("_file")),
+               "DreamOPreprocessorLoader": ("background_remover",)}
+
+
+def _fix(at: str, name: str, problem: str, fix: str) -> WorkflowError:
+    return WorkflowError(f"{at} input '{name}' {problem}; {fix}")
+
+
+def _show(value) -> str:
+    return repr(value[:60]) if isinstance(value, str) else str(value)[:60]
+
+
+def check_values(cls: str, at: str, inputs: dict) -> None:
+    """The literal values of a loader's inputs against the node's own options (a link, a list, is not checked):
+    a file name is text, a choice is one of the node's choices, a strength a finite number in its range, a
+    switch true/false. WorkflowError names the node, the input and the accepted values."""
+    def literal(name):
+        v = inputs.get(name)
+        return None if v is None or isinstance(v, list) else v
+    for name in FILE_INPUTS.get(cls, ()):
+        v = literal(name)
+        if v is not None and not isinstance(v, str):
+            raise _fix(at, name, f"is {_show(v)}, not a file name", "pick the file again in "
+                       "ComfyUI and save the workflow")
+        parts = v.replace("\\", "/").split("/") if isinstance(v, str) else []
+        if isinstance(v, str) and (v.startswith(("/", "\\")) or ":" in v[:3] or ".." in parts):
+            raise _fix(at, name, f"is {_show(v)}, a path outside ComfyUI's model folders", "ComfyUI lists files "
+                       "by their name inside a model folder; pick the file again in ComfyUI")
+    choices = {}
+    if cls == "DreamOStageLoader":
+        choices["version"] = st.VERSIONS
+        for stage in st.STAGES:
+            name = f"{stage.name}_strength"
+            v = literal(name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or not STRENGTH_RANGE[0] <= v <= STRENGTH_RANGE[1]):
+                raise _fix(at, name, f"is {_show(v)}", f"a strength is a number from {STRENGTH_RANGE[0]:g} to "
+                           f"{STRENGTH_RANGE[1]:g} (official: {stage.strength:g})")
+        switches = ("turbo",)
+    elif cls == "DreamOPreprocessorLoader":
+        choices["face_detector"] = tuple(DETECTORS) + (NONE,)
+        switches = ("download_missing_weights",)
+    else:
+        switches = ()
+    for name, options in choices.items():
+        v = literal(name)
+        if v is not None and v not in options:
+            raise _fix(at, name, f"is {_show(v)}, not one of the node's options",
+                       f"choose one of {', '.join(options)}")
+    for name in switches:
+        v = literal(name)
+        if v is not None and not isinstance(v, bool):
+            raise _fix(at, name, f"is {_show(v)}", "it is a switch: true or false")
+
+
 def ui_to_api(workflow: dict) -> dict:
     """The loader nodes of a UI-format workflow (what the canvas saves) as API-format entries."""
     prompt = {}
-    for node in workflow.get("nodes", []):
-        widgets = node.get("widgets_values")
-        if node.get("type") not in UI_WIDGETS or node.get("mode", 0) in UI_SKIPPED_MODES:
+    for i, node in enumerate(workflow.get("nodes", [])):
+        if not isinstance(node, dict):
+            raise WorkflowError(f"entry {i} of the workflow's 'nodes' is not a node (an object with type and "
+                                "widgets_values): the file is damaged; save it again from ComfyUI.")
+        kind, mode = node.get("type"), node.get("mode", 0)
+        if not isinstance(kind, str) or kind not in UI_WIDGETS or mode in UI_SKIPPED_MODES:
             continue
+        widgets = node.get("widgets_values")
         if not isinstance(widgets, list):
-            raise WorkflowError(f"node {node.get('id')} ({node.get('type')}) stores its values in a form this doctor "
+            raise WorkflowError(f"node {str(node.get('id'))[:20]} ({kind}) stores its values in a form this doctor "
                                 "does not read; export the workflow in API format (Workflow > Export (API)).")
-        prompt[str(node.get("id"))] = {"class_type": node["type"],
-                                       "inputs": dict(zip(UI_WIDGETS[node["type"]], widgets))}
+        prompt[str(node.get("id"))[:40]] = {"class_type": kind, "inputs": dict(zip(UI_WIDGETS[kind], widgets))}
     return prompt
 
 
 def workflow_needs(prompt: dict) -> list[Need]:
     """Needs of a workflow, from the loaders it contains: API format ({node id: {class_type, inputs}}) or the
-    UI format the canvas saves (its loader nodes' widget values)."""
+    UI format the canvas saves (its loader nodes' widget values). WorkflowError for anything else, and for a
+    loader value the node would refuse."""
     if isinstance(prompt, dict) and isinstance(prompt.get("nodes"), list):
         prompt = ui_to_api(prompt)
     if not isinstance(prompt, dict):
         raise WorkflowError("not a ComfyUI workflow (API format: {node id: {class_type, inputs}}).")
     needs: list[Need] = []
     for node_id, node in sorted(prompt.items(), key=lambda kv: (len(str(kv[0])), str(kv[0]))):
-        if not isinstance(node, dict) or "class_type" not in node:
-            raise WorkflowError(f"node '{node_id}' has no class_type: not an API-format workflow.")
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise WorkflowError(f"node '{str(node_id)[:40]}' has no class_type: not an API-format workflow.")
         cls, inputs = node["class_type"], node.get("inputs", {})
-        at = f"{cls} #{node_id}"
+        at = f"{cls[:60]} #{str(node_id)[:40]}"
+        if not isinstance(inputs, dict):
+            raise WorkflowError(f"{at}: 'inputs' is {type(inputs).__name__}, not an object of input values: not "
+                                "an API-format workflow.")
+        check_values(cls, at, inputs)
 
         def value(name, default=None):
             v = inputs.get(name, default)

@@ -13,19 +13,25 @@ images downloaded (/view) as <out>/<job>_01.png ... with a <job>.json manifest. 
 when the same command runs again.
 
 Exit status: 0 every job done (or already there); 1 a job failed (the server's own message is printed:
-node, input, error); 2 bad arguments, workflow or jobs file; 3 no server could be reached.
+node, input, error; in a batch the other jobs still run, also when one job's picture is missing); 2 bad
+arguments, workflow or jobs file; 3 no server could be reached; 130 / 143 stopped by Ctrl-C / SIGTERM (this
+client's queued prompts are taken off the servers' queues and its running one is interrupted).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
+import signal
 import sys
+import threading
 
 from .api_workflow import SLOTS, Job, WorkflowError, find_workflow, load_workflow
-from .batch import run_jobs, summary
-from .comfy_server import ClientError, ServerUnavailable
+from .batch import StopRequest, check_job, run_jobs, summary
+from .comfy_server import DEFAULT_MAX_DOWNLOAD, ClientError, ServerUnavailable, base_url
+from .ray_batch import add_ray_arguments, ray_options_given
 
 DEFAULT_SERVER = "127.0.0.1:8188"
 ROW_KEYS = {"id", "workflow", "prompt", "seed", "steps", "width", "height", "size", "batch_size", "refs", "tasks",
@@ -75,11 +81,13 @@ def job_from_args(args) -> Job:
                batch_size=args.batch_size)
 
 
-def read_jobs(path: str, defaults: Job) -> list[Job]:
-    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line."""
+def read_jobs(path: str, defaults: Job, text: str | None = None, place=None) -> list[Job]:
+    """Rows of a .jsonl or .csv file -> jobs; values missing from a row come from the command line. `text`: the
+    file's content, read elsewhere (the Ray backend reads URIs and Parquet); `place(value)`: where a reference
+    lives (default: a path relative to the file's folder)."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8", newline="") if text is None else io.StringIO(text, newline="") as f:
             if path.lower().endswith(".csv"):
                 rows = [(i + 2, {k.strip(): v for k, v in r.items() if k and v not in (None, "")})
                         for i, r in enumerate(csv.DictReader(f))]
@@ -91,6 +99,9 @@ def read_jobs(path: str, defaults: Job) -> list[Job]:
                             rows.append((i, json.loads(line)))
                         except json.JSONDecodeError as e:
                             raise UsageError(f"{path} line {i}: not JSON ({e})") from None
+                        except RecursionError:
+                            raise UsageError(f"{path} line {i}: nested too deeply to be a job (a row is one "
+                                             f"object of settings)") from None
     except OSError as e:
         raise UsageError(f"cannot read the jobs file: {e}") from None
     jobs = []
@@ -102,6 +113,12 @@ def read_jobs(path: str, defaults: Job) -> list[Job]:
         if unknown:
             raise UsageError(f"{where}: unknown column(s) {', '.join(unknown)}; known: id, workflow, prompt, seed, "
                              f"steps, size (WxH) or width/height, batch_size, ref_K, task_K, resolution_K (K=1..9)")
+        for key, value in row.items():
+            nested = key in ("refs", "tasks", "resolutions")
+            values = value.values() if nested and isinstance(value, dict) else [] if nested else [value]
+            if not all(v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+                raise UsageError(f"{where}: '{key}' must be " + ("an object of slot numbers to texts or numbers"
+                                                                 if nested else "a text or a number"))
         refs = dict(defaults.refs)
         tasks, resolutions = dict(defaults.tasks), dict(defaults.resolutions)
         for key, target, conv in (("ref", refs, str), ("task", tasks, str), ("resolution", resolutions, int)):
@@ -112,7 +129,8 @@ def read_jobs(path: str, defaults: Job) -> list[Job]:
                      **{str(k): row[f"{key}_{k}"] for k in SLOTS if f"{key}_{k}" in row}}
             for k, v in items.items():
                 target.update(_slot_pairs([f"{k}={v}"], f"{where}: {key}", conv))
-        refs = {k: os.path.normpath(os.path.join(folder, os.path.expanduser(v))) for k, v in refs.items()}
+        refs = {k: place(v) if place else os.path.normpath(os.path.join(folder, os.path.expanduser(v)))
+                for k, v in refs.items()}
         width, height = (_size(row["size"]) if "size" in row else (defaults.width, defaults.height))
         workflow = row.get("workflow") or defaults.workflow
         if row.get("workflow") and os.path.isfile(os.path.join(folder, row["workflow"])):
@@ -138,19 +156,6 @@ def _safe_name(name: str) -> bool:
     return all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
 
 
-def check_jobs(jobs: list[Job], default_workflow: str | None) -> None:
-    """Everything that can be checked before a server is touched: workflow files, titles, local images."""
-    from .api_workflow import fill
-
-    for job in jobs:
-        path = find_workflow(job.workflow or default_workflow)
-        job.workflow = path
-        for slot, local in job.refs.items():
-            if not os.path.isfile(local):
-                raise UsageError(f"job '{job.name}': reference {slot} is not a file: {local}")
-        fill(load_workflow(path), job, {k: "check.png" for k in job.refs}, path)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dreamo-client", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,48 +178,118 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-server", type=int, default=2, help="jobs in flight per server (default 2)")
     p.add_argument("--retries", type=int, default=2,
                    help="times a job is tried again after its server went away (default 2)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take (default 3600)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds one try of a job may take, from its upload to its last download (default 3600)")
+    p.add_argument("--max-download", type=float, default=DEFAULT_MAX_DOWNLOAD / 2**20, metavar="MB",
+                   help=f"largest output file saved, in MB (default {DEFAULT_MAX_DOWNLOAD >> 20})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--list-workflows", action="store_true", help="print the pack's workflow names and exit")
+    add_ray_arguments(p)  # --ray and its options (dreamo_cli/ray_batch.py; Ray itself is imported only with --ray)
     return p
+
+
+STOP_STATUS = {"SIGINT": 130, "SIGTERM": 143, "KeyboardInterrupt": 130}
+
+
+def _catch_stop_signals(stop: StopRequest):
+    """Ctrl-C and SIGTERM ask `stop` to stop the batch (no traceback); returns the function that puts the
+    previous handlers back. Only the main thread can set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        stop.request(signal.Signals(signum).name)
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return restore
 
 
 def main(argv=None, on_event=None) -> int:
     """Console entry point; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
-    err = sys.stderr
     if args.list_workflows:
         from .api_workflow import available_workflows
 
-        print("\n".join(available_workflows()))
+        from .api_workflow import WORKFLOW_DIRS
+
+        names = available_workflows()
+        if not names:
+            return _fail(UsageError("no workflows found: the pack's `*_api.json` files are looked for in "
+                                    + ", ".join(WORKFLOW_DIRS) + ". Fix: reinstall the package (`pip install .` "
+                                    "ships them) or pass a workflow file with --workflow PATH."), 1)
+        print("\n".join(names))
         return 0
+    if args.ray or ray_options_given(args):  # a batch on Ray (dreamo_cli/ray_batch.py)
+        from .ray_batch import main_ray
+
+        return main_ray(args)
+    stop = StopRequest()
+    restore = _catch_stop_signals(stop)
     try:
-        if args.per_server < 1 or args.retries < 0:
-            raise UsageError("--per-server must be at least 1 and --retries at least 0")
-        defaults = job_from_args(args)
-        if args.jobs:
-            jobs = read_jobs(args.jobs, defaults)
-        else:
-            job = defaults
-            if args.name and not _safe_name(args.name):
-                raise UsageError(f"--name {args.name!r}: use letters, digits, '-', '_' or '.'")
-            jobs = [job]
-        check_jobs(jobs, args.workflow)
-        if not args.jobs:
-            stem = os.path.basename(jobs[0].workflow).removesuffix(".json").removesuffix("_api")
-            jobs[0].name = args.name or f"{stem.removeprefix('dreamo_')}-{jobs[0].fingerprint()[:8]}"
-        outcomes = run_jobs(jobs, args.server or [DEFAULT_SERVER], args.out, per_server=args.per_server,
-                            retries=args.retries, progress=not args.quiet, on_event=on_event,
-                            timeout=args.timeout, log=lambda m: print(m, file=err))
+        outcomes = _run(args, on_event, stop)
     except (UsageError, WorkflowError) as e:
-        print(f"dreamo-client: {e}", file=err)
-        return 2
+        return _fail(e, 2)
     except ServerUnavailable as e:
-        print(f"dreamo-client: {e}", file=err)
-        return 3
+        return _fail(e, 3)
     except ClientError as e:
-        print(f"dreamo-client: {e}", file=err)
-        return 1
+        return _fail(e, 1)
+    finally:
+        restore()
+    if stop.requested:
+        return _stopped(outcomes, stop)
+    return _report(args, outcomes)
+
+
+def _fail(error: Exception, status: int) -> int:
+    print(f"dreamo-client: {error}", file=sys.stderr)
+    return status
+
+
+def _run(args, on_event, stop: StopRequest):
+    if args.per_server < 1 or args.retries < 0:
+        raise UsageError("--per-server must be at least 1 and --retries at least 0")
+    if not args.max_download > 0 or not args.timeout > 0:
+        raise UsageError("--max-download and --timeout must be positive numbers")
+    for address in args.server or []:
+        try:
+            base_url(address)
+        except ValueError as e:
+            raise UsageError(f"--server: {e}") from None
+    defaults = job_from_args(args)
+    if args.jobs:
+        jobs = read_jobs(args.jobs, defaults)
+    else:  # one job: what stops it is a bad argument
+        if args.name and not _safe_name(args.name):
+            raise UsageError(f"--name {args.name!r}: use letters, digits, '-', '_' or '.'")
+        problem = check_job(defaults, args.workflow)
+        if problem:
+            raise UsageError(problem)
+        stem = os.path.basename(defaults.workflow).removesuffix(".json").removesuffix("_api")
+        defaults.name = args.name or f"{stem.removeprefix('dreamo_')}-{defaults.fingerprint()[:8]}"
+        jobs = [defaults]
+    return run_jobs(jobs, args.server or [DEFAULT_SERVER], args.out, default_workflow=args.workflow,
+                    per_server=args.per_server, retries=args.retries, progress=not args.quiet, on_event=on_event,
+                    timeout=args.timeout, log=lambda m: print(m, file=sys.stderr), stop=stop,
+                    max_download=int(args.max_download * 2**20))
+
+
+def _stopped(outcomes, stop: StopRequest) -> int:
+    """The one line a stopped client prints."""
+    done = sum(o.status in ("done", "skipped") for o in outcomes)
+    left = len(outcomes) - done
+    how = "Ctrl-C" if stop.reason in ("SIGINT", "KeyboardInterrupt") else stop.reason
+    print(f"dreamo-client: stopped by {how}: {stop.cancelled} queued prompt(s) of this client taken off the "
+          f"server queues, {stop.interrupted} running interrupted; {done} of {len(outcomes)} job(s) done"
+          + (f", run the same command again for the other {left}" if left else ""), file=sys.stderr, flush=True)
+    return STOP_STATUS.get(stop.reason, 130)
+
+
+def _report(args, outcomes) -> int:
     failed = [o for o in outcomes if o.status == "failed"]
     if args.jobs or len(outcomes) > 1:
         print(summary(outcomes))
@@ -229,7 +304,7 @@ def main(argv=None, on_event=None) -> int:
             print(f"{o.job.name}: already done, nothing queued ({', '.join(o.files)} in {os.path.abspath(args.out)};"
                   f" delete {o.job.name}.json there to make it again)")
     for o in failed:
-        print(f"dreamo-client: job {o.job.name} failed: {o.reason}", file=err)
+        print(f"dreamo-client: job {o.job.name} failed: {o.reason}", file=sys.stderr)
     if failed and all("no server left" in o.reason for o in failed) and not any(o.status == "done" for o in outcomes):
         return 3
     return 1 if failed else 0

@@ -1,12 +1,19 @@
 """dreamo-doctor: what a ComfyUI install has of the files a DreamO workflow needs, and whether they are right.
 
-    dreamo-doctor [--comfyui DIR] [--workflow FILE.json | --preset v1.1|v1] [--no-turbo] [--id] [--remover]
-                  [--fp8] [--extra-model-paths-config YAML] [--json]
+    dreamo-doctor [--comfyui DIR] [--workflow FILE.json | NAME | --preset v1.1|v1] [--no-turbo] [--id]
+                  [--remover] [--fp8] [--extra-model-paths-config YAML] [--json]
 
 For each file: present / missing / misplaced (in another models folder) / bad (unreadable, or another model
-than it should be), where it was found or where it should go, its size, and what its contents are. Also the
-ComfyUI version against the pack's supported range and the Python packages the pack imports. Exit code 0
-only when the workflow can run (1: something to fix, 2: the command itself could not run).
+than it should be) / unchecked (a package its check needs is missing here), where it was found or where it
+should go, its size, and what its contents are. Also the ComfyUI version against the pack's supported range
+and the Python packages the nodes import. Exit code 0 only when the workflow can run (1: something to fix,
+2: the command itself could not run: bad arguments, a workflow or extra_model_paths.yaml it cannot read or
+that a node would refuse, or a package this command needs is missing).
+
+Bounds: a workflow file over 64 MB, and an extra_model_paths.yaml over 1 MB, with more than 32 aliases or
+nested over 16 levels, are refused; folder walks visit each real folder once (a symlink loop ends) and stop
+after 20,000 folders, saying so; an ONNX file is checked from its top-level fields (a few bytes each, whatever
+its size).
 """
 from __future__ import annotations
 
@@ -19,20 +26,44 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
-
-from dreamo_ops import model_files as mf
 from dreamo_ops import stages as st
-from dreamo_ops.background import session_name
+from dreamo_ops.background import check_onnx_file, session_name
 from dreamo_ops.weights import SAFETENSORS_EXTENSIONS, WeightFileError
 
 from .catalog import Need, WorkflowError, embedding_need, preset_needs, workflow_needs
 from .comfy_folders import ComfyInstall, InstallError, default_root
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OK, MISSING, MISPLACED, BAD = "ok", "missing", "misplaced", "bad"
+OK, MISSING, MISPLACED, BAD, UNCHECKED = "ok", "missing", "misplaced", "bad", "unchecked"
+MAX_WORKFLOW_BYTES = 64 << 20
+# What this command itself imports (import name -> pip name): without them it stops with the instruction. The
+# content checks import torch/safetensors/facexlib when they run; a missing one leaves that file 'unchecked'.
+NEEDED = {"yaml": "pyyaml", "packaging": "packaging"}
+INSTALL_HINT = ("run the doctor with ComfyUI's Python (the one that runs the nodes), or install what it needs: "
+                "pip install \"comfyui-dreamo[doctor]\" (from the pack's folder: pip install \".[doctor]\")")
+
+
+class CheckUnavailable(WeightFileError):
+    """A content check could not run here: a package it imports is not installed in this Python."""
+
+
+def missing_packages(needed: Optional[dict] = None) -> list[str]:
+    """pip names of the modules in `needed` (import name -> pip name, default NEEDED) that are not installed."""
+    import importlib.util
+
+    return [pip for module, pip in (needed or NEEDED).items() if importlib.util.find_spec(module) is None]
+
+
+def _model_files():
+    from dreamo_ops import model_files  # torch and safetensors: imported when a file is checked
+
+    return model_files
+
+
+def _mf(check: str):
+    def run(path: str) -> str:
+        return getattr(_model_files(), check)(path)
+    return run
 
 
 def _face(network: Optional[str]):
@@ -47,7 +78,7 @@ def _face(network: Optional[str]):
 
 def _only(kind: str):
     def check(path: str) -> str:
-        found = mf.check_text_encoder(path)
+        found = _model_files().check_text_encoder(path)
         if not found.startswith(kind):
             raise WeightFileError(f"'{os.path.basename(path)}' is {found.split(',')[0]}, not {kind}.")
         return found
@@ -59,28 +90,40 @@ def _rembg(path: str) -> str:
     if session_name(name) is None:
         raise WeightFileError(f"'{name}' is not a background remover the pack can run (BEN2_Base.onnx, "
                               "birefnet-*.onnx, isnet-*.onnx, u2net*.onnx, bria-rmbg.onnx, silueta.onnx).")
-    if not os.path.getsize(path):
-        raise WeightFileError(f"'{name}' is empty.")
-    return f"ONNX background remover (rembg session '{session_name(name)}')"
+    try:
+        model = check_onnx_file(path)
+    except ValueError as e:
+        raise WeightFileError(str(e)) from e
+    return f"ONNX background remover (rembg session '{session_name(name)}'), {model}"
 
 
 CHECKS = {
-    "flux": mf.check_flux, "text_encoder": mf.check_text_encoder, "t5xxl": _only("T5-XXL"),
-    "clip_l": _only("CLIP-L"), "vae": mf.check_flux_vae, "lora": mf.check_lora, "dreamo_main": mf.check_dreamo_main,
-    "embeddings": mf.check_embeddings, "face:resnet50": _face("resnet50"), "face:mobile0.25": _face("mobile0.25"),
-    "face:parser": _face(None), "rembg": _rembg,
+    "flux": _mf("check_flux"), "text_encoder": _mf("check_text_encoder"), "t5xxl": _only("T5-XXL"),
+    "clip_l": _only("CLIP-L"), "vae": _mf("check_flux_vae"), "lora": _mf("check_lora"),
+    "dreamo_main": _mf("check_dreamo_main"), "embeddings": _mf("check_embeddings"),
+    "face:resnet50": _face("resnet50"), "face:mobile0.25": _face("mobile0.25"), "face:parser": _face(None),
+    "rembg": _rembg,
 }
 
 
 def check_content(check: str, path: str) -> str:
-    """The named content check on a file: its description, or WeightFileError saying what is wrong."""
+    """The named content check on a file: its description, WeightFileError saying what is wrong, or
+    CheckUnavailable when a package the check needs is not installed here."""
     try:
         return CHECKS[check](path)
     except WeightFileError:
         raise
-    except (ImportError, ModuleNotFoundError) as e:
-        raise WeightFileError(f"'{os.path.basename(path)}' could not be checked: {e} (install the pack's "
-                              "requirements)") from e
+    except ImportError as e:
+        missing = getattr(e, "name", None) or str(e)
+        raise CheckUnavailable(f"its contents were not checked: the Python package '{missing}' is not installed "
+                               "in this Python") from e
+
+
+def _file_size(path: str) -> Optional[int]:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 @dataclass
@@ -112,6 +155,7 @@ class Report:
     packages: list[dict] = field(default_factory=list)
     extra_files: list[str] = field(default_factory=list)
     pack: Optional[str] = None  # this pack's folder in custom_nodes
+    notes: list[str] = field(default_factory=list)  # e.g. a folder listing cut short at its bound
 
     @property
     def ok(self) -> bool:
@@ -123,7 +167,7 @@ class Report:
                                            "requires": self.requires, "ok": self.version_ok,
                                            "extra_model_paths": self.extra_files},
                 "pack": {"path": self.pack, "ok": self.pack is not None},
-                "files": [f.as_dict() for f in self.files], "packages": self.packages}
+                "files": [f.as_dict() for f in self.files], "packages": self.packages, "notes": self.notes}
 
 
 def weight_file_names(inst: ComfyInstall) -> list[str]:
@@ -177,15 +221,17 @@ def locate(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> FileResu
         for name in wanted:
             elsewhere = [p for p in inst.find_anywhere(os.path.basename(name)) if not _inside(p, searched)]
             if elsewhere:
-                return FileResult(need, MISPLACED, elsewhere[0], target, mf.file_size(elsewhere[0]),
+                return FileResult(need, MISPLACED, elsewhere[0], target, _file_size(elsewhere[0]),
                                   f"not in {', '.join(need.folders)}, where it is looked up")
         return FileResult(need, MISSING, None, target, None, need.note)
     try:
         detail = check_content(need.check, path) if need.check else ""
         status = OK
+    except CheckUnavailable as e:
+        detail, status = str(e), UNCHECKED
     except WeightFileError as e:
         detail, status = str(e), BAD
-    return FileResult(need, status, path, path, mf.file_size(path), detail)
+    return FileResult(need, status, path, path, _file_size(path), detail)
 
 
 def _target(need: Need, inst: ComfyInstall, main_path: Optional[str]) -> Optional[str]:
@@ -222,14 +268,20 @@ def find_pack(root: str) -> Optional[str]:
 
 
 def pack_requirements(pack: Optional[str] = None) -> tuple[Optional[str], list[str]]:
-    """(requires-comfyui, dependencies) from the pyproject.toml of the pack ComfyUI loads (else of this copy)."""
+    """(requires-comfyui, what the nodes import) from the pyproject.toml of the pack ComfyUI loads (else of this
+    copy): its `nodes` extra, the same list as requirements.txt (older packs: `dependencies`)."""
     data = (_pyproject(pack) if pack else None) or _pyproject(PACK_DIR)
     if data is None:
         return None, []
-    return data.get("tool", {}).get("comfy", {}).get("requires-comfyui"), data["project"].get("dependencies", [])
+    project = data["project"]
+    deps = project.get("optional-dependencies", {}).get("nodes", project.get("dependencies", []))
+    return data.get("tool", {}).get("comfy", {}).get("requires-comfyui"), deps
 
 
 def version_ok(version: Optional[str], requires: Optional[str]) -> bool:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
     if not requires:
         return True
     if version is None:
@@ -241,6 +293,8 @@ def version_ok(version: Optional[str], requires: Optional[str]) -> bool:
 
 
 def check_packages(requirements: list[str]) -> list[dict]:
+    from packaging.requirements import Requirement
+
     out = []
     for text in requirements:
         req = Requirement(text)
@@ -273,9 +327,10 @@ def diagnose(inst: ComfyInstall, needs: list[Need]) -> Report:
     extras = []
     if any(r.need.check == "rembg" for r in report.files):
         extras += ["rembg", "onnxruntime"]
-    if any((r.path or "").lower().endswith(mf.GGUF_EXTENSION) for r in report.files):
+    if any((r.path or "").lower().endswith(".gguf") for r in report.files):
         extras.append("gguf")
     report.packages = check_packages(deps + extras)
+    report.notes = list(inst.warnings)
     return report
 
 
@@ -321,6 +376,7 @@ def render(report: Report, target: str, fix_command: str) -> str:
                  f"  DreamO pack: NOT FOUND in {os.path.join(report.root, 'custom_nodes')} - put it there "
                  "(README, Install) and restart ComfyUI")
     lines.append(f"Needed by: {target}")
+    lines += [f"  note: {note}" for note in report.notes]
     lines.append("")
     width = max([len(f.need.label) for f in report.files] + [10])
     for r in report.files:
@@ -332,6 +388,8 @@ def render(report: Report, target: str, fix_command: str) -> str:
             lines.append(f"            {short(r.path, report.root)}, {fmt_size(r.size)}: {r.detail}")
             lines.append("            fix: replace it with the original file"
                          + (f" from {n.source.where}" if n.source else "") + " (the downloader never overwrites it).")
+        elif r.status == UNCHECKED:
+            lines.append(f"            {short(r.path, report.root)}, {fmt_size(r.size)}: {r.detail}")
         elif r.status == MISPLACED:
             lines.append(f"            found at {short(r.path, report.root)}, {fmt_size(r.size)}, {r.detail}")
             lines.append(f"            fix: move it to {short(r.target, report.root)}")
@@ -360,6 +418,9 @@ def render(report: Report, target: str, fix_command: str) -> str:
     else:
         count = len(problems) + len(bad_pkgs) + (0 if report.version_ok else 1) + (0 if report.pack else 1)
         lines.append(f"Result: {count} problem(s); the workflow cannot run yet.")
+        unchecked = [r for r in problems if r.status == UNCHECKED]
+        if unchecked:
+            lines.append(f"  {len(unchecked)} file(s) could not be checked in {sys.executable}: {INSTALL_HINT}.")
         if downloadable:
             lines.append(f"  `{fix_command}` fetches the {len(downloadable)} missing official file(s) "
                          "(add --dry-run to see the plan and sizes first).")
@@ -373,14 +434,44 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an extra_model_paths.yaml given to ComfyUI with the same option (the one in the "
                              "ComfyUI folder is always read)")
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--workflow", help="a workflow file (API format, or the UI format the canvas saves): its "
-                                         "loader nodes and file names are checked")
+    what.add_argument("--workflow", help="a workflow file (API format, or the UI format the canvas saves), or the "
+                                         "name of one of the pack's workflows (ip, id_tryon, ... as dreamo-client "
+                                         "takes them): its loader nodes and file names are checked")
     what.add_argument("--preset", choices=[v for v in st.VERSIONS if v != "custom"], default=None,
                       help="DreamO version preset (default v1.1), with the official files")
     parser.add_argument("--no-turbo", action="store_true", help="preset: without FLUX.1-Turbo-Alpha")
     parser.add_argument("--id", action="store_true", help="preset: with id (face) preprocessing (facexlib files)")
     parser.add_argument("--remover", action="store_true", help="preset: with a background remover (models/rembg)")
     parser.add_argument("--fp8", action="store_true", help="preset: the fp8 FLUX.1-dev and T5-XXL (smaller)")
+
+
+def workflow_path(name_or_path: str) -> str:
+    """A workflow file, or one of the pack's workflows by the short name the client takes (`ip`, `id_tryon`)."""
+    from .api_workflow import WorkflowError as ClientWorkflowError, find_workflow
+
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    try:
+        return find_workflow(name_or_path)
+    except ClientWorkflowError as e:
+        raise WorkflowError(str(e)) from None
+
+
+def read_workflow(path: str):
+    """The JSON of a workflow file, read within MAX_WORKFLOW_BYTES; WorkflowError saying what is wrong."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_WORKFLOW_BYTES + 1)
+    if len(data) > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(f"'{path}' is larger than {MAX_WORKFLOW_BYTES >> 20} MB: not a workflow file.")
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise WorkflowError(f"'{path}' is not a text file (UTF-8): not a workflow ({e.reason} at byte "
+                            f"{e.start}).") from None
+    except json.JSONDecodeError as e:
+        raise WorkflowError(f"'{path}' is not JSON: {e}") from None
+    except RecursionError:
+        raise WorkflowError(f"'{path}' is nested too deeply to be a workflow.") from None
 
 
 def resolve(args) -> tuple[ComfyInstall, list[Need], str]:
@@ -390,12 +481,8 @@ def resolve(args) -> tuple[ComfyInstall, list[Need], str]:
         raise InstallError("no ComfyUI folder given: pass --comfyui DIR or set COMFYUI_PATH.")
     inst = ComfyInstall.open(root, tuple(args.extra_model_paths_config))
     if args.workflow:
-        with open(args.workflow, encoding="utf-8") as f:
-            try:
-                prompt = json.load(f)
-            except json.JSONDecodeError as e:
-                raise WorkflowError(f"'{args.workflow}' is not JSON: {e}") from e
-        needs = workflow_needs(prompt)
+        path = workflow_path(args.workflow)
+        needs = workflow_needs(read_workflow(path))
         if not needs:
             raise WorkflowError(f"'{args.workflow}' has no model loader nodes this doctor knows.")
         return inst, needs, args.workflow
@@ -425,6 +512,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
+        missing = missing_packages()
+        if missing:
+            raise InstallError(f"the Python package(s) {', '.join(missing)} this command needs are not installed in "
+                               f"{sys.executable}; {INSTALL_HINT}.")
         inst, needs, target = resolve(args)
     except (InstallError, WorkflowError, OSError) as e:
         if args.json:

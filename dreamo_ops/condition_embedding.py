@@ -9,9 +9,8 @@ from typing import Optional
 
 import torch
 
+from .placeholders import PLACEHOLDERS  # noqa: F401  (defined with the prompt checks, which need no torch)
 from .token_layout import TokenLayout
-
-PLACEHOLDERS = tuple(f"[ref#{i}]" for i in range(1, 10)) + ("[res]",)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from .face_weights import DETECTORS, PARSER, WeightFile  # noqa: F401 - the tables live there (no torch)
 from .resize import long_side_size, resize_uint8
 from .weights import WeightFileError
 
@@ -42,27 +43,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WHITE_LABELS = (0, 7, 8, 9, 14, 15, 16, 18)
 PARSER_CLASSES = 19
 
-_RELEASES = "https://github.com/xinntao/facexlib/releases/download"
-
-
-@dataclass(frozen=True)
-class WeightFile:
-    name: str  # the file name facexlib uses; a .safetensors file of the same stem is accepted too
-    url: str  # facexlib's release asset
-
-    def candidates(self) -> tuple[str, ...]:
-        stem = os.path.splitext(self.name)[0]
-        return (stem + ".safetensors", self.name)
-
-
-# detector choice -> (facexlib network name, weight file)
-DETECTORS = {
-    "retinaface_resnet50": ("resnet50", WeightFile("detection_Resnet50_Final.pth",
-                                                   f"{_RELEASES}/v0.1.0/detection_Resnet50_Final.pth")),
-    "retinaface_mobile0.25": ("mobile0.25", WeightFile("detection_mobilenet0.25_Final.pth",
-                                                       f"{_RELEASES}/v0.1.0/detection_mobilenet0.25_Final.pth")),
-}
-PARSER = WeightFile("parsing_bisenet.pth", f"{_RELEASES}/v0.2.0/parsing_bisenet.pth")
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -113,7 +93,12 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
         sd = load_file(path, device="cpu")
     else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch >= 2.6 warns when a file was pickled with a protocol newer than its default (facexlib's own
+            # files and ones saved by newer torch): a remark on the format, not a problem with the file.
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint",
+                                    category=UserWarning)
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"'{os.path.basename(path)}' does not hold a plain state dict of tensors.")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}

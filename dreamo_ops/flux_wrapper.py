@@ -8,6 +8,8 @@ DreamO adds one thing: learned condition/index embeddings right after `img_in`. 
 When the model also carries DreamORouting's settings (`transformer_options[ROUTING_KEY]`), the same calls get a
   * `RoutedAttention` override (`optimized_attention_override`, chained with any other pack's override) that
     routes each reference onto its region and/or captures routing maps (see `routing.py`).
+Calls whose conditioning carries region prompts (`regional.REGIONS_KWARG`, with or without references) get the
+same override, routing the region prompts' words too (hard routing when the model has no DreamORouting).
 It uses only the calling conventions of those extension points, not ComfyUI imports.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 
 from .condition_embedding import DreamOEmbeddings, condition_embedding
 from .errors import DreamOError
-from .routing import RoutedAttention, RoutingSpec, region_to_tokens
+from .regional import REGIONS_KWARG, area_coverage
+from .routing import RoutedAttention, RoutingSpec, run_eagerly
 from .slot_agreement import RECORD_KEY, check_final, fingerprint
 from .token_layout import TokenLayout, position_ids, reference_layout
 
@@ -25,8 +28,9 @@ SLOTS_KWARG = "dreamo_ref_slots"
 WRAPPER_KEY = "dreamo"
 REQUIRED_METHOD = "uxo"
 ROUTING_KEY = "dreamo_routing"
-APPLY_SLOTS_KEY = "dreamo_apply_slots"  # model_options: the slots DreamOApply gave the model references in
 """`transformer_options` key carrying DreamORouting's `RoutingSpec`."""
+APPLY_SLOTS_KEY = "dreamo_apply_slots"
+"""`model_options` key: the slots DreamOApply gave the model references in (DreamORouting checks its regions)."""
 OVERRIDE_KEY = "optimized_attention_override"
 ROUTING_NODE = "DreamORouting"
 
@@ -45,6 +49,7 @@ class ConditionEmbeddingPatch:
         # device (a sync), so it runs once per layout rather than on every step.
         self.verified = verified if verified is not None else set()
 
+    @run_eagerly
     def __call__(self, args: dict) -> dict:
         img, img_ids = args["img"], args["img_ids"]
         if img.shape[1] != self.layout.total_count:
@@ -90,11 +95,41 @@ class DreamOFluxWrapper:
     def __call__(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, control=None,
                  transformer_options={}, **kwargs):
         slots = kwargs.pop(SLOTS_KWARG, None)
-        if slots is not None and ref_latents:
-            transformer_options = self._with_patch(executor, x, ref_latents, slots, transformer_options, kwargs)
+        regions = kwargs.pop(REGIONS_KWARG, None)
+        with_refs = slots is not None and bool(ref_latents)
+        if with_refs or regions is not None:
+            transformer_options = self._with_patch(executor, x, ref_latents if with_refs else None, slots,
+                                                   transformer_options, kwargs, regions, context)
         return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
 
-    def _with_patch(self, executor, x, ref_latents, slots, transformer_options, kwargs):
+    @run_eagerly
+    def _with_patch(self, executor, x, ref_latents, slots, transformer_options, kwargs, regions=None, context=None):
+        patch_size = getattr(executor.class_obj, "patch_size", 2)
+        options = dict(transformer_options)
+        if ref_latents:
+            layout = self._reference_patch(x, ref_latents, slots, kwargs, options, patch_size)
+        else:  # region prompts without references in this call
+            layout = reference_layout(x.shape[-2:], [], (), patch_size)
+        spec = options.get(ROUTING_KEY)
+        if regions is not None and not isinstance(spec, RoutingSpec):
+            spec = RoutingSpec()  # region prompts on a model without DreamORouting: hard routing, every block/step
+        if isinstance(spec, RoutingSpec):
+            override = routing_override(spec, layout, x.shape[-2:], executor.class_obj, options, patch_size,
+                                        regions, None if context is None else context.shape[1])
+            if override is not None:
+                options[OVERRIDE_KEY] = override
+                return options
+        if ref_latents:
+            # Every DreamO call carries an (eager) override, routing or not: under torch.compile the graphs of DreamO
+            # calls then never depend on whether this step routes — ComfyUI 0.33's TorchCompileModel keeps no guard
+            # on transformer_options, so a graph traced without the override would silently skip routing later.
+            options[OVERRIDE_KEY] = RoutedAttention(RoutingSpec(), layout, {},
+                                                    len(getattr(executor.class_obj, "double_blocks", ())),
+                                                    active=False, previous=options.get(OVERRIDE_KEY))
+        return options
+
+    def _reference_patch(self, x, ref_latents, slots, kwargs, options, patch_size):
+        """Check the call's references, add the embedding patch to `options`; the layout."""
         if len(slots) != len(ref_latents):
             raise DreamOSamplingError(
                 f"the conditioning carries {len(ref_latents)} reference latents but DreamO slots for {len(slots)}: "
@@ -107,19 +142,33 @@ class DreamOFluxWrapper:
                 f"reference latents reach the model with method '{method}', DreamO needs '{REQUIRED_METHOD}'. "
                 "Fix: remove the node that changes reference_latents_method after DreamOApply."
             )
-        patch_size = getattr(executor.class_obj, "patch_size", 2)
+        refuse_reference_kv_cache(options)
         layout = reference_layout(x.shape[-2:], [r.shape[-2:] for r in ref_latents], slots, patch_size)
-        options = dict(transformer_options)
         patches = dict(options.get("patches", {}))
         patch = ConditionEmbeddingPatch(self.embeddings, layout, self.verified_layouts)
         patches["post_input"] = list(patches.get("post_input", [])) + [patch]
         options["patches"] = patches
-        spec = options.get(ROUTING_KEY)
-        if isinstance(spec, RoutingSpec):
-            override = routing_override(spec, layout, x.shape[-2:], executor.class_obj, options, patch_size)
-            if override is not None:
-                options[OVERRIDE_KEY] = override
-        return options
+        return layout
+
+
+KV_CACHE_PATCHES = ("KV_Attn_Input",)
+"""Class names of attention patches that reuse the reference tokens' keys/values across steps (core FluxKVCache)."""
+
+
+def refuse_reference_kv_cache(transformer_options: dict) -> None:
+    """Core's FluxKVCache (ComfyUI 0.33+) computes the reference tokens once, on the first step, then drops them and
+    attends to their cached keys/values. That is exact only where references do not depend on the step (FLUX.2 /
+    Kontext with `index_timestep_zero`). DreamO's references get each step's timestep and attend to the image in
+    every block, so from the second step on the cache would not be DreamO's: refused by name, before any step."""
+    patches = (transformer_options.get("patches") or {}).get("attn1_patch") or ()
+    for patch in patches:
+        if type(patch).__name__ in KV_CACHE_PATCHES:
+            raise DreamOError(
+                "DreamOApply", "model", "the model carries Flux KV Cache (FluxKVCache), which reuses the references' "
+                "keys and values from the first step. DreamO's references change at every step (they get the step's "
+                "timestep and attend to the image), so later steps would not be DreamO's.",
+                "remove the Flux KV Cache node from this model's chain when using DreamO references (it is exact "
+                "only for models with timestep-zero references, such as FLUX.2).")
 
 
 class ReferenceBatchCheck:
@@ -150,18 +199,26 @@ class ReferenceBatchCheck:
         return executor(noise, latent_image, *args, **kwargs)
 
 
-def routing_override(spec: RoutingSpec, layout, latent_hw, flux, options: dict, patch_size: int):
-    """The per-call attention override for DreamORouting's `spec`, or None when it has nothing to do."""
+def routing_override(spec: RoutingSpec, layout, latent_hw, flux, options: dict, patch_size: int, regions=None,
+                     txt_len: int | None = None):
+    """The per-call attention override for DreamORouting's `spec` and the call's region prompts (`regions`, a
+    `regional.RegionPrompts`), or None when it has nothing to do."""
     present = {r.slot for r in layout.refs}
+    worded = regions.indices() if regions is not None else set()
     for slot in sorted(spec.regions):
-        if slot not in present:
+        if slot not in present and slot not in worded:
             source = spec.sources.get(slot, f"region_{slot}")
             undo = (f"disconnect region_{slot}" if source == f"region_{slot}"
                     else f"clear slot {slot}'s box in the region editor ({source})")
             raise DreamOError(ROUTING_NODE, source, f"slot {slot} has no DreamO reference in this "
                               f"sampling run (references are in slots {sorted(present)}).",
                               f"connect a reference to DreamOApply's ref_{slot}, or {undo}.")
-    if not spec.constrains() and spec.capture is None:
+    if spec.worded and regions is None:
+        raise DreamOError(ROUTING_NODE, "positive", f"the boxes of slots {list(spec.worded)} have words, but the "
+                          "conditioning being sampled carries no region prompts.",
+                          "connect DreamO Routing's positive output on to the sampler (through DreamO Apply's "
+                          "positive when you use it), or clear the boxes' words.")
+    if not spec.constrains() and spec.capture is None and regions is None:
         return None
     sigma = options.get("sigmas")
     active = spec.active_at(sigma[0] if sigma is not None and len(sigma) else None)
@@ -170,7 +227,13 @@ def routing_override(spec: RoutingSpec, layout, latent_hw, flux, options: dict, 
     key = (tuple(latent_hw), patch_size)
     cache = spec.coverage_cache
     if key not in cache:
-        cache[key] = {slot: region_to_tokens(m, latent_hw, patch_size) for slot, m in spec.regions.items()}
+        cache[key] = {slot: area_coverage(m, latent_hw, patch_size) for slot, m in spec.regions.items()}
+    coverage, text = cache[key], None
+    if regions is not None:
+        text, follow = regions.text_routing(txt_len, coverage, present, latent_hw, patch_size)
+        coverage = {**coverage, **follow}
+        if spec.capture is not None:
+            spec.capture.labels.update(regions.labels())
     n_double = len(getattr(flux, "double_blocks", ()))
-    return RoutedAttention(spec, layout, cache[key], n_double, active=active,
-                           previous=options.get(OVERRIDE_KEY), latent_hw=latent_hw)
+    return RoutedAttention(spec, layout, coverage, n_double, active=active,
+                           previous=options.get(OVERRIDE_KEY), latent_hw=latent_hw, text=text)

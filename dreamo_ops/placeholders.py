@@ -12,18 +12,41 @@ trained weighted placeholders — unless the user insists by weighting the place
 Where two weighted pieces touch without a space (`a(red:1.2)dress`) a space is read between them, as stock
 ComfyUI (which tokenizes each piece separately) does; never next to a placeholder.
 
+Bounded work: the checks run while the user types (the editor's route) and in the node, so every step here is
+linear in the prompt's length (no quadratic scans, no recursion): prompts longer than `MAX_PROMPT_CHARS` and
+weighting groups nested deeper than `MAX_NESTING` are refused, and an error names at most `MAX_LISTED` problems
+and counts the rest.
+
 Nothing here imports ComfyUI.
 """
 from __future__ import annotations
 
+import bisect
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from .condition_embedding import PLACEHOLDERS
 from .errors import DreamOError
-from .token_layout import MAX_SLOTS
+
+PLACEHOLDERS = tuple(f"[ref#{i}]" for i in range(1, 10)) + ("[res]",)
+"""DreamO's learned T5 tokens, in the order of its placeholder table."""
+MAX_SLOTS = len(PLACEHOLDERS) - 1
+"""Reference slots [ref#1]…[ref#9] (token_layout.MAX_SLOTS; this module stays free of torch for the route's
+worker process)."""
+
+MAX_PROMPT_CHARS = 100_000
+"""The longest prompt DreamO checks and encodes (about 25,000 T5 tokens; DreamO reads 512)."""
+MAX_NESTING = 32
+"""The deepest weighting group, `((…))`, a prompt may nest: ComfyUI's own tokenizer re-reads the text once per
+level (recursively), so deeper nesting would cost it time and stack; no prompt needs more."""
+MAX_LISTED = 5
+"""Problems an error names one by one; the others are counted."""
+MAX_MARKS = 200
+"""Marks the editor's check returns (the first ones in the prompt); the others are counted in `marks_left_off`."""
+_SNIPPET_SHOWN = 40
+"""Characters of a near miss quoted in a message."""
 
 STYLE_TASK = "style"
 STYLE_INSTRUCTION = "generate a same style image."
@@ -32,6 +55,7 @@ _PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 # Near misses, looked for after the exact placeholders are blanked out and compatibility characters folded.
 _NEAR_BRACKETED = re.compile(r"\[\s*(?:ref(?![a-z])|res(?![a-z]))[^\[\]\n]{0,16}\]?", re.IGNORECASE)
 _NEAR_UNBRACKETED = re.compile(r"(?<![\[\w])ref\s*#\s*\d+\]?", re.IGNORECASE)
+_PARENS = re.compile(r"[()]")
 # ComfyUI's escapes for literal parentheses, kept out of the way while groups are parsed.
 _ESCAPES = (("\\)", "\0\1"), ("\\(", "\0\2"))
 
@@ -76,54 +100,89 @@ def _unescape(text: str) -> str:
     return text
 
 
-def _top_level_items(text: str) -> list[str]:
-    """Runs of text and `(...)` groups at nesting level 0, following ComfyUI's rules (unbalanced included)."""
-    items: list[str] = []
-    current = ""
-    depth = 0
-    for ch in text:
-        if ch == "(" and depth == 0:
-            if current:
-                items.append(current)
-            current = ch
-            depth = 1
-        elif ch == "(":
-            current += ch
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                items.append(current + ch)
-                current = ""
-            else:
-                current += ch
-        else:
-            current += ch
-    if current:
-        items.append(current)
-    return items
+class PromptTooComplex(ValueError):
+    """The weighting syntax asks for more than DreamO reads: too deep a nesting, or a weight that is no number."""
 
 
 def _weighted(text: str, weight: float) -> list[tuple[str, float]]:
-    pieces: list[tuple[str, float]] = []
-    for item in _top_level_items(text):
-        if len(item) < 2 or item[0] != "(" or item[-1] != ")":
-            pieces.append((item, weight))
-            continue
-        inner, inner_weight = item[1:-1], weight * 1.1
-        colon = inner.rfind(":")
-        if colon > 0:
+    """ComfyUI's recursive `token_weights(text, weight)` (pieces in the same order, same weights) without
+    recursion and in O(n log n): brackets are found once, and each level jumps from group to group.
+
+    ComfyUI's rules: a running count of brackets (never clamped, so a stray ")" makes the next "(" only bring it
+    back to 0); a group opens at "(" when the count is 0 and closes at the ")" that brings it back to 0; an
+    unclosed last group counts as a group only when it ends with ")". Its inside is read again the same way with a
+    fresh count, which here is the count at that point of the whole text, so one table serves every level.
+    """
+    pos = [m.start() for m in _PARENS.finditer(text)]
+    opens_at: dict[int, list[int]] = {}  # count before it → indices (into pos) of "(" seen at that count
+    closes_at: dict[int, list[int]] = {}  # count after it → indices of ")" that leave that count
+    count = 0
+    for j, p in enumerate(pos):
+        if text[p] == "(":
+            opens_at.setdefault(count, []).append(j)
+            count += 1
+        else:
+            count -= 1
+            closes_at.setdefault(count, []).append(j)
+
+    def first(table: list[int], lo: int, hi: int):
+        k = bisect.bisect_left(table, lo)
+        return table[k] if k < len(table) and table[k] < hi else None
+
+    def group(ga: int, gb: int, gja: int, gjb: int, base: int, w: float, depth: int):
+        """The stack entry of the inside of the group text[ga:gb] (brackets gja..gjb-1 inside it)."""
+        if depth >= MAX_NESTING:
+            raise PromptTooComplex(f"weighting brackets are nested more than {MAX_NESTING} levels deep")
+        ia, ib, inner_weight = ga + 1, gb - 1, w * 1.1
+        colon = text.rfind(":", ia, ib)
+        if colon > ia:
             try:
-                inner_weight = float(inner[colon + 1:])
-                inner = inner[:colon]
+                inner_weight = float(text[colon + 1:ib])
+                ib = colon  # a weight is a number: no bracket after the colon
             except ValueError:
                 pass
-        pieces.extend(_weighted(inner, inner_weight))
+        if not math.isfinite(inner_weight):
+            raise PromptTooComplex(f"the weight of '{_shorten(_unescape(text[ga:gb]))}' is {inner_weight}, not a "
+                                   "finite number")
+        return ia, ib, gja, gjb, base + 1, inner_weight, depth + 1, True
+
+    pieces: list[tuple[str, float]] = []
+    # (start, end, first bracket, end bracket, count at start, weight, depth, is a group's inside)
+    stack = [(0, len(text), 0, len(pos), 0, weight, 0, True)]
+    while stack:
+        a, b, ja, jb, base, w, depth, inside = stack.pop()
+        if not inside:
+            pieces.append((text[a:b], w))
+            continue
+        items = []
+        cur, j = a, ja
+        opens, closes = opens_at.get(base, []), closes_at.get(base, [])
+        while cur < b:
+            jo = first(opens, j, jb)
+            if jo is None:
+                break
+            if pos[jo] > cur:
+                items.append((cur, pos[jo], 0, 0, base, w, depth, False))
+            jc = first(closes, jo + 1, jb)
+            if jc is None:  # unclosed: runs to the end; a group only if it ends with ")"
+                if b - pos[jo] >= 2 and text[b - 1] == ")":
+                    items.append(group(pos[jo], b, jo + 1, jb - 1, base, w, depth))
+                else:
+                    items.append((pos[jo], b, 0, 0, base, w, depth, False))
+                cur = b
+                break
+            items.append(group(pos[jo], pos[jc] + 1, jo + 1, jc, base, w, depth))
+            cur, j = pos[jc] + 1, jc + 1
+        if cur < b:
+            items.append((cur, b, 0, 0, base, w, depth, False))
+        stack.extend(reversed(items))
     return pieces
 
 
 def parse_weights(text: str) -> list[tuple[str, float]]:
-    """(piece, weight) pairs as ComfyUI's `(text:1.2)` syntax reads them; `\\(` and `\\)` are literal brackets."""
+    """(piece, weight) pairs as ComfyUI's `(text:1.2)` syntax reads them; `\\(` and `\\)` are literal brackets.
+
+    Raises PromptTooComplex for groups nested deeper than MAX_NESTING or a weight that is not a finite number."""
     return [(_unescape(piece), w) for piece, w in _weighted(_escape(text), 1.0)]
 
 
@@ -136,11 +195,15 @@ def find_placeholders(text: str) -> list[tuple[str, int, int]]:
 
 def _fold(text: str) -> str:
     """Compatibility characters folded to their plain form (`［` -> `[`, `＃` -> `#`), one character for one."""
-    out = []
-    for ch in text:
-        folded = unicodedata.normalize("NFKC", ch)
-        out.append(folded if len(folded) == 1 else ch)
-    return "".join(out)
+    if text.isascii():
+        return text
+    table = {}
+    for ch in set(text):
+        if not ch.isascii():
+            folded = unicodedata.normalize("NFKC", ch)
+            if len(folded) == 1 and folded != ch:
+                table[ord(ch)] = folded
+    return text.translate(table)
 
 
 def _suggest(snippet: str) -> str:
@@ -149,29 +212,40 @@ def _suggest(snippet: str) -> str:
         if re.search(r"res", snippet, re.IGNORECASE) and not re.search(r"ref", snippet, re.IGNORECASE):
             return "[res]"
         return "one of [ref#1]…[ref#9] or [res]"
-    slot = int(digits[0])
-    if 1 <= slot <= MAX_SLOTS:
-        return f"[ref#{slot}]"
-    return f"[ref#1]…[ref#{MAX_SLOTS}] (there is no slot {slot})"
+    number = digits[0].lstrip("0") or "0"
+    if len(number) == 1 and 1 <= int(number) <= MAX_SLOTS:
+        return f"[ref#{number}]"
+    return f"[ref#1]…[ref#{MAX_SLOTS}] (there is no slot {_shorten(number, 12)})"
 
 
 def find_near_misses(text: str) -> list[NearMiss]:
-    """Text that looks like a placeholder but is not one, in the order it appears."""
+    """Text that looks like a placeholder but is not one, in the order it appears (linear in the text's length)."""
     blanked = _PLACEHOLDER_RE.sub(lambda m: " " * len(m.group(0)), text)
     folded = _fold(blanked)
-    found: dict[int, NearMiss] = {}
-    for pattern in (_NEAR_BRACKETED, _NEAR_UNBRACKETED):
-        for m in pattern.finditer(folded):
-            if any(m.start() < nm.position + len(nm.snippet) and nm.position < m.end() for nm in found.values()):
-                continue
-            snippet = text[m.start():m.end()].strip()
-            found[m.start()] = NearMiss(snippet, m.start(), _suggest(folded[m.start():m.end()]))
-    return [found[k] for k in sorted(found)]
+    found = [(m.start(), m.end()) for m in _NEAR_BRACKETED.finditer(folded)]  # never overlap each other
+    starts = [s for s, _ in found]
+    for m in _NEAR_UNBRACKETED.finditer(folded):  # kept unless it overlaps a bracketed one
+        k = bisect.bisect_left(starts, m.end())  # bracketed near misses starting before this one ends
+        if k and found[k - 1][1] > m.start() and starts[k - 1] < m.end():
+            continue
+        found.append((m.start(), m.end()))
+    found.sort()
+    return [NearMiss(text[s:e].strip(), s, _suggest(folded[s:e])) for s, e in found]
+
+
+def _shorten(text: str, limit: int = _SNIPPET_SHOWN) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def describe_near_miss(nm: NearMiss) -> str:
     """How a near miss is named in DreamOTextEncode's error (and, with the same words, in the editor)."""
-    return f"'{nm.snippet}' at character {nm.position + 1} (did you mean {nm.suggestion}?)"
+    return f"'{_shorten(nm.snippet)}' at character {nm.position + 1} (did you mean {nm.suggestion}?)"
+
+
+def listed(items: list[str], limit: int = MAX_LISTED) -> str:
+    """The first `limit` of `items` joined with "; ", and how many more there are."""
+    shown = "; ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}; and {len(items) - limit:,} more"
 
 
 def has_style_instruction(text: str) -> bool:
@@ -205,8 +279,12 @@ def _plain_text(pieces: list[tuple[str, float]]):
     return "".join(chars), tuple(weights), spans
 
 
-def _placeholder_weight(start: int, end: int, name: str, spans) -> float:
-    for s, e, piece, weight in spans:
+def _placeholder_weight(start: int, end: int, name: str, spans, span_starts) -> float:
+    """The weight of the placeholder at plain[start:end]: its piece's if the piece is the placeholder alone, else
+    1.0 (`spans` are in order and do not overlap; `span_starts` are their starts, for a binary search)."""
+    k = bisect.bisect_right(span_starts, start) - 1
+    if k >= 0:
+        s, e, piece, weight = spans[k]
         if s <= start and end <= e:
             return weight if piece.strip() == name else 1.0
     return 1.0
@@ -243,9 +321,8 @@ def _unnamed_note(placeholders, references: Mapping[int, str]) -> list[str]:
 
 
 def _near_miss_problem(near: list[NearMiss]) -> tuple[str, str]:
-    listed = "; ".join(describe_near_miss(nm) for nm in near)
     return (f"the prompt has text that looks like a DreamO placeholder but is not one, so T5 would read it as "
-            f"ordinary words: {listed}.",
+            f"ordinary words: {listed([describe_near_miss(nm) for nm in near])}.",
             "write placeholders exactly as [ref#1]…[ref#9] or [res]: lower case, '#', no spaces, ASCII square "
             "brackets, slots 1 to 9.")
 
@@ -273,6 +350,14 @@ def _style(text: str, references: Mapping[int, str], add: bool) -> tuple[str, li
                   "DreamO's style task was trained with"]
 
 
+def _too_long(text: str, node: str, input_name: str) -> Optional[DreamOError]:
+    if len(text) <= MAX_PROMPT_CHARS:
+        return None
+    return DreamOError(node, input_name, f"the prompt is {len(text):,} characters long; DreamO reads prompts of at "
+                       f"most {MAX_PROMPT_CHARS:,} characters.", "shorten the prompt (T5 reads the first 512 tokens "
+                       "as DreamO was trained, about 2,000 characters of English).")
+
+
 def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_style_instruction: bool = True,
                  node: str = "DreamOTextEncode", input_name: str = "text") -> PromptPlan:
     """Check a prompt and plan how T5 reads it.
@@ -283,15 +368,30 @@ def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_
     if not isinstance(text, str):
         raise DreamOError(node, input_name, f"the prompt must be text, got {type(text).__name__}.",
                           "connect a STRING or type the prompt in the box.")
+    too_long = _too_long(text, node, input_name)
+    if too_long:
+        raise too_long
+    return _build(text, references, add_style_instruction, node, input_name, find_near_misses(text))
+
+
+def _build(text: str, references, add_style_instruction: bool, node: str, input_name: str,
+           near: list[NearMiss]) -> PromptPlan:
+    """build_prompt once the length is checked and the near misses are found: one error names every problem."""
     problems = []
-    near = find_near_misses(text)
     if near:
         problems.append(_near_miss_problem(near))
-    text, notes = _style(text, references or {}, add_style_instruction)
-    plain, char_weights, spans = _plain_text(parse_weights(text))
+    try:
+        text, notes = _style(text, references or {}, add_style_instruction)
+        pieces = parse_weights(text)
+    except PromptTooComplex as e:
+        problems.append((f"{e}.", f"use at most {MAX_NESTING} levels of (…) and numbers as weights, like "
+                         "(red dress:1.2)."))
+        raise prompt_error(node, input_name, problems) from None
+    plain, char_weights, spans = _plain_text(pieces)
+    span_starts = [sp[0] for sp in spans]
     placeholders = tuple(
         Placeholder(name=name, index=PLACEHOLDERS.index(name), slot=_slot_of(name), start=start, end=end,
-                    weight=_placeholder_weight(start, end, name, spans))
+                    weight=_placeholder_weight(start, end, name, spans, span_starts))
         for name, start, end in find_placeholders(plain))
     if references is not None:
         missing = _missing_slots(placeholders, references)
@@ -312,11 +412,19 @@ def check_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_
     `error` is the exact message `build_prompt` raises (None when the prompt is accepted), `notes` its notes;
     `marks` are spans of the prompt as written (0-based, end exclusive): every exact placeholder ("placeholder"),
     placeholders whose slot has no reference ("empty_slot") and near misses ("near_miss"), each with the words
-    the error uses for it. Slots are only checked when `references` names at least one, as in the node.
+    the error uses for it; the first MAX_MARKS of them, the others counted in `marks_left_off`. Slots are only
+    checked when `references` names at least one, as in the node. A prompt over MAX_PROMPT_CHARS gets the node's
+    error and no marks, without being read.
     """
     refs = dict(references) if references else None
+    if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+        try:
+            build_prompt(text, refs, add_style_instruction, node=node, input_name=input_name)
+        except DreamOError as e:  # always: not text, or too long (refused before it is read)
+            return {"error": str(e), "notes": [], "marks": [], "marks_left_off": 0}
+    near = find_near_misses(text)
     marks = []
-    for nm in find_near_misses(text):
+    for nm in near:
         marks.append({"kind": "near_miss", "start": nm.position, "end": nm.position + len(nm.snippet),
                       "text": nm.snippet, "message": f"looks like a DreamO placeholder but is not one: "
                       f"{describe_near_miss(nm)}"})
@@ -328,8 +436,10 @@ def check_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_
         else:
             marks.append({"kind": "placeholder", "start": start, "end": end, "text": name, "slot": slot})
     marks.sort(key=lambda m: m["start"])
+    left_off = max(0, len(marks) - MAX_MARKS)
+    marks = marks[:MAX_MARKS]
     try:
-        plan = build_prompt(text, refs, add_style_instruction, node=node, input_name=input_name)
+        plan = _build(text, refs, add_style_instruction, node, input_name, near)
     except DreamOError as e:
-        return {"error": str(e), "notes": [], "marks": marks}
-    return {"error": None, "notes": list(plan.notes), "marks": marks}
+        return {"error": str(e), "notes": [], "marks": marks, "marks_left_off": left_off}
+    return {"error": None, "notes": list(plan.notes), "marks": marks, "marks_left_off": left_off}

@@ -8,6 +8,15 @@ import torch.nn.functional as F
 SLOT_COLOURS = {1: (230, 25, 75), 2: (60, 180, 75), 3: (0, 130, 200), 4: (245, 130, 48), 5: (145, 30, 180),
                 6: (70, 240, 240), 7: (240, 50, 230), 8: (210, 245, 60), 9: (250, 190, 212)}
 """One colour per reference slot (distinct on light and dark pictures)."""
+WORDS_TINT = 0.45
+"""Region k's words (map key ("region", k)) are drawn in slot k's colour mixed this much with white."""
+
+
+def colour_of(key) -> tuple:
+    """The RGB colour of a routing-map key: a reference slot k, or ("region", k) for region k's words."""
+    if isinstance(key, int):
+        return SLOT_COLOURS[key]
+    return tuple(round(c + (255 - c) * WORDS_TINT) for c in SLOT_COLOURS[key[1]])
 
 
 def upsample_map(grid_map: torch.Tensor, latent_hw, size_hw, patch_size: int = 2, vae_scale: int = 8):
@@ -32,7 +41,7 @@ def overlay(image: torch.Tensor, heat: dict, opacity: float = 0.65) -> torch.Ten
     """Heat maps {slot: (B, H, W) in [0, 1]} over `image` (B, H, W, 3) in [0, 1], one colour per slot."""
     out = image.clone()
     for slot, h in heat.items():
-        colour = torch.tensor(SLOT_COLOURS[slot], dtype=image.dtype) / 255.0
+        colour = torch.tensor(colour_of(slot), dtype=image.dtype) / 255.0
         a = (h.clamp(0, 1) * opacity)[..., None].to(image.dtype)
         out = out * (1 - a) + colour * a
     return out
@@ -50,7 +59,7 @@ def draw_legend(image: torch.Tensor, labels: dict) -> torch.Tensor:
         box = max(6, min(pil.size) // 32)
         y = 2
         for slot, text in labels.items():
-            draw.rectangle([2, y, 2 + box, y + box], fill=SLOT_COLOURS[slot], outline=(0, 0, 0))
+            draw.rectangle([2, y, 2 + box, y + box], fill=colour_of(slot), outline=(0, 0, 0))
             draw.text((6 + box, y), text, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
             y += box + 4
         out.append(np.asarray(pil))

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .condition_embedding import PLACEHOLDERS
-from .placeholders import PromptPlan
+from .placeholders import PromptPlan, listed
 
 T5_VOCAB = 32100  # T5's sentencepiece pieces plus <extra_id_*>; DreamO's placeholders come right after
 DREAMO_T5_LENGTH = 512  # DreamO's max_sequence_length
@@ -126,7 +126,7 @@ def t5_tokens(plan: PromptPlan, tokenizer: DreamOT5Tokenizer, vectors: Optional[
              if tokenizer.placeholder_index(t.id) is not None]
     expected = [(p.start, p.index) for p in plan.placeholders]
     if found != expected:
-        seen = ", ".join(f"{PLACEHOLDERS[k]} at character {s + 1}" for s, k in found) or "none"
+        seen = listed([f"{PLACEHOLDERS[k]} at character {s + 1}" for s, k in found]) or "none"
         raise PlaceholderMismatch(f"T5 reads placeholders in the prompt ({seen}) where the prompt checks found "
                                   f"{len(expected)}; some characters look like a placeholder to T5 only.")
     out: list[tuple[Union[int, torch.Tensor], float]] = []

@@ -6,10 +6,10 @@ holds only the task and index embeddings. Only safetensors is read: nothing is e
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from safetensors import safe_open
-
-from .condition_embedding import DreamOEmbeddings
+if TYPE_CHECKING:  # torch and safetensors are imported where they are used: `dreamo-doctor` lists files without them
+    from .condition_embedding import DreamOEmbeddings
 
 TASK_KEY = "dreamo_task_embedding.weight"
 INDEX_KEY = "dreamo_idx_embedding.weight"
@@ -36,6 +36,8 @@ def open_safetensors(path: str):
         )
     if not os.path.isfile(path):
         raise WeightFileError(f"'{path}' does not exist.")
+    from safetensors import safe_open
+
     try:
         return safe_open(path, framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
@@ -92,6 +94,8 @@ def _last_rows(f, key: str, count: int):
 
 def read_embeddings(path: str) -> DreamOEmbeddings:
     """Task, index and (when present) placeholder embeddings from a DreamO weights file."""
+    from .condition_embedding import DreamOEmbeddings
+
     name = os.path.basename(path)
     with open_safetensors(path) as f:
         keys = set(f.keys())

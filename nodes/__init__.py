@@ -5,13 +5,14 @@ from .model_folders import register_all
 from .preprocess import DreamOPreprocessorLoader
 from .prompt_check_route import register_routes
 from .ref_encode import DreamORefEncode
+from .regional import DreamORegionalConditioning
 from .routing import DreamORouting, DreamORoutingMap
 from .stage_loader import DreamOStageLoader
 from .text_encode import DreamOTextEncode
 from .version_guard import guard, running_comfyui_version
 
 NODES = guard((DreamOLoader, DreamOStageLoader, DreamOPreprocessorLoader, DreamORefEncode, DreamOTextEncode,
-               DreamOApply, DreamORouting, DreamORoutingMap), running_comfyui_version())
+               DreamOApply, DreamORouting, DreamORoutingMap, DreamORegionalConditioning), running_comfyui_version())
 
 register_all()
 register_routes()

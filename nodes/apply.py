@@ -6,8 +6,9 @@ import logging
 import comfy.conds
 import comfy.patcher_extension
 
-from ..dreamo_ops.errors import DreamOError, refuse_unknown_inputs
-from ..dreamo_ops.flux_wrapper import (APPLY_SLOTS_KEY, REQUIRED_METHOD, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper,
+from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
+from ..dreamo_ops.flux_wrapper import (APPLY_SLOTS_KEY, REQUIRED_METHOD, ROUTING_KEY, SLOTS_KWARG, WRAPPER_KEY,
+                                       DreamOFluxWrapper,
                                         ReferenceBatchCheck)
 from ..dreamo_ops.slot_agreement import RECORD_KEY, check_apply, fingerprint, style_note
 from ..dreamo_ops.token_layout import MAX_SLOTS
@@ -70,9 +71,13 @@ def patch_model(model, dreamo, slots=()):
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     m.remove_wrappers_with_key(outer, WRAPPER_KEY)
     m.add_wrapper_with_key(outer, WRAPPER_KEY, ReferenceBatchCheck())
+    # The routing key is always there (None until DreamO Routing sets it): ComfyUI 0.33's TorchCompileModel keeps no
+    # guard on transformer_options, and a key that comes and goes between runs of one compiled model breaks it.
+    m.model_options.setdefault("transformer_options", {}).setdefault(ROUTING_KEY, None)
     return m
 
 
+@finite_numbers
 class DreamOApply:
     NODE_ID = NODE_ID
     DISPLAY_NAME = "DreamO Apply"

@@ -1,7 +1,7 @@
 """DreamOLoader: DreamO's learned embeddings from a weights file -> DREAMO."""
 from __future__ import annotations
 
-from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.weights import UnreadableFileError, WeightFileError, read_embeddings
 from .model_folders import resolve_weight_file, weight_file_names
 
@@ -21,6 +21,7 @@ def load_embeddings(node: str, input_name: str, name: str):
                           "embedding.safetensors) from ByteDance/DreamO.") from e
 
 
+@finite_numbers
 class DreamOLoader:
     NODE_ID = "DreamOLoader"
     DISPLAY_NAME = "DreamO Loader"

@@ -9,7 +9,7 @@ import comfy.model_management
 import folder_paths
 
 from ..dreamo_ops.background import INSTALL_HINT, WHERE_TO_GET, BackgroundRemover, session_name
-from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.face_preprocess import DETECTORS, DownloadFailedError, FacePreprocessor, MissingWeightsError
 from ..dreamo_ops.reference import DreamOPreprocessor
 from .model_folders import FACEXLIB_FOLDER, REMBG_FOLDER
@@ -73,6 +73,7 @@ def load_remover(name: str) -> BackgroundRemover:
                           f"use an unmodified model file ({WHERE_TO_GET}).") from e
 
 
+@finite_numbers
 class DreamOPreprocessorLoader:
     NODE_ID = NODE_ID
     DISPLAY_NAME = "DreamO Preprocessor Loader"

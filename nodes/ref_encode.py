@@ -8,7 +8,7 @@ import numpy as np
 
 import comfy.model_management
 
-from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.reference import ID_FALLBACKS, TASKS, DreamOReference, prepare_pixels, to_uint8
 
 DREAMO_REF_TYPE = "DREAMO_REF"
@@ -37,6 +37,7 @@ def save_temp_images(images: list[np.ndarray], prefix: str = "dreamo_ref") -> li
     return entries
 
 
+@finite_numbers
 class DreamORefEncode:
     NODE_ID = NODE_ID
     DISPLAY_NAME = "DreamO Reference Encode"

@@ -16,7 +16,7 @@ import folder_paths
 from comfy.weight_adapter import LoRAAdapter
 
 from ..dreamo_ops import stages as st
-from ..dreamo_ops.errors import DreamOError
+from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.lora_formats import (LoraFormatError, ParsedLora, check_against_model, file_keys,
                                        read_lora_file)
 from ..dreamo_ops.weights import INDEX_KEY, TASK_KEY, WeightFileError
@@ -100,6 +100,7 @@ def shown_with(stage: st.Stage) -> dict:
                     (st.input_name(stage), "not_in", [st.AUTO, st.NONE]))
 
 
+@finite_numbers
 class DreamOStageLoader:
     NODE_ID = NODE_ID
     DISPLAY_NAME = "DreamO Stage Loader"

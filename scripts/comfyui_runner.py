@@ -26,7 +26,15 @@ NETWORK_LOGS: list[str] = []  # every started server's network_attempts.log (see
 
 
 def comfyui_path() -> str:
-    return os.environ.get("COMFYUI_PATH") or os.path.expanduser("~/comfyui")
+    """COMFYUI_PATH, else the ComfyUI this clone sits in (<ComfyUI>/custom_nodes/<clone>: the doctor's rule, reused),
+    else ~/comfyui."""
+    if os.environ.get("COMFYUI_PATH"):
+        return os.environ["COMFYUI_PATH"]
+    if REPO not in sys.path:
+        sys.path.append(REPO)
+    from dreamo_cli.comfy_folders import default_root
+
+    return default_root() or os.path.expanduser("~/comfyui")
 
 
 def free_port() -> int:
@@ -111,15 +119,19 @@ class Server:
         self.process = subprocess.Popen([sys.executable, main, *self.sandbox.server_args(self.port)],
                                         cwd=comfyui_path(), stdout=log, stderr=subprocess.STDOUT, env=self.env())
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited during start-up:\n{self.log_tail()}")
-            try:
-                if requests.get(self.url + "/system_stats", timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"ComfyUI exited during start-up:\n{self.log_tail()}")
+                try:
+                    if requests.get(self.url + "/system_stats", timeout=2).ok:
+                        return self
+                except requests.ConnectionError:
+                    pass
+                time.sleep(0.5)
+        except BaseException:  # Ctrl-C or SIGTERM while it starts: `with Server(...)` will not call __exit__
+            self.stop()
+            raise
         self.stop()
         raise RuntimeError(f"ComfyUI did not start within {timeout:.0f}s:\n{self.log_tail()}")
 

@@ -124,7 +124,10 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
         if (preview) preview.hidden = true;
         const min = n.computeSize();
         if (preview) preview.hidden = false;
-        const extra = ["LoadImage", "SaveImage", "PreviewImage", "DreamORoutingMap"].includes(n.type) ? PREVIEW
+        // outputs show the generated picture: a landscape one needs less height at the node's width
+        const output = ["SaveImage", "PreviewImage", "DreamORoutingMap"].includes(n.type);
+        const extra = output ? Math.min(PREVIEW, Math.round(40 + (opts.widths[n.type] ?? 240) * opts.aspect))
+            : n.type === "LoadImage" ? PREVIEW
             : n.type === "DreamOTextEncode" ? 50 : n.type === "MarkdownNote" ? 150 : 0;
         return [Math.max(opts.widths[n.type] ?? 240, min[0]), min[1] + extra];
     };
@@ -140,7 +143,20 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
     };
     // Pack the units into columns top to bottom; a role may start a new column. Try every choice of where roles
     // start one and keep the narrowest layout that fits the height (ties: more roles on their own).
-    const pack = (breaks) => {
+    // The note may also sit at the foot of an earlier column with room for it, when that saves a column.
+    const noteId = String(noteNode.id);
+    const withNoteWhereRoom = (p) => {
+        const rest = units.filter(([, ids]) => ids[0] !== noteId);
+        const [, noteH] = unitSize([noteId]);
+        const q = packUnits(rest, p.breakSet);
+        const room = q.cols.filter(c => c.h + GAP + noteH <= opts.maxHeight).pop();
+        if (!room) return p;
+        room.units.push([noteId]); room.h += GAP + noteH; room.w = Math.max(room.w, unitSize([noteId])[0]);
+        const width = q.cols.reduce((s, c) => s + c.w, 0) + COL_GAP * (q.cols.length - 1);
+        return width < p.width - 1 ? { ...q, width, height: Math.max(...q.cols.map(c => c.h)) } : p;
+    };
+    const pack = (breaks) => withNoteWhereRoom(packUnits(units, breaks));
+    const packUnits = (units, breaks) => {
         const cols = [];
         let col = null, prevRole = null;
         for (const [role, ids] of units) {
@@ -155,7 +171,7 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
             prevRole = role;
         }
         const width = cols.reduce((s, c) => s + c.w, 0) + COL_GAP * (cols.length - 1);
-        return { cols, width, height: Math.max(...cols.map(c => c.h)), breaks: breaks.size };
+        return { cols, width, height: Math.max(...cols.map(c => c.h)), breaks: breaks.size, breakSet: breaks };
     };
     const roles = [...new Set(units.map(u => u[0]))].slice(1);
     let best = null;
@@ -203,7 +219,10 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
 
 def to_ui_format(page, api_workflow: dict, name: str) -> dict:
     key = name.removesuffix("_api.json")
-    opts = {"widths": WIDTHS, "collapsed": sorted(COLLAPSED), "titles": GROUP_TITLES, "maxHeight": MAX_HEIGHT}
+    sizes = [n["inputs"] for n in api_workflow.values() if n["class_type"] in ("EmptySD3LatentImage", "EmptyLatentImage")]
+    aspect = sizes[0]["height"] / sizes[0]["width"] if sizes else 1.0
+    opts = {"widths": WIDTHS, "collapsed": sorted(COLLAPSED), "titles": GROUP_TITLES, "maxHeight": MAX_HEIGHT,
+            "aspect": aspect}
     args = [api_workflow, template_name(key), layout_units(api_workflow), note_text(key), opts]
     for attempt in range(3):
         try:

@@ -7,8 +7,13 @@ as an install check on tiny random models it generates (tests/tiny_workflows.py)
 nodes, settings and reference paths (id, ip, style) run in your ComfyUI; only the model files are tiny, so the
 picture is noise.
 
-    python scripts/run_example.py [--workflow ip|id|id_tryon|tryon|style|style_subject]
-                                  [--image PATH ...] [--garment PATH ...] [--tiny] [--keep DIR]
+    python scripts/run_example.py [--workflow ip|id|id_tryon|tryon|style|style_subject|multi_subject]
+                                  [--image PATH ...] [--garment PATH ...] [--tiny] [--output DIR] [--keep DIR]
+
+The pictures it makes are copied to --output (default ./dreamo_outputs) before its server and sandbox go.
+Sample photos: the workflows name DreamO's own example photos (example_inputs/ of
+https://github.com/bytedance/DreamO); they are looked for in DREAMO_REFS_DIR and ComfyUI's input folder. Without
+them, a drawn picture stands in for subjects and styles; a face (id) needs a real photo: --image PATH.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -30,7 +36,7 @@ sys.path.insert(0, REPO)
 from comfyui_runner import Sandbox, Server, comfyui_path  # noqa: E402
 from dreamo_cli.comfy_server import ComfyServer, NodeFailed, PromptRejected, ServerUnavailable  # noqa: E402
 
-SHARED_REFS = os.environ.get("DREAMO_REFS_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
+SAMPLES_URL = "https://github.com/bytedance/DreamO, folder example_inputs"  # where the workflows' samples are from
 API_DIR = os.path.join(REPO, "workflows", "api")
 DREAMO_FOLDERS = ("dreamo", "loras")
 REAL_MODELS = [  # (folders it may sit in, file the real workflows name; None = a path containing "turbo")
@@ -53,6 +59,22 @@ DRAWN: list[str] = []  # folders of drawn stand-in pictures, removed when the jo
 
 class UsageError(Exception):
     """A bad argument: printed as one line, exit status 2."""
+
+
+class Stopped(BaseException):
+    """SIGTERM: unwinds like Ctrl-C's KeyboardInterrupt, so the server is ended and the temp folders removed."""
+
+
+def sample_dirs() -> list[str]:
+    """Where the workflows' sample photos are looked for: DREAMO_REFS_DIR (default ../shared/data/refs beside the
+    clone, the tests' photo folder), then the ComfyUI's input folder (where its LoadImage finds them too)."""
+    refs = os.environ.get("DREAMO_REFS_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
+    return [refs, os.path.join(comfyui_path(), "input")]
+
+
+def garment_slots(name: str, prompt: dict) -> list[tuple[int, str, str]]:
+    """The try-on workflows' garment references: their ip references (none in the other workflows)."""
+    return [r for r in references(prompt) if r[1] == "ip"] if "tryon" in name else []
 
 
 def workflows() -> dict[str, str]:
@@ -93,34 +115,45 @@ def missing_real_models(workflow: str) -> list[str]:
             for folders, name in needed if not _found(models, folders, name)]
 
 
-def pictures(prompt: dict, images: list[str], garments: list[str]) -> dict[str, str]:
-    """{LoadImage node id: picture path}: --image fills the references in slot order, --garment the ip references
-    after them; the rest get the sample photo the workflow names (from ../shared/data/refs) when it is there."""
+def pictures(prompt: dict, images: list[str], garments: list[str], name: str = "") -> dict[str, str]:
+    """{LoadImage node id: picture path}: --garment fills the try-on workflow's garment slots, --image the other
+    references in slot order; the rest get the sample photo the workflow names when it is found (sample_dirs), else
+    a drawn picture (subjects, styles) or a clear error (a face)."""
     refs = references(prompt)
-    given = list(images)
-    if garments:
-        if not any(task == "ip" for _, task, _ in refs[len(given):]):
-            raise UsageError("--garment: this workflow has no garment (ip) reference after the --image ones")
-        given += garments
-    if len(given) > len(refs):
-        raise UsageError(f"{len(given)} pictures given, the workflow has {len(refs)} reference(s): "
-                         + ", ".join(f"ref {s} ({t})" for s, t, _ in refs))
-    for path in given:
+    garment_refs = garment_slots(name, prompt)
+    if garments and not garment_refs:
+        raise UsageError("--garment: this workflow has no garment reference (the try-on workflows have: "
+                         "id_tryon, tryon); give its pictures with --image")
+    if len(garments) > len(garment_refs):
+        raise UsageError(f"{len(garments)} garments given, the workflow has {len(garment_refs)} garment slot(s): "
+                         + ", ".join(f"ref {s} ({t})" for s, t, _ in garment_refs))
+    taken = {node_id: path for (_, _, node_id), path in zip(garment_refs, garments)}
+    others = [r for r in refs if r[2] not in taken]
+    if len(images) > len(others):
+        raise UsageError(f"{len(images)} pictures given, the workflow has {len(others)} "
+                         f"{'other ' if taken else ''}reference(s): "
+                         + ", ".join(f"ref {s} ({t})" for s, t, _ in others))
+    taken.update({node_id: path for (_, _, node_id), path in zip(others, images)})
+    for path in taken.values():
         if not os.path.isfile(path):
             raise UsageError(f"no such picture: {path}")
     chosen = {}
-    for i, (slot, task, node_id) in enumerate(refs):
-        if i < len(given):
-            chosen[node_id] = given[i]
+    for slot, task, node_id in refs:
+        if node_id in taken:
+            chosen[node_id] = taken[node_id]
             continue
-        sample = os.path.join(SHARED_REFS, prompt[node_id]["inputs"]["image"])
-        if os.path.isfile(sample):
-            chosen[node_id] = sample
+        sample = prompt[node_id]["inputs"]["image"]
+        found = [os.path.join(d, sample) for d in sample_dirs() if os.path.isfile(os.path.join(d, sample))]
+        if found:
+            chosen[node_id] = found[0]
         elif task != "id":  # a drawn subject stands in for the sample photo
             chosen[node_id] = drawn_picture(task)
         else:
-            raise UsageError(f"ref {slot} (id) needs a photo with a face: the sample {os.path.basename(sample)} is "
-                             f"not in {SHARED_REFS}; pass one with --image PATH")
+            flag = "--image PATH" if not garment_refs else "--image PATH (the face; --garment PATH for the garment)"
+            raise UsageError(
+                f"ref {slot} (id) needs a photo with a face: pass one with {flag}. The workflow's sample, "
+                f"{sample}, is one of DreamO's example photos ({SAMPLES_URL}); it was looked for in "
+                + " and ".join(sample_dirs()) + " (set DREAMO_REFS_DIR to the folder you saved it in)")
     return chosen
 
 
@@ -197,8 +230,10 @@ def main(argv=None) -> int:
     parser.add_argument("--image", action="append", default=[],
                         help="a reference picture; repeat for the next slots (default: the workflow's sample photos)")
     parser.add_argument("--garment", action="append", default=[],
-                        help="a garment picture for the try-on workflows (after the --image ones)")
+                        help="a garment picture for the try-on workflows' garment slots (id_tryon: ref 2)")
     parser.add_argument("--tiny", action="store_true", help="run the install check even if real models exist")
+    parser.add_argument("--output", default="dreamo_outputs",
+                        help="folder the pictures it makes are copied to (default: ./dreamo_outputs, as the client)")
     parser.add_argument("--keep", help="keep the sandbox (server log, outputs) in this folder; else it is removed")
     parser.add_argument("--server", default="127.0.0.1:8188",
                         help="with real models: queue on the ComfyUI running here (through the API client, "
@@ -206,19 +241,57 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if not os.path.isfile(os.path.join(comfyui_path(), "main.py")):
-        print(f"error: no ComfyUI checkout at {comfyui_path()}: set COMFYUI_PATH (README: 'Getting ComfyUI')",
-              file=sys.stderr)
+        print(f"error: no ComfyUI checkout at {comfyui_path()}: run this from <ComfyUI>/custom_nodes/comfyui-dreamo "
+              "or set COMFYUI_PATH (README: 'Install')", file=sys.stderr)
         return 2
-    prompt = load_workflow(args.workflow)
-    api_file = os.path.relpath(names[args.workflow], REPO)
+    handled = _main_thread()  # signal handlers can only be set there (tests call main() from other threads too)
+    previous = signal.signal(signal.SIGTERM, _stop) if handled else None
+    stopped = None
     try:
-        chosen = pictures(prompt, args.image, args.garment)
+        return job(args, names)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        stopped = ("Ctrl-C", 130)
+        return 130
+    except Stopped:
+        stopped = ("SIGTERM", 143)
+        return 143
+    finally:
+        for folder in TEMP + DRAWN:
+            shutil.rmtree(folder, ignore_errors=True)
+        TEMP.clear()
+        DRAWN.clear()
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
+        if stopped:
+            print(f"\nStopped by {stopped[0]}: its ComfyUI server is ended and its temporary folders are removed"
+                  + (f" (the sandbox {args.keep} is kept)" if args.keep else "") + ".", file=sys.stderr, flush=True)
+
+
+TEMP: list[str] = []  # the sandbox when not --keep: removed when the job ends, however it ends
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop: a second SIGTERM must not cut the cleanup short
+    raise Stopped()
+
+
+def job(args, names: dict[str, str]) -> int:
+    prompt = load_workflow(args.workflow)
+    api_file = os.path.relpath(names[args.workflow], REPO)
+    chosen = pictures(prompt, args.image, args.garment, args.workflow)
     for node_id, path in chosen.items():
         if os.path.dirname(path) in DRAWN:
-            print(f"{prompt[node_id]['inputs']['image']} is not beside the repo: a drawn picture stands in for it.")
+            print(f"{prompt[node_id]['inputs']['image']} (a sample photo) was not found: a drawn picture stands in "
+                  "for it.")
     missing = missing_real_models(args.workflow)
     tiny = args.tiny or bool(missing)
     if missing and not args.tiny:
@@ -226,20 +299,13 @@ def main(argv=None) -> int:
     if tiny:
         print(f"Running {api_file} as an INSTALL CHECK on tiny generated models: it shows the pack and this "
               "workflow's reference paths work in this ComfyUI; the picture is noise.")
-
     if args.keep:
         os.makedirs(args.keep, exist_ok=True)
-    root = os.path.abspath(args.keep) if args.keep else tempfile.mkdtemp(prefix="dreamo_example_")
-    try:
-        return run(args, prompt, api_file, chosen, tiny, root)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        for folder in DRAWN:
-            shutil.rmtree(folder, ignore_errors=True)
+        root = os.path.abspath(args.keep)
+    else:
+        root = tempfile.mkdtemp(prefix="dreamo_example_")
+        TEMP.append(root)
+    return run(args, prompt, api_file, chosen, tiny, root)
 
 
 def queue_through_client(client: "ComfyServer", prompt: dict, api_file: str, progress: "Progress") -> dict:
@@ -254,6 +320,26 @@ def queue_through_client(client: "ComfyServer", prompt: dict, api_file: str, pro
         progress.close()
     entry = client.history(run.prompt_id) or {}
     return {"outputs": entry.get("outputs", {}), "images": run.images, "error": None}
+
+
+def keep_pictures(client: "ComfyServer", images: list[dict], folder: str) -> list[str]:
+    """Copy the output pictures from the server (its /view) into `folder`, never over an existing file: they stay
+    when the sandbox goes. Returns their absolute paths."""
+    os.makedirs(folder, exist_ok=True)
+    kept = []
+    for image in images:
+        stem, ext = os.path.splitext(os.path.basename(image["filename"]))
+        path, n = os.path.join(folder, stem + ext), 1
+        while os.path.exists(path):
+            path, n = os.path.join(folder, f"{stem}_{n}{ext}"), n + 1
+        try:
+            with open(path, "xb") as f:
+                client.download(image, f)
+        except BaseException:
+            os.remove(path)  # no half picture left under a name that looks finished
+            raise
+        kept.append(os.path.abspath(path))
+    return kept
 
 
 def run(args, prompt: dict, api_file: str, chosen: dict, tiny: bool, root: str) -> int:
@@ -274,34 +360,27 @@ def run(args, prompt: dict, api_file: str, chosen: dict, tiny: bool, root: str) 
         for node_id, path in chosen.items():
             prompt[node_id]["inputs"]["image"] = existing.upload(path)
         outcome = queue_through_client(existing, prompt, api_file, progress)
-        saved = [os.path.join("output", img.get("subfolder", ""), img["filename"]) for img in outcome["images"]]
-        saved = [f"{p} (in that server's folder)" for p in saved]
+        saved = keep_pictures(existing, outcome["images"], args.output)
     else:
         why = "tiny models need their own server" if tiny else f"no server answers at {args.server}"
         print(f"Starting ComfyUI from {comfyui_path()} ({why}) ...", flush=True)
         with Server(sandbox) as server:
-            outcome = queue_through_client(ComfyServer(server.url), prompt, api_file, progress)
+            client = ComfyServer(server.url)
+            outcome = queue_through_client(client, prompt, api_file, progress)
             if outcome["error"]:
                 print("Server log (last lines):\n" + server.log_tail(30))
                 if args.keep:
                     print(f"Full server log: {server.log_path}")
-        saved = server.image_paths(outcome["outputs"])
+            saved = keep_pictures(client, outcome["images"], args.output)  # before the server and sandbox go
     if outcome["error"]:
         print(f"Workflow failed: {outcome['error']}")
         return 1
-    result = outcome
     for node_id, node in prompt.items():
-        info = result["outputs"].get(node_id, {}).get("dreamo_info")
+        info = outcome["outputs"].get(node_id, {}).get("dreamo_info")
         if node["class_type"] == "DreamORefEncode" and info:
             print(f"{node['_meta']['title']}: " + info[0].replace("\n", "; "))
-    if own_server and not tiny and not args.keep:
-        # a server started here: your pictures go to ComfyUI's own output folder, not the removed sandbox
-        out = os.path.join(comfyui_path(), "output")
-        os.makedirs(out, exist_ok=True)
-        saved = [shutil.copy(p, os.path.join(out, os.path.basename(p))) for p in saved]
     for path in saved:
-        print(f"Saved {path}" + (" (noise from tiny models; removed with the sandbox unless --keep DIR)"
-                                 if tiny and not args.keep else ""))
+        print(f"Saved {path}" + (" (noise: tiny models)" if tiny else ""))
     tasks = sorted({task for _, task, _ in references(prompt)})
     what = f"{api_file} ({', '.join(tasks)} reference paths)"
     print(f"OK in {time.monotonic() - started:.0f} s: " + (f"install check passed: {what} ran on tiny models."

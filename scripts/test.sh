@@ -28,7 +28,7 @@ if [ -z "$DREAMO_RELEASES" ]; then
 
 ############################################################################################################
 #  WARNING: no ComfyUI checkout was found, so every test that needs ComfyUI was SKIPPED (see the summary).  #
-#  Only the host-independent math was tested. Set COMFYUI_PATH (README, "Getting ComfyUI") and run again. #
+#  Only the host-independent math was tested. Set COMFYUI_PATH (README: the variables table) and run again. #
 ############################################################################################################
 MSG
   [ "${DREAMO_REQUIRE_HOST:-0}" = 1 ] && status=1

@@ -62,6 +62,14 @@ NOTES = {
                 f"[Routing]({README}#routing)",
         "needs": [], "settings": "1024×1024, routing hard with references isolated",
     },
+    "dreamo_regional": {
+        "template": "DreamO regional prompts, two people (id, routing)",
+        "what": "Two people (id, `[ref#1]` left, `[ref#2]` right), each box on DreamO Routing with its own words "
+                "(typed under the editor) and one prompt for the whole picture: the words are routed to their box "
+                "with the references, one model evaluation per step. A core regional workflow converts by adding "
+                f"DreamO Regional Conditioning after ConditioningCombine. [Regional prompts]({README}#regional-prompts)",
+        "needs": [FACE], "settings": "1280×768 landscape, routing hard with references isolated",
+    },
 }
 
 

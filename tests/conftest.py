@@ -3,6 +3,8 @@
 Host tests (marker `host`) need `COMFYUI_PATH` pointing at a ComfyUI checkout; without it they are skipped
 with that reason printed in the summary. ComfyUI is put in CPU mode before any of it is imported.
 """
+import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -11,12 +13,29 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 HOST_READY = bool(COMFYUI_PATH) and os.path.isfile(os.path.join(COMFYUI_PATH, "comfy", "model_patcher.py"))
-HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README, 'Getting ComfyUI')" if not COMFYUI_PATH
+HOST_SKIP_REASON = ("no ComfyUI checkout: set COMFYUI_PATH to one (README: the variables table)" if not COMFYUI_PATH
                     else f"COMFYUI_PATH={COMFYUI_PATH} is not a ComfyUI checkout")
+
+class ComfyNodesFinder(importlib.abc.MetaPathFinder):
+    """`import nodes` is ComfyUI's nodes.py, as inside ComfyUI, whatever sys.path holds and whatever ran before.
+
+    The clone's root has a `nodes` package of its own (the pack's node classes, imported as comfyui_dreamo.nodes),
+    and the root is on sys.path under `python -m pytest` and once tests/install_tree.py is imported: a plain
+    search would find the pack's package first and fail on its relative imports."""
+
+    def __init__(self, comfyui: str):
+        self.path = os.path.join(comfyui, "nodes.py")
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "nodes" and path is None:
+            return importlib.util.spec_from_file_location("nodes", self.path)
+        return None
+
 
 if HOST_READY:
     if COMFYUI_PATH not in sys.path:
         sys.path.insert(0, COMFYUI_PATH)
+    sys.meta_path.insert(0, ComfyNodesFinder(COMFYUI_PATH))
     import comfy.cli_args  # noqa: E402
 
     comfy.cli_args.args.cpu = True  # before comfy.model_management picks a device

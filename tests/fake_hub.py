@@ -1,10 +1,15 @@
 """A loopback HTTP server that serves files the way the Hugging Face Hub's /resolve/ URLs do (HEAD metadata with
 X-Repo-Commit, the LFS sha256 as ETag and the size; GET with byte ranges; 401 + X-Error-Code: GatedRepo for a
-gated repo without access), plus plain files (facexlib's release URLs). Tests point HF_ENDPOINT at it."""
+gated repo without access), plus plain files (facexlib's release URLs). Tests point HF_ENDPOINT at it.
+
+It can also misbehave the way a broken or hostile server does: answer HEAD with an error (no size), send a body
+without Content-Length and longer than the file, or trickle the body a few bytes at a time."""
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from typing import Optional
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +25,11 @@ class Served:
     drop_count: int = 1  # ... for this many GETs
     hub: bool = True  # Hub metadata headers (False: a plain file server, like GitHub's release assets)
     requests: list = field(default_factory=list)  # (method, Range header) seen
+    head_status: int = 0  # HEAD answers this error status instead (no size announced)
+    get_length: bool = True  # False: GET sends no Content-Length (the body ends when the connection closes)
+    extra: int = 0  # GET sends this many zero bytes after the body (a server sending more than it announced)
+    trickle: Optional[tuple[int, float]] = None  # GET sends (bytes, every seconds) instead of all at once
+    sent: int = 0  # body bytes written by GETs (extra included)
 
 
 class FakeHub:
@@ -71,6 +81,11 @@ class FakeHub:
                 if f.gated:
                     self._gated()
                     return
+                if f.head_status:
+                    self.send_response(f.head_status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self._headers(f, 200, len(f.body))
 
             def do_GET(self):
@@ -88,8 +103,17 @@ class FakeHub:
                 start = 0
                 if rng and rng.startswith("bytes="):
                     start = int(rng[6:].split("-", 1)[0])
+                if start >= len(f.body) > 0:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(f.body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = f.body[start:]
                 extra = {"Content-Range": f"bytes {start}-{len(f.body) - 1}/{len(f.body)}"} if start else None
+                if not f.get_length or f.extra or f.trickle:
+                    self._misbehave(f, data, 206 if start else 200, extra)
+                    return
                 self._headers(f, 206 if start else 200, len(data), extra)
                 gets = sum(1 for m, _ in f.requests if m == "GET")
                 if f.drop_after and gets <= f.drop_count:
@@ -98,6 +122,32 @@ class FakeHub:
                     self.close_connection = True
                     return
                 self.wfile.write(data)
+
+            def _misbehave(self, f: Served, data: bytes, status: int, extra):
+                self.send_response(status)
+                if f.get_length:
+                    self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.close_connection = True
+                step, pause = f.trickle or (1 << 16, 0.0)
+
+                def pieces():
+                    for i in range(0, len(data), step):
+                        yield data[i:i + step]
+                    for i in range(0, f.extra, step):
+                        yield b"\0" * min(step, f.extra - i)
+                try:
+                    for piece in pieces():
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        f.sent += len(piece)
+                        if pause:
+                            time.sleep(pause)
+                except OSError:  # the client hung up: what a bounded download does
+                    pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

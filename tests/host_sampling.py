@@ -43,3 +43,23 @@ def sample_once(patcher, latent: torch.Tensor, positive, negative, cfg: float = 
     sigmas = torch.tensor([sigma, 0.0])
     return comfy.samplers.sample(patcher, noise, positive, negative, cfg, torch.device("cpu"), sampler, sigmas,
                                  latent_image=latent, seed=seed)
+
+
+def core_nodes():
+    """ComfyUI's own `nodes` module (stock nodes), whatever else a test run put on sys.path under that name (the
+    repo's `nodes/` package shadows it when pytest runs from the repo folder with `python -m pytest`)."""
+    import importlib.util
+    import os
+    import sys
+
+    mod = sys.modules.get("nodes")
+    if mod is not None and hasattr(mod, "ConditioningSetMask"):
+        return mod
+    import folder_paths  # the checkout's own, as ComfyUI's nodes.py needs
+
+    path = os.path.join(os.path.dirname(os.path.abspath(folder_paths.__file__)), "nodes.py")
+    spec = importlib.util.spec_from_file_location("nodes", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["nodes"] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -167,19 +167,22 @@ def test_bad_jobs_rows_name_the_line(tmp_path, row, message):
     assert "line 1" in str(e.value) or "SLOT" in str(e.value)
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 24  # what the store looks at: a PNG's first bytes
+
+
 def test_output_store_resume_and_changed_settings(tmp_path):
     img = tmp_path / "ref.png"
     img.write_bytes(b"one")
     job = Job(name="j1", refs={1: str(img)}, seed=1)
     store = OutputStore(str(tmp_path / "out"))
     assert store.finished(job) is None
-    names = store.save(job, "http://s", "pid", [({"filename": "x_00001_.png"}, b"png")], {"progress": 2}, {"total": 1})
-    assert names == ["j1_01.png"] and (tmp_path / "out" / "j1_01.png").read_bytes() == b"png"
+    names = store.save(job, "http://s", "pid", [({"filename": "x_00001_.png"}, PNG)], {"progress": 2}, {"total": 1})
+    assert names == ["j1_01.png"] and (tmp_path / "out" / "j1_01.png").read_bytes() == PNG
     assert store.finished(job)["files"] == ["j1_01.png"]
     assert not [n for n in os.listdir(tmp_path / "out") if n.endswith(".part")]
     os.remove(tmp_path / "out" / "j1_01.png")  # an output lost: the job runs again
     assert store.finished(job) is None
-    store.save(job, "http://s", "pid", [({"filename": "x.png"}, b"png")], {}, {})
+    store.save(job, "http://s", "pid", [({"filename": "x.png"}, PNG)], {}, {})
     img.write_bytes(b"another picture")  # same id, other input: refuse rather than mix
     from comfyui_dreamo.dreamo_cli.comfy_server import ClientError
     with pytest.raises(ClientError, match="other settings"):
@@ -237,3 +240,37 @@ def test_console_script_is_declared_and_runs_as_a_module():
     r = subprocess.run([sys.executable, "-m", "dreamo_cli.client", "--list-workflows"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "id_tryon" in r.stdout.split()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("row, message", [
+    ('{"id": "a", "prompt": ' + DEEP + "}", "line 1: nested too deeply to be a job"),
+    ('{"id": "a", "prompt": [["a cat"]]}', "line 1: 'prompt' must be a text or a number"),
+    ('{"id": "a", "refs": {"1": ["x.png"]}}', "line 1: 'refs' must be an object of slot numbers"),
+], ids=["deep", "list-prompt", "list-ref"])
+def test_a_nested_jobs_row_is_a_usage_error_not_a_traceback(tmp_path, capsys, row, message):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(row + "\n")
+    rc = main(["--jobs", str(jobs), "--workflow", TINY, "--quiet", "--server", "127.0.0.1:9",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_deeply_nested_workflow_file_is_a_usage_error(tmp_path, capsys):
+    deep = tmp_path / "deep_api.json"
+    deep.write_text('{"1": ' + DEEP + "}")
+    rc = main(["--workflow", str(deep), "--quiet", "--server", "127.0.0.1:9", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "nested too deeply to be an API-format workflow" in capsys.readouterr().err
+
+
+def test_list_workflows_with_none_found_is_an_error_naming_the_folders(monkeypatch, tmp_path, capsys):
+    """A package installed without its workflows must not list nothing and exit 0."""
+    from dreamo_cli import api_workflow, client
+
+    monkeypatch.setattr(api_workflow, "WORKFLOW_DIRS", (str(tmp_path / "none"),))
+    assert client.main(["--list-workflows"]) == 1
+    err = capsys.readouterr().err
+    assert "no workflows found" in err and str(tmp_path / "none") in err and "--workflow PATH" in err

@@ -365,9 +365,7 @@ def test_background_remover_is_looked_up_in_models_rembg(tree):
     remover = files["background remover (ONNX)"]
     assert code == 1 and remover["status"] == "missing" and "models/rembg" in remover["detail"]
     assert {"rembg", "onnxruntime"} <= {p["name"] for p in data["packages"]}
-    os.makedirs(t.model(tree, "rembg"))
-    with open(t.model(tree, "rembg/u2net.onnx"), "wb") as f:
-        f.write(b"\x08\x07onnx")
+    write_onnx(t.model(tree, "rembg/u2net.onnx"))
     _, _, files = report(tree, "--remover")
     assert files["background remover (ONNX)"]["status"] == "ok"
     wf = tree / "wf.json"
@@ -377,3 +375,241 @@ def test_background_remover_is_looked_up_in_models_rembg(tree):
     _, _, files = report(tree, "--workflow", str(wf))
     assert files["background remover (ONNX)"]["status"] == "bad"
     assert "'mystery.onnx' is not a background remover the pack can run" in files["background remover (ONNX)"]["detail"]
+
+
+# ---- issues 18 and 19: content of ONNX files, warnings, workflow names and values, hostile trees and files ------
+
+def write_onnx(path: str, weights: int = 4) -> str:
+    """A real ONNX model (onnx's own writer): one Relu and an initializer of `weights` float32 values."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros(weights, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "remover",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weights])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, weights])], [w])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.save(helper.make_model(graph, producer_name="test"), path)
+    return path
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"Not Found\n\n\n", "not an ONNX model: it looks like text"),
+    (b"<!DOCTYPE html><html><body>rate limited</body></html>", "not an ONNX model: it looks like text"),
+    (b"", "is empty"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "not an ONNX model"),
+    ("truncated", "is cut short"),
+])
+def test_onnx_remover_files_are_checked_by_content(tree, tmp_path, content, words):
+    path = t.model(tree, "rembg/BEN2_Base.onnx")
+    if content == "truncated":
+        good = open(write_onnx(str(tmp_path / "m.onnx"), weights=1000), "rb").read()
+        content = good[:len(good) // 2]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content)
+    code, data, files = report(tree, "--remover")
+    remover = files["background remover (ONNX)"]
+    assert code == 1 and remover["status"] == "bad" and words in remover["detail"], remover
+    write_onnx(path)
+    remover = report(tree, "--remover")[2]["background remover (ONNX)"]
+    assert remover["status"] == "ok" and "ONNX model (IR version" in remover["detail"], remover
+
+
+def test_onnx_check_reads_a_bounded_amount_of_a_large_file(tmp_path):
+    import time
+    import tracemalloc
+
+    from dreamo_ops.background import check_onnx_file
+
+    path = write_onnx(str(tmp_path / "u2net.onnx"), weights=8 << 20)  # 32 MB of weights
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        what = check_onnx_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "ONNX model" in what and peak < 1 << 20, peak
+    assert time.perf_counter() - start < 5
+
+
+def test_torch_pickle_warnings_stay_out_of_the_output_and_the_file_is_still_refused(tree):
+    """A pickle written with protocol 4 (Python's default) made torch print a 'Detected pickle protocol 4'
+    UserWarning into the doctor's output; the file is still reported as refused, with the doctor's words."""
+    import pickle
+    import subprocess
+    import sys
+
+    os.makedirs(t.model(tree, "facexlib"), exist_ok=True)
+    with open(t.model(tree, "facexlib/parsing_bisenet.pth"), "wb") as f:
+        pickle.dump({"weight": [1.0, 2.0]}, f, protocol=4)
+    t.write_face_file(t.model(tree, "facexlib/detection_Resnet50_Final.pth"), "resnet50")
+    r = subprocess.run([sys.executable, "-W", "default", "-m", "dreamo_cli.doctor", "--comfyui", str(tree), "--id"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "pickle protocol" not in r.stdout + r.stderr and "Warning" not in r.stderr, r.stderr
+    assert "[BAD      ] BiSeNet face parser" in r.stdout and "refused without running" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["ip", "id_tryon", "dreamo_style_api.json"])
+def test_workflow_short_names_are_the_ones_the_client_takes(installed, name):
+    from dreamo_cli.api_workflow import find_workflow
+
+    code, data, _ = report(installed, "--workflow", name)
+    by_path = report(installed, "--workflow", find_workflow(name))[1]
+    assert data["files"] == by_path["files"] and data["files"], data
+    code, text = run("--comfyui", installed, "--workflow", "no_such_workflow")
+    assert code == 2 and "no workflow 'no_such_workflow'" in text and "ip" in text, text
+
+
+STAGE = {"class_type": "DreamOStageLoader", "inputs": {"model": ["1", 0], "dreamo_file": "auto", "version": "v1.1",
+                                                      "turbo": True}}
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ({"version": "v9"}, "DreamOStageLoader #5 input 'version' is 'v9', not one of the node's options; choose one "
+                        "of v1.1, v1, custom"),
+    ({"turbo": "yes"}, "input 'turbo' is 'yes'"),
+    ({"main_strength": 11.0}, "input 'main_strength' is 11.0; a strength is a number from -10 to 10"),
+    ({"sft_strength": "NaN"}, "input 'sft_strength' is 'NaN'"),
+    ({"dpo_file": 7}, "input 'dpo_file' is 7, not a file name"),
+    ({"dreamo_file": "../../../etc/passwd"}, "a path outside ComfyUI's model folders"),
+])
+def test_workflow_values_are_checked_against_the_node_options(installed, tmp_path, inputs, words):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"5": dict(STAGE, inputs=dict(STAGE["inputs"], **inputs))}))
+    code, text = run("--comfyui", installed, "--workflow", str(wf))
+    assert code == 2 and words in text and "Traceback" not in text, text
+    ok = {"5": STAGE}
+    wf.write_text(json.dumps(ok))
+    assert run("--comfyui", installed, "--workflow", str(wf))[0] == 0
+
+
+def test_preprocessor_detector_must_be_one_of_the_node_options(installed, tmp_path):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"9": {"class_type": "DreamOPreprocessorLoader", "inputs": {
+        "face_detector": "retinaface_giant", "background_remover": "none"}}}))
+    code, text = run("--comfyui", installed, "--workflow", str(wf))
+    assert code == 2 and "'face_detector' is 'retinaface_giant'" in text and "retinaface_mobile0.25" in text, text
+
+
+@pytest.mark.parametrize("content", [
+    "[1, 2, 3]", '"text"', "null", '{"1": 5}', '{"1": {"class_type": 5}}', '{"1": {"class_type": "UNETLoader", '
+    '"inputs": "unet"}}', '{"1": {"class_type": "UNETLoader", "inputs": {"unet_name": {"a": 1}}}}',
+    '{"nodes": [5]}', '{"nodes": [{"type": "UNETLoader", "widgets_values": {"a": 1}}]}',
+    '{"nodes": [{"type": ["UNETLoader"]}]}', '{"nodes": [{"type": "DreamOStageLoader", "widgets_values": [1, 2]}]}',
+    "[" * 100_000 + "]" * 100_000, b"\xff\xfe\x00garbage",
+])
+def test_malformed_workflows_exit_2_with_a_message(installed, tmp_path, content):
+    wf = tmp_path / "wf.json"
+    wf.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for argv in ((), ("--json",)):
+        code, text = run("--comfyui", installed, "--workflow", str(wf), *argv)
+        assert code == 2 and "Traceback" not in text, (content[:80], text)
+        assert ("dreamo-doctor: " in text) if not argv else json.loads(text)["ok"] is False
+
+
+def test_huge_workflow_file_is_refused_unread(installed, tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "MAX_WORKFLOW_BYTES", 1000)
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"5": STAGE, "pad": {"class_type": "Note", "inputs": {"text": "x" * 2000}}}))
+    code, text = run("--comfyui", installed, "--workflow", str(wf))
+    assert code == 2 and "larger than" in text, text
+
+
+def test_a_symlink_loop_in_a_model_folder_ends(tree):
+    """models/dreamo with two links back to itself: a walk following links without memory takes 2^depth steps
+    (the doctor ran for minutes and gigabytes); each real folder is now visited once."""
+    import time
+
+    os.symlink("..", t.model(tree, "dreamo/v1.1/up"))
+    os.symlink(".", t.model(tree, "dreamo/self"))
+    os.symlink(t.model(tree, "dreamo"), t.model(tree, "dreamo/v1.1/abs"))
+    start = time.perf_counter()
+    code, data, files = report(tree)
+    assert time.perf_counter() - start < 30
+    assert code == 0 and files["DreamO dpo stage"]["path"].endswith("dreamo/v1.1/dreamo_dpo_lora.safetensors")
+
+
+def test_a_listing_stops_after_its_folder_bound_and_says_so(tree, monkeypatch):
+    from dreamo_cli import comfy_folders
+
+    monkeypatch.setattr(comfy_folders, "MAX_WALK_DIRS", 5)
+    for i in range(10):
+        os.makedirs(t.model(tree, f"dreamo/empty{i}"))
+    inst = comfy_folders.ComfyInstall.open(str(tree))
+    names = inst.list_files("dreamo")
+    assert len(names) < 6 and any("stopped listing" in w and "after 5 folders" in w for w in inst.warnings)
+    code, text = run("--comfyui", str(tree))
+    assert "stopped listing" in text, text
+
+
+def laughs(levels: int) -> str:
+    """A 'billion laughs' YAML: each level nine aliases of the one before (9**levels strings once expanded)."""
+    rows = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(levels - 1)]
+    return "\n".join(rows) + f"\nmine:\n  checkpoints: *{chr(96 + levels)}\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    pytest.param(laughs(3), "mine.checkpoints must be a folder path", id="laughs-3-levels"),
+    pytest.param(laughs(9), "more than 32 YAML aliases", id="laughs-9-levels"),
+    pytest.param("\n".join(f"k{i}: &k{i} x" for i in range(40)) + "\nm:\n  v: [" + ", ".join(
+        f"*k{i}" for i in range(40)) + "]\n", "more than 32 YAML aliases", id="40-aliases"),
+    pytest.param("- just\n- a list\n", "is not an extra_model_paths.yaml: it holds list", id="a-list"),
+    pytest.param("mine:\n  base_path: [1, 2]\n  vae: vae\n", "mine.base_path must be a folder path", id="base-list"),
+    pytest.param("mine: {vae: vae\n", "could not be read", id="malformed"),
+    pytest.param("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 16 levels deep", id="deep"),
+    pytest.param("x: y\n# " + "pad " * 300_000 + "\n", "larger than 1,048,576 bytes", id="large"),
+])
+def test_hostile_or_malformed_extra_model_paths_yaml_exits_2_quickly(tree, text, words):
+    import time
+    import tracemalloc
+
+    (tree / "extra_model_paths.yaml").write_text(text)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        code, out = run("--comfyui", str(tree))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 2 and words in out and "Traceback" not in out, out[:500]
+    assert peak < 64 << 20 and time.perf_counter() - start < 30, (peak, time.perf_counter() - start)
+
+
+def test_without_torch_the_doctor_runs_and_says_what_to_install(installed):
+    """From the light install (no torch, safetensors, numpy, facexlib): the files are found and listed, each
+    content check says it did not run and what to install, and the exit code is 1 (not confirmed)."""
+    import subprocess
+    import sys
+
+    block = ("import sys\nfor m in ('torch', 'safetensors', 'numpy', 'cv2', 'facexlib'): sys.modules[m] = None\n"
+             "from dreamo_cli.doctor import main\nsys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", block, "--comfyui", installed], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "[UNCHECKED] FLUX.1-dev diffusion model" in r.stdout, r.stdout
+    assert "the Python package 'torch' is not installed" in r.stdout and 'comfyui-dreamo[doctor]' in r.stdout
+    r = subprocess.run([sys.executable, "-c", block.replace("'facexlib'", "'facexlib', 'yaml'"), "--comfyui",
+                        installed], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pyyaml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.host
+def test_value_checks_use_the_node_options():
+    """The doctor's option lists are the nodes' own (it cannot import the nodes: they import ComfyUI)."""
+    from comfyui_dreamo.nodes.preprocess import DreamOPreprocessorLoader
+    from comfyui_dreamo.nodes.stage_loader import STRENGTH, DreamOStageLoader
+    from dreamo_cli.catalog import DETECTORS, NONE, STRENGTH_RANGE
+    from dreamo_ops import stages as st
+
+    stage = DreamOStageLoader.INPUT_TYPES()["required"]
+    assert tuple(stage["version"][0]) == tuple(st.VERSIONS) and (STRENGTH["min"], STRENGTH["max"]) == STRENGTH_RANGE
+    assert all(v[1]["min"] == STRENGTH["min"] for k, v in stage.items() if k.endswith("_strength"))
+    assert stage["turbo"][0] == "BOOLEAN"
+    pre = DreamOPreprocessorLoader.INPUT_TYPES()["required"]
+    assert tuple(pre["face_detector"][0]) == tuple(DETECTORS) + (NONE,)
+    assert pre["download_missing_weights"][0] == "BOOLEAN"

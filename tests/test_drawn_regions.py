@@ -113,3 +113,97 @@ def test_the_test_node_reads_routing_where_the_pack_puts_it():
     source = open(path).read()
     assert f'ROUTING_KEY = "{ROUTING_KEY}"' in source
     assert importlib.util.find_spec("comfyui_dreamo.dreamo_ops.drawn_regions") is not None
+
+
+# --- bounded cost (issue 19): boxes are geometry, the coverage comes from the rectangle's edges ------------------
+
+def test_rectangle_coverage_is_exactly_the_pixel_masks():
+    """Every box of small pictures, over latents of several sizes and aspects (odd ones padded by Flux): the
+    coverage from the geometry equals, bit for bit, the coverage of the rectangle's pixel mask."""
+    import random
+
+    from comfyui_dreamo.dreamo_ops.routing import INSIDE_THRESHOLD, Rectangle, rectangle_to_tokens
+
+    rng = random.Random(19)
+    for width in range(1, 11):
+        for height in range(1, 8):
+            for latent in [(1, 1), (2, 2), (3, 5), (6, 8), (7, 7), (13, 9)]:
+                for _ in range(6):
+                    x0, y0 = rng.randrange(width), rng.randrange(height)
+                    box = (x0, y0, rng.randrange(x0 + 1, width + 1), rng.randrange(y0 + 1, height + 1))
+                    pixels = region_to_tokens(box_mask(width, height, box), latent)
+                    got = rectangle_to_tokens(box, (height, width), latent)
+                    assert torch.equal(got, pixels), (width, height, latent, box)
+                    assert torch.equal(region_to_tokens(Rectangle(width, height, box), latent), pixels)
+                    assert torch.equal(got >= INSIDE_THRESHOLD, pixels >= INSIDE_THRESHOLD)
+    for width, height, latent, box in [(1024, 1024, (128, 128), (0, 256, 384, 768)), (1000, 600, (75, 131),
+                                       (333, 17, 999, 401)), (37, 1500, (160, 9), (5, 700, 36, 1499))]:
+        assert torch.equal(rectangle_to_tokens(box, (height, width), latent),
+                           region_to_tokens(box_mask(width, height, box), latent))
+
+
+def test_the_largest_picture_costs_no_pixel_memory():
+    """The 63-character value that built a 16384² float32 mask (1 GiB, then a float64 copy) and nine boxes that
+    failed with an allocator error: parsed and turned into token coverage in a fresh process whose peak memory
+    grows by less than 64 MiB."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import os, resource, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+from pack_import import register_package
+register_package()  # the repo as comfyui_dreamo (no ComfyUI on the path: its ops only)
+import torch
+from comfyui_dreamo.dreamo_ops.drawn_regions import parse
+from comfyui_dreamo.dreamo_ops.routing import region_to_tokens
+texts = ['{"width":16384,"height":16384,"boxes":{"1":[0,0,8,8]}}',
+         '{"width":16384,"height":16384,"boxes":{%s}}' % ",".join(f'"{k}":[0,0,16384,16384]' for k in range(1, 10))]
+region_to_tokens(parse('{"width":8,"height":8,"boxes":{"1":[0,0,8,8]}}', "DreamORouting").regions()[1], (16, 16))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for text in texts:
+    for slot, region in parse(text, "DreamORouting").regions().items():
+        cov = region_to_tokens(region, (256, 256))
+        assert cov.shape == (128, 128) and cov.sum().item() == (1 / 256 if len(text) < 80 else 128 * 128), slot
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    out = subprocess.run([sys.executable, "-c", code, repo], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) < 64, out.stdout  # MiB
+
+
+def test_a_large_mask_is_read_in_bands_with_the_same_coverage(monkeypatch):
+    from comfyui_dreamo.dreamo_ops import routing
+
+    g = torch.Generator().manual_seed(19)
+    mask = (torch.rand(301, 517, generator=g) > 0.4).float()
+    whole = region_to_tokens(mask, (40, 56))
+    monkeypatch.setattr(routing, "COVERAGE_CHUNK", 517 * 7)  # bands of 7 rows
+    banded = region_to_tokens(mask, (40, 56))
+    assert torch.allclose(banded, whole, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"width": ' + "[" * 5_000 + "]" * 5_000 + ', "height": 64}', "nested too deeply"),
+    ('{"width": 1' + "0" * 400 + ', "height": 64}', "'width' must be a whole number of pixels from 1 to 16384, got "
+                                                      "a 401-digit number"),
+    ('{"width": 16385, "height": 64}', "from 1 to 16384, got 16385"),
+    ('{"width": 64, "height": 64, "boxes": {"1": [0, 0, 1' + "0" * 400 + ', 8]}}', "got [0, 0, a 401-digit number, 8]"),
+    ('{"width": 64, "height": 64, "boxes": {"' + "7" * 10_000 + '": [0, 0, 8, 8]}}', "box '777777777777777777777777'…"),
+    ('{"width": 64, "height": 64, "' + "k" * 10_000 + '": 1}', "unknown key 'kkkkkkkkkkkkkkkkkkkkkkkk'…"),
+    ('{"width": 64, "height": 64, "boxes": {"1": [' + "[0], " * 10_000 + '0]}}',
+     "got a list of 10001 items"),
+    ('{"width": 64, "height": 64}' + " " * 1_000_000, "at most 1,000,000"),
+], ids=["nested", "nested-value", "huge-width", "width-too-large", "huge-box-number", "long-slot", "long-key",
+        "long-box", "long-text"])
+def test_hostile_text_is_a_short_named_error(text, words):
+    with pytest.raises(DreamOError) as e:
+        parse(text, NODE)
+    message = str(e.value)
+    assert message.startswith("DreamORouting (input 'drawn_regions'): ") and "Fix: " in message
+    assert words in message, message
+    assert len(message) < 400, len(message)

@@ -203,3 +203,44 @@ def test_parity_check_catches_deliberate_mistakes(host, dreamo, mistake, monkeyp
     rec = add_recorder(model)
     sample_once(model, torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4))
     assert check_call(rec.calls[0], reference, positive, refs, dreamo) > 10 * REL_TOL
+
+
+BF16_BOUND = 1e-2
+"""Measured 4.4e-3 / 4.7e-3 (two / nine references: bf16 weights and activations against the float32 official
+forward, on 0.3.64 and 0.33); far below what leaving DreamO out changes (> 1, checked in the test)."""
+
+
+@pytest.mark.parametrize("case", ["two_refs", "nine_refs"])
+def test_bf16_forward_against_float32_official_reference(dreamo, case, record_property):
+    """The pack in bfloat16, as users run FLUX.1 (ComfyUI's own bf16 model: weights and activations), against the
+    official DreamO forward in float32 on the same (unrounded) weights: the relative error is reported and bounded."""
+    from host_sampling import add_recorder, sample_once
+    import comfy.model_patcher
+    import tiny_models
+
+    from official_dreamo_reference import diffusers_flux_from_comfy
+
+    # weights at a modest scale, as a trained model keeps its activations: the default tiny model (scale 0.1) is
+    # chaotic enough that bf16 rounding alone moves plain FLUX.1's output by ~40 %
+    patcher = tiny_models.flux_patcher(seed=1, scale=0.02)
+    reference = diffusers_flux_from_comfy(patcher.model.diffusion_model, tiny_models.TINY_FLUX)
+    model16 = tiny_models.flux_model_config(torch.bfloat16).get_model({})
+    model16.load_model_weights(patcher.model.state_dict(), "diffusion_model.")
+    cpu = torch.device("cpu")
+    bf16 = comfy.model_patcher.ModelPatcher(model16, load_device=cpu, offload_device=cpu)
+    assert model16.diffusion_model.img_in.weight.dtype == torch.bfloat16
+    (h, w), shapes = CASES[case]
+    refs = {slot: make_ref(rh, rw, seed=70 + slot) for slot, (rh, rw) in shapes.items()}
+    positive = tiny_models.conditioning(seed=3)
+    model, cond = apply(bf16, dreamo, refs, positive)
+    rec = add_recorder(model)
+    sample_once(model, torch.zeros(1, 16, h, w), cond, tiny_models.conditioning(seed=4))
+    call = rec.calls[0]
+    assert call["out"].dtype == torch.bfloat16 and call["n_refs"] == len(refs)
+    call = {**call, "x": call["x"].float(), "t": call["t"].float(), "out": call["out"].float()}
+    err = check_call(call, reference, positive, refs, dreamo)
+    without_dreamo = check_call(call, reference, positive, {}, dreamo, with_dreamo=False)
+    record_property("bf16_rel_err", err)
+    print(f"\nbf16 DreamO forward vs float32 official ({case}): relative error {err:.2e} "
+          f"(vs {without_dreamo:.2e} from plain FLUX.1)")
+    assert err < BF16_BOUND and err < without_dreamo / 5

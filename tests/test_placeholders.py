@@ -194,3 +194,95 @@ def test_style_instruction_keeps_placeholders_and_weights():
 def test_text_must_be_a_string():
     with pytest.raises(DreamOError, match="must be text"):
         build_prompt(None)
+
+
+# --- hostile and oversized prompts (issue 19): bounded work, short messages --------------------------------------
+
+HOSTILE = {  # the cases that froze the server, about 100,000 characters each
+    "open_brackets": "[ref" * 25_000,
+    "unbracketed": "ref#1 " * 16_666,
+    "res_groups": "[res](x)" * 12_500,
+    "nested": "(" * 50_000 + ")" * 50_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_prompts_get_a_short_error_or_a_plan(name):
+    from comfyui_dreamo.dreamo_ops.placeholders import MAX_PROMPT_CHARS
+
+    text = HOSTILE[name]
+    assert len(text) <= MAX_PROMPT_CHARS
+    try:
+        plan = build_prompt(text, {1: "ip"}, node=NODE)
+    except DreamOError as e:
+        message = str(e)
+        assert message.startswith(f"{NODE} (input 'text'): ") and "Fix: " in message
+        assert len(message) < 1_000, len(message)  # was 1.9 MB for 'ref#1 ' ×16,666
+        return
+    assert name == "res_groups" and len(plan.placeholders) == 12_500
+    assert all(p.weight == 1.0 for p in plan.placeholders)
+
+
+def test_many_near_misses_name_the_first_five_and_count_the_rest():
+    text = " ".join(f"[REF#{k % 9 + 1}]" for k in range(1_000))
+    with pytest.raises(DreamOError) as e:
+        build_prompt(text, node=NODE)
+    message = str(e.value)
+    assert message.count("did you mean") == 5 and "and 995 more" in message
+    assert "'[REF#1]' at character 1 " in message
+
+
+def test_a_long_near_miss_is_quoted_short_and_any_number_of_digits_is_read():
+    snippet = "ref#" + "7" * 5_000  # more digits than Python turns into an int by default
+    (nm,) = find_near_misses(f"a {snippet} b")
+    assert nm.snippet == snippet and "there is no slot 7777777777" in nm.suggestion
+    with pytest.raises(DreamOError) as e:
+        build_prompt(f"a {snippet} b")
+    assert len(str(e.value)) < 600 and "'ref#777" in str(e.value)
+
+
+def test_nesting_up_to_the_limit_is_read_deeper_is_refused():
+    from comfyui_dreamo.dreamo_ops.placeholders import MAX_NESTING
+
+    deep = "(" * MAX_NESTING + "red" + ")" * MAX_NESTING
+    assert parse_weights(deep) == [("red", pytest.approx(1.1 ** MAX_NESTING))]
+    assert build_prompt(deep).plain == "red"
+    deeper = "(" + deep + ")"
+    with pytest.raises(DreamOError, match=rf"nested more than {MAX_NESTING} levels deep.*Fix: use at most "
+                                          rf"{MAX_NESTING} levels"):
+        build_prompt(deeper, node=NODE)
+    # unbalanced brackets are not nesting: ComfyUI reads them as text
+    assert parse_weights("(" * 50_000 + "x") == [("(" * 50_000 + "x", 1.0)]
+    assert build_prompt(")" * 50_000 + "(" * 50_000).placeholders == ()
+
+
+@pytest.mark.parametrize("text", ["(red:nan) dress", "(red:inf)", "(red:-Infinity)", "(x:1" + "0" * 400 + ")",
+                                  "((x):1.7e308)"],  # 1.7e308 × 1.1 inside
+                         ids=["nan", "inf", "-inf", "1e400", "overflow"])
+def test_a_weight_that_is_not_a_finite_number_is_refused(text):
+    with pytest.raises(DreamOError, match=r"not a finite number\..*Fix: .*numbers as weights") as e:
+        build_prompt(text, node=NODE)
+    assert len(str(e.value)) < 400
+
+
+def test_the_longest_prompt_is_read_a_longer_one_refused_unread():
+    from comfyui_dreamo.dreamo_ops.placeholders import MAX_PROMPT_CHARS, check_prompt
+
+    longest = ("a red dress [ref#1] " * (MAX_PROMPT_CHARS // 20 + 1))[:MAX_PROMPT_CHARS]
+    assert len(build_prompt(longest, {1: "ip"}).placeholders) == MAX_PROMPT_CHARS // 20
+    with pytest.raises(DreamOError, match=r"the prompt is 100,001 characters long; DreamO reads prompts of at most "
+                                          r"100,000 characters\. Fix: shorten"):
+        build_prompt(longest + "x", node=NODE)
+    answer = check_prompt("[REF#1]" + longest[7:] + "x", {1: "ip"})
+    assert answer["error"].startswith(f"{NODE} (input 'text'): the prompt is 100,001 characters long")
+    assert answer["marks"] == [] and answer["marks_left_off"] == 0
+
+
+def test_the_editors_marks_are_capped_and_counted():
+    from comfyui_dreamo.dreamo_ops.placeholders import MAX_MARKS, check_prompt
+
+    answer = check_prompt("[ref" * 25_000, {1: "ip"})
+    assert len(answer["marks"]) == MAX_MARKS and answer["marks_left_off"] == 25_000 - MAX_MARKS
+    assert [m["start"] for m in answer["marks"]] == [4 * k for k in range(MAX_MARKS)]  # the first ones, in order
+    assert len(answer["error"]) < 1_000 and "and 24,995 more" in answer["error"]
+    assert check_prompt("a [ref#1]", {1: "ip"})["marks_left_off"] == 0

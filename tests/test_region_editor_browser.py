@@ -160,7 +160,8 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
     # The saved workflow in a frontend without the extension: a plain text field with the same text, same prompt.
     saved = page.js("() => app.graph.serialize()")
     saved_node = next(n for n in saved["nodes"] if n["id"] == 23)
-    assert saved_node["widgets_values"][-1] == routing["drawn_regions"]  # only the node's own widgets are saved
+    # only the node's own widgets are saved: ..., drawn_regions, base_placeholders_follow
+    assert saved_node["widgets_values"][-2:] == [routing["drawn_regions"], True]
     with page_without(playwright, server, ["DreamO.RegionEditor"], saved) as bare:
         assert bare.js("() => app.graph.getNodeById(23).dreamoRegionEditor === undefined") is True
         assert bare.js("""() => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');

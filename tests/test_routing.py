@@ -196,6 +196,48 @@ def test_fp16_channels_stay_finite():
     assert torch.isfinite(ch.q).all() and ch.q.abs().max() <= 65504
 
 
+LOW_PRECISION = {torch.bfloat16: 1e-2, torch.float16: 1.5e-3}  # ≈ 1.3× / 3× the unit roundoff of each dtype
+
+
+@pytest.mark.parametrize("dtype", sorted(LOW_PRECISION, key=str))
+@pytest.mark.parametrize("mode,isolate", [("hard", True), ("soft", False)])
+def test_routed_attention_in_half_precision_matches_a_dense_mask_in_the_same_dtype(dtype, mode, isolate):
+    """Flux's real head width (128) in bf16 / fp16: the folded call against SDPA with a dense additive mask in the
+    same dtype, and both against float64. The folded call rounds q once more (its scale for the wider heads), so its
+    error may exceed the dense mask's, by at most 2× (measured ≈ 1.25×)."""
+    layout, q, k, v = make_case(seed=13, heads=4, dim=128, txt=16, image_hw=(16, 16), refs=((8, 8), (8, 12)))
+    left, right = left_right_masks(19, 23)
+    cov = {1: region_to_tokens(left, (16, 16)), 2: region_to_tokens(right, (16, 16))}
+    spec = RoutingSpec(regions={1: left, 2: right}, mode=mode, strength=3.0, isolate=isolate)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    got = routed_attention(q, k, v, routing_channels(layout, 16, spec, cov, scale=128 ** -0.5, dtype=dtype))
+    bias = dense_bias(layout, 16, cov, mode, 3.0, isolate)
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(dtype))
+    truth = dense_attention(q.float(), k.float(), v.float(), bias)
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    assert rel_err(got.float(), dense.float()) < LOW_PRECISION[dtype]
+    assert rel_err(got.float(), truth) <= 2 * rel_err(dense.float(), truth)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_hard_cut_is_exactly_zero_in_half_precision(dtype):
+    """Through the SDPA kernel itself: v = 1 on the keys a query may not see, so its output must be exactly 0."""
+    layout, q, k, _ = make_case(seed=14, heads=4, dim=128, txt=16, image_hw=(16, 16), refs=((8, 8), (8, 12)))
+    q, k = (t.to(dtype) * 4 for t in (q, k))  # large logits
+    left, right = left_right_masks(19, 23)
+    cov = {1: region_to_tokens(left, (16, 16)), 2: region_to_tokens(right, (16, 16))}
+    ch = routing_channels(layout, 16, RoutingSpec(regions={1: left, 2: right}, isolate=True), cov, 128 ** -0.5,
+                          dtype=dtype)
+    cut = torch.isinf(dense_bias(layout, 16, cov, "hard", 0, True))  # (query, key) pairs that must get 0
+    assert ch.q.abs().max() < torch.finfo(dtype).max
+    for query in torch.nonzero(cut.any(dim=1)).flatten()[::7].tolist():
+        v = cut[query].to(dtype)[None, None, :, None].expand(1, 4, -1, 128)
+        out = routed_attention(q, k, v, ch)[:, :, query]
+        assert (out == 0).all(), (dtype, query, out.abs().max().item())
+        free = (~cut[query]).to(dtype)[None, None, :, None].expand(1, 4, -1, 128)
+        assert torch.allclose(routed_attention(q, k, free, ch)[:, :, query].float(), torch.ones(1, 4, 128))
+
+
 # ----------------------------------------------------------------------------- capture
 
 def test_capture_matches_dense_softmax_and_is_chunked():
@@ -288,12 +330,14 @@ def test_override_routes_chosen_blocks_and_chains_previous():
     log = []
 
     def previous(func, *args, **kwargs):
-        log.append(func)
+        log.append((func, args[0].shape[-1]))
         return func(*args, **kwargs)
 
     ov = RoutedAttention(spec, layout, cov, n_double=2, previous=previous)
     outs = [call_override(ov, backend, q, k, v) for _ in range(4)]  # 2 double, then 2 single (counted)
-    assert log[:2] == [backend, backend] and all(f is not backend for f in log[2:])
+    # the other pack's override runs on every block: with the original call on unrouted blocks, with the folded
+    # (wider) call on routed ones, and always with the backend ComfyUI chose
+    assert [f for f, _ in log] == [backend] * 4 and [w for _, w in log] == [16, 16, 24, 24]
     want = dense_attention(q, k, v, dense_bias(layout, 5, cov, "hard", 0, False))
     want = want.transpose(1, 2).reshape(1, q.shape[2], -1)
     assert rel_err(outs[3], want) < TOL and torch.equal(outs[0], backend(q, k, v, 3))
@@ -301,13 +345,16 @@ def test_override_routes_chosen_blocks_and_chains_previous():
     assert torch.equal(call_override(ov2, backend, q, k, v, block_type="double"), backend(q, k, v, 3))
 
 
-def test_override_refuses_a_previous_override_that_skips_routing():
+def test_a_previous_override_that_computes_attention_itself_still_routes():
+    """A Sage-style patch ignores `func` and computes attention itself: it gets the folded call, so the result is
+    routed (it used to be refused)."""
     layout, q, k, v = make_case()
     left = left_right_masks()[0]
-    ov = RoutedAttention(RoutingSpec(regions={1: left}), layout, {1: region_to_tokens(left, (6, 8))}, n_double=1,
-                         previous=lambda func, *a, **kw: backend(*a, **kw))
-    with pytest.raises(RoutingError, match="another pack's attention override"):
-        call_override(ov, backend, q, k, v)
+    cov = {1: region_to_tokens(left, (6, 8))}
+    ov = RoutedAttention(RoutingSpec(regions={1: left}), layout, cov, n_double=1,
+                         previous=lambda func, *a, **kw: backend(*a, **kw), dispatch=routing.BackendDispatch())
+    want = dense_attention(q, k, v, dense_bias(layout, 5, cov, "hard", 0, False))
+    assert rel_err(call_override(ov, backend, q, k, v), want.transpose(1, 2).reshape(1, q.shape[2], -1)) < TOL
 
 
 def test_override_rejects_misaligned_sequences_and_masks():
@@ -340,3 +387,19 @@ def test_module_has_no_comfy_imports():
 
     for mod in (routing,):
         assert "import comfy" not in inspect.getsource(mod)
+
+
+@pytest.mark.parametrize("chunk", [1, 10_000, None])
+def test_routed_attention_a_few_heads_at_a_time_gives_the_same_result(chunk):
+    """On the CPU the widened q/k/v copies are made a few heads at a time: the same numbers as one call."""
+    layout, q, k, v = make_case(seed=3, batch=2, heads=5)
+    left, right = left_right_masks()
+    coverage = {1: region_to_tokens(left, (6, 8)), 2: region_to_tokens(right, (6, 8))}
+    channels = routing_channels(layout, 5, RoutingSpec(regions={1: left, 2: right}), coverage, scale=16 ** -0.5)
+    whole = routed_attention(q, k, v, channels, chunk_bytes=1 << 40)
+    mask = torch.zeros(2, 5, q.shape[2], q.shape[2])
+    mask[:, 2, :, 3] = -1.0  # a per-head mask is sliced with its heads
+    parts = routed_attention(q, k, v, channels, chunk_bytes=chunk, mask=mask)
+    assert parts.shape == whole.shape
+    assert torch.equal(parts, routed_attention(q, k, v, channels, chunk_bytes=1 << 40, mask=mask))
+    assert torch.equal(routed_attention(q, k, v, channels, chunk_bytes=chunk), whole)

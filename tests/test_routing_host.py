@@ -68,24 +68,21 @@ def stripes(n, H=32, W=32, vertical=True):
 
 
 class Spy:
-    """Wraps dreamo_ops.routing.routed_attention: records the attention probabilities of each routed call."""
+    """Wraps dreamo_ops.routing.fold_channels: records the attention probabilities of each routed call, computed from
+    the very folded q/k the attention backend receives, at the backend's default scale (width^-0.5)."""
 
     def __init__(self, monkeypatch):
         from comfyui_dreamo.dreamo_ops import routing
 
-        self.real = routing.routed_attention
+        self.real = routing.fold_channels
         self.calls = []
-        monkeypatch.setattr(routing, "routed_attention", self)
+        monkeypatch.setattr(routing, "fold_channels", self)
 
-    def __call__(self, q, k, v, channels, scale=None, mask=None):
-        scale = q.shape[-1] ** -0.5 if scale is None else scale
-        qx = torch.cat((q, channels.q.expand(*q.shape[:3], -1)), -1)
-        kx = torch.cat((k, channels.k.expand(*k.shape[:3], -1)), -1)
-        s = qx @ kx.transpose(-1, -2) * scale
-        if mask is not None:
-            s = s + mask
+    def __call__(self, q, k, v, channels, scale=None):
+        q2, k2, v2 = self.real(q, k, v, channels, scale)
+        s = q2 @ k2.transpose(-1, -2) * q2.shape[-1] ** -0.5
         self.calls.append(torch.softmax(s, dim=-1))
-        return self.real(q, k, v, channels, scale=scale, mask=mask)
+        return q2, k2, v2
 
 
 def multi_step(sigmas_seen):
@@ -236,7 +233,7 @@ def test_other_override_still_runs_and_reference_values_do_not_reach_outside(flu
     sample(route(model, {1: left, 2: right}), torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4),
            cfg=2.0, sigmas=(0.8, 0.0))
     assert len(probe.calls) == 2 * N_BLOCKS  # cond (routed) and uncond (untouched) passes
-    routed = [c for c in probe.calls if getattr(c[0], "__name__", "") == "routed"]
+    routed = [c for c in probe.calls if c[1][0].shape[-1] > 24]  # the folded call: 24-wide heads + routing channels
     assert len(routed) == N_BLOCKS
     func, (q, k, v, heads), kwargs = routed[1]
     img = torch.arange(7, 23).reshape(4, 4)  # 7 text tokens, then the 4×4 image
@@ -388,6 +385,7 @@ def test_routing_refuses_a_tenth_region():
 def test_drawn_regions_become_the_masks_of_unconnected_slots(flux, dreamo):
     import json
 
+    from comfyui_dreamo.dreamo_ops.routing import Rectangle, region_to_tokens
     from comfyui_dreamo.nodes.routing import routing_spec
 
     drawn = json.dumps({"width": 40, "height": 20, "boxes": {"1": [0, 0, 10, 20], "2": [10.4, 5, 20, 10.6],
@@ -399,8 +397,10 @@ def test_drawn_regions_become_the_masks_of_unconnected_slots(flux, dreamo):
     expected = {1: torch.zeros(20, 40), 2: torch.zeros(20, 40)}
     expected[1][:, :10] = 1
     expected[2][5:16, 10:30] = 1  # edges rounded: x 10.4 → 10, 30.4 → 30 (exclusive), y 5 → 5, 15.6 → 16
-    for slot in (1, 2):
-        assert spec.regions[slot].dtype == torch.float32 and torch.equal(spec.regions[slot], expected[slot])
+    for slot in (1, 2):  # drawn boxes reach the routing as geometry; their pixels are exactly the rectangles
+        assert isinstance(spec.regions[slot], Rectangle) and spec.regions[slot].shape == (20, 40)
+        assert torch.equal(spec.regions[slot].mask(), expected[slot])
+        assert torch.equal(region_to_tokens(spec.regions[slot], (8, 8)), region_to_tokens(expected[slot], (8, 8)))
     assert torch.equal(spec.regions[3], connected[0])  # the connected mask wins over the drawn box
     # Empty text (old workflows, API prompts without the input): no drawn region at all.
     assert routing_spec(route(flux, {}, drawn_regions="")).regions == {}

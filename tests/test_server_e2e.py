@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
+FACE_PHOTOS = ("hinton.jpeg", "mountain.png")  # the id tests' photos (tests/photos.py), copied in when present
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +25,18 @@ def server(tmp_path_factory):
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
     os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
     tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    source = os.path.join(REFS, "perfume.png")
-    if os.path.isfile(source):
-        Image.open(source).save(os.path.join(sandbox.input_dir, "reference.png"))
-    else:
-        Image.new("RGB", (300, 300), (200, 30, 30)).save(os.path.join(sandbox.input_dir, "reference.png"))
     import face_fixtures
     import offline_retinaface
+    import photos
+    import tiny_server
 
+    tiny_server.drawn_picture(os.path.join(sandbox.input_dir, "reference.png"))  # the install check's picture
     if offline_retinaface.available()[0]:
         face_fixtures.write_facexlib_folder(os.path.join(sandbox.models_dir, "facexlib"))
-    for name in ("hinton.jpeg", "mountain.png"):
-        if os.path.isfile(os.path.join(REFS, name)):
-            Image.open(os.path.join(REFS, name)).convert("RGB").save(os.path.join(sandbox.input_dir, name))
+    for name in FACE_PHOTOS:  # the tests that use one require it (a skip naming DREAMO_REFS_DIR when missing)
+        source = os.path.join(photos.refs_dir(), name)
+        if os.path.isfile(source):
+            Image.open(source).convert("RGB").save(os.path.join(sandbox.input_dir, name))
     srv = Server(sandbox).start()
     yield srv
     srv.stop()
@@ -141,13 +140,12 @@ def id_workflow(image: str, fallback: str = "ip"):
 
 def require_face_inputs(server, *names):
     import offline_retinaface
+    import photos
 
     ok, reason = offline_retinaface.available()
     if not ok:
         pytest.skip(reason)
-    for name in names:
-        if not os.path.isfile(os.path.join(server.sandbox.input_dir, name)):
-            pytest.skip(f"{name} is not in ../shared/data/refs")
+    photos.require(*names)
 
 
 def test_an_id_reference_is_aligned_and_shown(server):

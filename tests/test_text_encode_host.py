@@ -74,6 +74,28 @@ def test_weight_parser_matches_comfyui(text):
     assert [w for _, w in got] == pytest.approx([w for _, w in expected])
 
 
+def test_weight_parser_matches_comfyui_on_random_and_deep_text():
+    """The parser is a loop (no recursion, bounded work) but reads exactly as ComfyUI's recursive one, stray and
+    unclosed brackets included, up to the deepest nesting DreamO accepts."""
+    import random
+
+    from comfy.sd1_clip import escape_important, token_weights, unescape_important
+    from comfyui_dreamo.dreamo_ops.placeholders import MAX_NESTING, parse_weights
+
+    def comfy(text):
+        return [(unescape_important(t), w) for t, w in token_weights(escape_important(text), 1.0)]
+
+    rng = random.Random(19)
+    alphabet = list("((((())))):: ab.1") + [":1.2)", ":0.5", "\\(", "\\)", "[ref#1]"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120))) for _ in range(3_000)]
+    texts += ["(" * MAX_NESTING + "x" + ")" * MAX_NESTING, "(" * (MAX_NESTING + 1) + "x" + ")" * MAX_NESTING,
+              ")" * 40 + "(" * 40 + "x" + ")" * 40, "(" * 45 + "x", "(a:1.5)" * 500]
+    for text in texts:
+        expected, got = comfy(text), parse_weights(text)
+        assert [t for t, _ in got] == [t for t, _ in expected], text
+        assert [w for _, w in got] == pytest.approx([w for _, w in expected]), text
+
+
 # --- encoder parity ----------------------------------------------------------------------------------------------
 
 PARITY_CASES = ["two_refs", "all_slots", "start", "end_period", "glued_both", "adjacent_in_sentence", "many_spaces",
@@ -286,25 +308,12 @@ def sample_one_step(flux, dreamo, positive, negative, refs, seed=0):
                                disable_pbar=True)
 
 
-def comfyui_nodes():
-    """ComfyUI's own nodes.py as `nodes` (as ComfyUI imports it): a plain `import nodes` finds this pack's nodes/
-    package first when pytest puts the clone folder itself on sys.path (a folder named comfyui-dreamo)."""
-    import importlib.util
-    import sys
-
-    module = sys.modules.get("nodes")
-    if module is None or not hasattr(module, "ConditioningConcat"):
-        spec = importlib.util.spec_from_file_location("nodes", os.path.join(os.environ["COMFYUI_PATH"], "nodes.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["nodes"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
 def test_workflow_two_references_placeholder_prompt_end_to_end(flux, clip, dreamo):
     from dataclasses import replace
 
-    nodes = comfyui_nodes()  # ComfyUI's stock nodes
+    from host_sampling import core_nodes
+
+    nodes = core_nodes()  # ComfyUI's stock nodes
     from comfy_extras.nodes_flux import FluxGuidance
 
     refs = {"ref_1": make_ref(1, size=(4, 4)), "ref_2": make_ref(2, size=(4, 6))}

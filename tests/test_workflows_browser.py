@@ -5,7 +5,6 @@ canvas; its UI file queues exactly its API twin; every node type exists in Comfy
 $DREAMO_ARTIFACTS (else pytest's tmp dir)."""
 import json
 import os
-import shutil
 import sys
 from urllib.parse import quote
 
@@ -18,7 +17,6 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the template route's module name
@@ -40,14 +38,11 @@ def server(tmp_path_factory):
         os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
         for name in names:
             open(os.path.join(sandbox.models_dir, folder, name), "wb").close()
-    for path in API_FILES:
+    for path in API_FILES:  # the files the LoadImage menus list: drawn, since nothing here runs or shows them
         for node in json.load(open(path)).values():
             if node["class_type"] == "LoadImage":
                 target = os.path.join(sandbox.input_dir, node["inputs"]["image"])
-                if os.path.isfile(os.path.join(REFS, node["inputs"]["image"])):
-                    shutil.copy(os.path.join(REFS, node["inputs"]["image"]), target)
-                else:
-                    Image.new("RGB", (256, 256), (120, 130, 140)).save(target, format="PNG")
+                Image.new("RGB", (256, 256), (120, 130, 140)).save(target, format="PNG")
     srv = Server(sandbox).start()
     yield srv
     srv.stop()

@@ -9,20 +9,15 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
+
+import photos  # tests/: the one lookup of the sample photos
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 API_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*_api.json")))
-
-
-def stand_in_picture(path):
-    img = Image.new("RGB", (320, 256), (150, 160, 170))
-    ImageDraw.Draw(img).ellipse((90, 50, 230, 210), fill=(40, 20, 20))
-    img.save(path)
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +27,10 @@ def server(tmp_path_factory):
 
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
     unavailable = tiny_workflows.write_model_files(sandbox.models_dir)
-    for api in API_FILES:
+    for api in API_FILES:  # the sample photos the workflows read; each test requires its own (tests/photos.py)
         for name in tiny_workflows.input_images(json.load(open(api))):
-            target = os.path.join(sandbox.input_dir, name)
-            if os.path.isfile(os.path.join(REFS, name)):
-                shutil.copy(os.path.join(REFS, name), target)
-            elif not os.path.isfile(target):
-                stand_in_picture(target)  # a face-free stand-in: id workflows then need the real photos
+            if os.path.isfile(os.path.join(photos.refs_dir(), name)):
+                shutil.copy(os.path.join(photos.refs_dir(), name), os.path.join(sandbox.input_dir, name))
     srv = Server(sandbox).start()
     srv.unavailable = unavailable
     yield srv
@@ -46,10 +38,12 @@ def server(tmp_path_factory):
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=[os.path.basename(p) for p in API_FILES])
-def test_example_workflow_runs_on_tiny_models(server, path):
+def test_example_workflow_runs_on_tiny_models(request, path):
     import tiny_workflows
 
     api = json.load(open(path))
+    photos.require(*tiny_workflows.input_images(api))  # before the server starts: no server for skipped tests
+    server = request.getfixturevalue("server")
     missing = {k: v for k, v in server.unavailable.items() if k in tiny_workflows.needs(api)}
     if missing:
         pytest.skip("; ".join(f"{k}: {v}" for k, v in missing.items()))

@@ -22,41 +22,33 @@ def _randomize(module: torch.nn.Module, seed: int, scale: float) -> None:
             t.copy_(torch.randn(t.shape, generator=g) * scale)
 
 
-FLUX1_SIZE_KEYS = ("in_channels", "out_channels", "vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio",
-                   "num_heads", "depth", "depth_single_blocks", "axes_dim", "theta", "patch_size", "qkv_bias",
-                   "guidance_embed")
+def flux_build():
+    """bench/flux_build.py (FLUX.1 configs by ComfyUI's own detection, shared with the GPU benchmark), loaded by file:
+    it has no imports of the pack, and the tests also run inside a ComfyUI server where the pack has another name."""
+    import importlib.util
+    import os
+    import sys
+
+    name = "dreamo_bench_flux_build"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "flux_build.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def flux_unet_config(**overrides) -> dict:
-    """The unet config of a FLUX.1 as the running ComfyUI's own model detection describes one, resized.
-
-    Detection runs on a few FLUX.1 key names (BFL layout, as in flux1-dev.safetensors) holding meta tensors,
-    so every field a ComfyUI release adds to Flux's config (0.33's `txt_ids_dims`, say) is filled in the
-    way that release fills it for a real file; only the sizes are then replaced by TINY_FLUX (+ overrides)."""
-    import comfy.model_detection
-
-    cfg = {**TINY_FLUX, **overrides}
-    h, head = cfg["hidden_size"], cfg["hidden_size"] // cfg["num_heads"]
-    shapes = {"img_in.weight": (h, cfg["in_channels"] * cfg["patch_size"] ** 2),
-              "txt_in.weight": (h, cfg["context_in_dim"]), "vector_in.in_layer.weight": (h, cfg["vec_in_dim"]),
-              "guidance_in.in_layer.weight": (h, 256)}
-    shapes.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": (head,) for i in range(cfg["depth"])})
-    shapes.update({f"single_blocks.{i}.norm.key_norm.scale": (head,) for i in range(cfg["depth_single_blocks"])})
-    detected = comfy.model_detection.detect_unet_config({k: torch.empty(s, device="meta")
-                                                         for k, s in shapes.items()}, "")
-    if detected is None or detected.get("image_model") != "flux":
-        raise RuntimeError(f"this ComfyUI does not detect FLUX.1 key names as Flux: {detected}")
-    detected.update({k: cfg[k] for k in FLUX1_SIZE_KEYS})
-    return detected
+    """The unet config of a FLUX.1 as the running ComfyUI's own model detection describes one (on FLUX.1 key names,
+    so every field a release adds, like 0.33's `txt_ids_dims`, is filled as for a real file), resized to TINY_FLUX
+    (+ overrides)."""
+    return flux_build().flux_unet_config(**{**TINY_FLUX, **overrides})
 
 
 def flux_model_config(dtype=torch.float32, manual_cast=None, **overrides):
     """ComfyUI's model config (comfy.supported_models.Flux) for a tiny FLUX.1, inference dtype set."""
-    import comfy.supported_models
-
-    config = comfy.supported_models.Flux(flux_unet_config(**overrides))
-    config.set_inference_dtype(dtype, manual_cast)
-    return config
+    return flux_build().flux_model_config(dtype, manual_cast, **{**TINY_FLUX, **overrides})
 
 
 def flux_patcher(seed: int = 0, scale: float = 0.1, **overrides):

@@ -7,7 +7,6 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-REFS = os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
 
 
 def install_check_prompt() -> dict:
@@ -15,21 +14,60 @@ def install_check_prompt() -> dict:
     return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
 
 
+def drawn_regions_prompt(boxes: dict, width: int = 192, height: int = 128) -> dict:
+    """The tiny multi-subject workflow with regions drawn (DreamO Routing's drawn_regions, boxes {slot: [x, y, w,
+    h]} on a width × height picture) instead of connected masks, and the test node that reports the regions
+    DreamO Routing used (node "40")."""
+    prompt = json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")))
+    routing = prompt["23"]["inputs"]
+    del routing["region_1"], routing["region_2"]
+    routing["drawn_regions"] = json.dumps({"width": width, "height": height,
+                                           "boxes": {str(k): v for k, v in boxes.items()}})
+    prompt["40"] = {"class_type": "DreamOTestRoutingRegions", "inputs": {"model": ["23", 0]}}
+    return prompt
+
+
+def drawn_picture(path: str, size=(300, 300)) -> str:
+    """The picture of tests that never look at what it shows: a drawn bottle-like shape on a plain ground."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (150, 170, 190))
+    w, h = size
+    ImageDraw.Draw(img).ellipse((w // 5, h // 8, 4 * w // 5, 7 * h // 8), fill=(180, 40, 60), outline=(20, 20, 20),
+                                width=max(1, w // 50))
+    img.save(path)
+    return path
+
+
 def start(root: str, images: dict[str, str] | None = None, prepare=None):
-    """Start a server in `root` with tiny DreamO files; `images` maps input names to sample photos in REFS;
-    `prepare(sandbox)`, when given, adds files to the sandbox before the server starts."""
+    """Start a server in `root` with tiny DreamO files.
+
+    `images` maps input names to test photos (tests/photos.py): a missing photo skips the calling test with the
+    variable to set (fails it in CI); nothing stands in for it. Without `images` the input folder holds one drawn
+    picture, reference.png, for tests that do not look at what the picture shows. `prepare(sandbox)`, when given,
+    adds files to the sandbox before the server starts."""
+    from comfyui_runner import Server
+
+    return Server(sandbox(root, images, prepare)).start()
+
+
+def sandbox(root: str, images: dict[str, str] | None = None, prepare=None):
+    """The sandbox `start` runs a server in, made but not started (the Ray tests' workers start their own)."""
+    import photos
+
+    sources = {target: photos.photo(name) for target, name in (images or {}).items()}  # skips before any work
     from PIL import Image
 
     import tiny_models
-    from comfyui_runner import Sandbox, Server
+    from comfyui_runner import Sandbox
 
-    sandbox = Sandbox(root, isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"), exist_ok=True)
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    for target, sample in (images or {"reference.png": "perfume.png"}).items():
-        source = os.path.join(REFS, sample)
-        img = Image.open(source).convert("RGB") if os.path.isfile(source) else Image.new("RGB", (300, 300), "red")
-        img.save(os.path.join(sandbox.input_dir, target))
+    box = Sandbox(root, isolated=True, test_nodes=True).prepare()
+    os.makedirs(os.path.join(box.models_dir, "dreamo"), exist_ok=True)
+    tiny_models.write_dreamo_file(os.path.join(box.models_dir, "dreamo", "dreamo_tiny.safetensors"))
+    if images is None:
+        drawn_picture(os.path.join(box.input_dir, "reference.png"))
+    for target, source in sources.items():
+        Image.open(source).convert("RGB").save(os.path.join(box.input_dir, target))
     if prepare is not None:
-        prepare(sandbox)
-    return Server(sandbox).start()
+        prepare(box)
+    return box

@@ -14,6 +14,7 @@ import { APPLY_NODE, REFERENCE_NODE, REF_PREFIX, ROUTING_NODE, TEXT_NODE, applie
          modelChainSlots, referenceOrigins, upstreamSignature } from "./dreamo_nodes.js";
 import { feedback, viewUrl } from "./feedback.js";
 
+const REGIONAL_NODE = "DreamORegionalConditioning";
 const INFO_KEY = "dreamo_info"; // the `ui` keys the Python nodes return
 const PREVIEWS_KEY = "dreamo_previews"; // DreamO Reference Encode: what it encoded, then the faces it found
 export const FEEDBACK = {
@@ -124,25 +125,39 @@ function refreshReference(node) {
 /** The slots DreamO Routing has a region for: drawn boxes and connected region_k masks. */
 export function regionSlots(node) {
   const slots = new Set(connectedSlots(node, "region_"));
+  for (const k of Object.keys(storedRegions(node).boxes ?? {})) if (/^[1-9]$/.test(k)) slots.add(Number(k));
+  return [...slots].sort((a, b) => a - b);
+}
+
+/** The slots whose region has words (regional prompts: such a region needs no reference). */
+export function wordedSlots(node) {
+  const texts = storedRegions(node).texts ?? {};
+  return Object.keys(texts).filter((k) => /^[1-9]$/.test(k) && typeof texts[k] === "string" && texts[k].trim())
+    .map(Number);
+}
+
+function storedRegions(node) {
   const text = node.widgets?.find((w) => w.name === "drawn_regions")?.value;
   try {
-    const boxes = text ? JSON.parse(text)?.boxes ?? {} : {};
-    for (const k of Object.keys(boxes)) if (/^[1-9]$/.test(k)) slots.add(Number(k));
+    const data = text ? JSON.parse(text) : null;
+    return data && typeof data === "object" ? data : {};
   } catch {
-    // the node reports unreadable text itself when it runs
+    return {}; // the node reports unreadable text itself when it runs
   }
-  return [...slots].sort((a, b) => a - b);
 }
 
 function refreshRouting(node) {
   const have = modelChainSlots(node);
   const fb = feedback(node);
-  if (have === null) {
+  // DreamO Regional Conditioning's regions may give any slot words: the run checks those (as the node does).
+  const regional = (node.graph?._nodes ?? []).some((n) => n.type === REGIONAL_NODE);
+  if (have === null || regional) {
     fb.set("slots", null);
     return;
   }
   const masks = new Set(connectedSlots(node, "region_"));
-  const lines = regionSlots(node).filter((k) => !have.includes(k)).map((k) => ({
+  const worded = wordedSlots(node);
+  const lines = regionSlots(node).filter((k) => !have.includes(k) && !worded.includes(k)).map((k) => ({
     kind: "warn",
     text: `slot ${k} has a region but DreamO Apply has no reference in ref_${k}: connect one, or ` +
       (masks.has(k) ? `disconnect region_${k}` : `clear slot ${k}'s box`) + " (the run would stop here)",

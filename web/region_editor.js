@@ -3,7 +3,8 @@
 // in the slot colours of DreamO Routing Map's legend (read from the node definition: the `dreamo_slot_colours`
 // option of the drawn_regions input, so Python is their one source).
 // - The rectangles are stored in the node's own optional STRING input `drawn_regions` as JSON,
-//   {"width": W, "height": H, "boxes": {"1": [x, y, w, h], ...}} in pixels of the W×H preview; the node turns them
+//   {"width": W, "height": H, "boxes": {"1": [x, y, w, h], ...}} in pixels of the W×H preview, with each region's
+//   words (regional prompts, typed in region_text.js's field) under "texts": {"1": "..."}; the node turns them
 //   into masks (dreamo_ops/drawn_regions.py). Without this extension that input is a plain text field that still
 //   works; the API takes the same text. This editor only hides that text field and draws the editor instead: the
 //   editor widget itself is never saved nor queued.
@@ -33,7 +34,8 @@ const HANDLE = 7;
 const MIN_DRAG = 3; // canvas pixels: a click is not a box
 const SAMPLER_LATENT_INPUTS = ["latent_image", "latent", "samples"];
 
-/** The text widget's value → {width, height, boxes: {slot: [x, y, w, h]}} (null when empty or unreadable). */
+/** The text widget's value → {width, height, boxes: {slot: [x, y, w, h]}, texts: {slot: words}} (null when empty or
+ *  unreadable). */
 export function parseRegions(text) {
   if (typeof text !== "string" || !text.trim()) return null;
   try {
@@ -46,19 +48,46 @@ export function parseRegions(text) {
       }
     }
     const w = Number(data.width), h = Number(data.height);
-    return { width: w > 0 ? w : null, height: h > 0 ? h : null, boxes };
+    const out = { width: w > 0 ? w : null, height: h > 0 ? h : null, boxes };
+    const texts = parseTexts(data.texts);
+    if (Object.keys(texts).length) out.texts = texts; // older values: no "texts" at all
+    return out;
   } catch {
     return null;
   }
 }
 
-/** The text stored for `boxes` in a width×height preview: whole pixels, slot order (as dreamo_ops/drawn_regions.dumps). */
-export function formatRegions(width, height, boxes) {
+/** The text stored for `boxes` (and each region's words, `texts`) in a width×height preview: whole pixels, slot
+ *  order (as dreamo_ops/drawn_regions.dumps). */
+export function formatRegions(width, height, boxes, texts = {}) {
   const out = {};
   for (const k of Object.keys(boxes).map(Number).sort((a, b) => a - b)) {
     out[String(k)] = boxes[k].map((v) => Math.round(v));
   }
-  return JSON.stringify({ width: Math.round(width), height: Math.round(height), boxes: out });
+  const data = { width: Math.round(width), height: Math.round(height), boxes: out };
+  const words = formatTexts(texts);
+  if (words) data.texts = words;
+  return JSON.stringify(data);
+}
+
+// --- each region's words (regional prompts; the field itself is in region_text.js) -------------------------
+
+/** {slot: words} of a stored "texts" object (non-string or out-of-range entries ignored). */
+export function parseTexts(raw) {
+  const texts = {};
+  for (const [k, t] of Object.entries(raw && typeof raw === "object" ? raw : {})) {
+    if (/^[1-9]$/.test(k) && typeof t === "string") texts[Number(k)] = t;
+  }
+  return texts;
+}
+
+/** The "texts" object written for {slot: words} (slot order, blank words dropped), or null when none. */
+export function formatTexts(texts) {
+  const out = {};
+  for (const k of Object.keys(texts ?? {}).map(Number).sort((a, b) => a - b)) {
+    if (typeof texts[k] === "string" && texts[k].trim()) out[String(k)] = texts[k];
+  }
+  return Object.keys(out).length ? out : null;
 }
 
 function widgetValue(node, name) {
@@ -93,6 +122,12 @@ export function downstreamLatentSize(node) {
     frontier = next;
   }
   return null;
+}
+
+/** A box's label: its slot, and the start of its words when it has some. */
+export function regionLabel(slot, texts) {
+  const words = (texts?.[slot] ?? "").trim();
+  return words ? `${slot}: ${words}` : `ref ${slot}`;
 }
 
 function hexToRgba(hex, alpha) {
@@ -146,7 +181,12 @@ class RegionEditor {
     return out;
   }
 
-  setBoxes(boxes) {
+  /** Each region's words as stored ({slot: words}). */
+  texts() {
+    return { ...(this.stored?.texts ?? {}) };
+  }
+
+  setBoxes(boxes, texts = this.texts()) {
     const [pw, ph] = this.previewSize();
     const clean = {};
     for (const [k, box] of Object.entries(boxes)) {
@@ -157,7 +197,7 @@ class RegionEditor {
       h = Math.max(1, Math.min(ph - y, h));
       clean[k] = [x, y, w, h];
     }
-    const value = Object.keys(clean).length ? formatRegions(pw, ph, clean) : "";
+    const value = Object.keys(clean).length || formatTexts(texts) ? formatRegions(pw, ph, clean, texts) : "";
     if (value === this.text.value) return;
     const old = this.text.value;
     this.text.value = value;
@@ -283,7 +323,8 @@ class RegionEditor {
       ctx.setLineDash([]);
       ctx.fillStyle = "#fff";
       ctx.textAlign = "left";
-      ctx.fillText(overridden ? `ref ${slot}: region_${slot} mask wins` : `ref ${slot}`, x0 + 3, y0 + 8);
+      const label = overridden ? `ref ${slot}: region_${slot} mask wins` : regionLabel(slot, this.stored?.texts);
+      ctx.fillText(label, x0 + 3, y0 + 8, Math.max(10, w - 6));
       if (slot === this.active && !overridden) {
         ctx.fillStyle = colour;
         for (const [hx, hy] of [[x0, y0], [x0 + w, y0], [x0, y0 + h], [x0 + w, y0 + h]]) {
@@ -368,9 +409,10 @@ class RegionEditor {
     if (!h) return false;
     if (h.button) {
       if (h.button.clear) {
-        const boxes = this.boxes();
+        const boxes = this.boxes(), texts = this.texts();
         delete boxes[this.active];
-        this.setBoxes(boxes);
+        delete texts[this.active]; // clear takes the region's words with its box
+        this.setBoxes(boxes, texts);
       } else {
         this.active = h.button.slot;
       }

@@ -126,6 +126,16 @@ def describe_regions(model) -> dict:
     spec = model.model_options.get("transformer_options", {}).get(ROUTING_KEY)
     out = {}
     for slot, mask in sorted((spec.regions if spec else {}).items()):
+        if hasattr(mask, "box"):  # a drawn rectangle (dreamo_ops.routing.Rectangle): its geometry, no pixels
+            x0, y0, x1, y1 = mask.box
+            ones = (x1 - x0) * (y1 - y0)
+            out[str(slot)] = {"source": spec.sources.get(slot, f"region_{slot}"), "shape": list(mask.shape),
+                              "box": [x0, y0, x1, y1], "ones": ones, "zeros": mask.width * mask.height - ones,
+                              "kind": "rectangle"}
+            continue
+        if not hasattr(mask, "nonzero"):  # a bounding box (ComfyUI 0.33's BOUNDING_BOX), not a mask
+            out[str(slot)] = {"source": spec.sources.get(slot), **describe_area(mask)}
+            continue
         nz = mask.nonzero()
         box = ([int(nz[:, 1].min()), int(nz[:, 0].min()), int(nz[:, 1].max()) + 1, int(nz[:, 0].max()) + 1]
                if len(nz) else None)
@@ -152,6 +162,61 @@ class DreamOTestRoutingRegions:
         return {"ui": {"dreamo_regions": [text]}, "result": (text,)}
 
 
+REGIONS_KWARG = "dreamo_regions"  # dreamo_ops.regional.REGIONS_KWARG
+
+
+def describe_area(area) -> dict:
+    """A region prompt's area: a mask's size and the box around its non-zero pixels, or a box as given."""
+    if hasattr(area, "nonzero"):
+        nz = area.nonzero()
+        box = ([int(nz[:, 1].min()), int(nz[:, 0].min()), int(nz[:, 1].max()) + 1, int(nz[:, 0].max()) + 1]
+               if len(nz) else None)
+        return {"shape": list(area.shape), "box": box, "ones": int((area == 1).sum())}
+    if hasattr(area, "box"):  # a drawn rectangle (dreamo_ops.routing.Rectangle): its geometry
+        x0, y0, x1, y1 = area.box
+        return {"shape": list(area.shape), "box": [x0, y0, x1, y1], "ones": (x1 - x0) * (y1 - y0)}
+    return {"frame": list(area.frame) if area.frame else None, "box": [area.x0, area.y0, area.x1, area.y1]}
+
+
+class DreamOTestRegionPrompts:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "describe"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    DESCRIPTION = ("Shows the region prompts a conditioning carries and, after sampling (connect the sampler's "
+                   "LATENT), the region words the routing captured maps for (JSON), for tests only.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"positive": ("CONDITIONING",)}, "optional": {"model": ("MODEL",), "latent": ("LATENT",)}}
+
+    def describe(self, positive, model=None, latent=None):
+        import json
+
+        out = {"entries": []}
+        for context, entry in positive:
+            c = entry.get("model_conds", {}).get(REGIONS_KWARG)
+            regions = getattr(c, "cond", None)
+            item = {"tokens": int(context.shape[1]), "regions": None}
+            if regions is not None:
+                item["regions"] = {
+                    "base_length": regions.base_length, "follow": regions.follow,
+                    "placeholders": [list(p) for p in regions.placeholders],
+                    "prompts": [{"index": p.index, "start": p.start, "length": p.length, "text": p.text,
+                                 "source": p.source, "area": describe_area(p.area)} for p in regions.prompts]}
+            out["entries"].append(item)
+        if model is not None:
+            spec = model.model_options.get("transformer_options", {}).get(ROUTING_KEY)
+            capture = getattr(spec, "capture", None)
+            out["routing"] = describe_regions(model)
+            out["captured"] = ([k if isinstance(k, int) else f"{k[0]} {k[1]}" for k in capture.maps()]
+                               if capture is not None else None)
+            out["labels"] = {f"{k[0]} {k[1]}": v for k, v in capture.labels.items()} if capture is not None else None
+        text = json.dumps(out)
+        return {"ui": {"dreamo_region_prompts": [text]}, "result": (text,)}
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinySDXL, DreamOTestTinyVAE,
                                                DreamOTestTinySDXLVAE, DreamOTestPicture, DreamOTestConditioning,
-                                               DreamOTestTinyFluxCLIP, DreamOTestRoutingRegions)}
+                                               DreamOTestTinyFluxCLIP, DreamOTestRoutingRegions,
+                                               DreamOTestRegionPrompts)}
