@@ -264,6 +264,9 @@ class DreamORoutingMap:
     # The overlay shown on the node is UI output: on ComfyUI 0.33+ it only reaches /history (and the page) after a
     # cache hit when the node declares it (0.3.x ignores the flag and always sends it).
     HAS_INTERMEDIATE_OUTPUT = True
+    # An output node: the templates show the overlay on the node with nothing after it (the server runs only
+    # output nodes and what they need).
+    OUTPUT_NODE = True
     RETURN_TYPES = ("MASK", "IMAGE")
     RETURN_NAMES = ("masks", "overlay")
     OUTPUT_TOOLTIPS = ("One mask per routed reference slot (slot order, then batch order), then one per region with "

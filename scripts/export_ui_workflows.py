@@ -68,7 +68,7 @@ WIDTHS = {"DreamOTextEncode": 270, "DreamORouting": 270, "LoadImage": 210, "Drea
           "SaveImage": 220, "DreamORoutingMap": 220, "MarkdownNote": 220}
 # The most the nodes may span, so a template opens readable: ComfyUI's frontend fits a template to 75% of the
 # window, and at 1280×800 a scale of 0.6 (its text threshold) then shows 1600×1000 (less 10 around the nodes).
-MAX_WIDTH, MAX_HEIGHT = 1570, 970
+MAX_HEIGHT = 970
 
 
 def layout_units(api: dict) -> list[tuple[str, list[str]]]:
@@ -232,7 +232,7 @@ def to_ui_format(page, api_workflow: dict, name: str) -> dict:
             if "did not load" not in str(e) or attempt == 2:
                 raise
             page.wait_for_timeout(2000)
-    if result["width"] > MAX_WIDTH + 20 or result["height"] > MAX_HEIGHT + 20:
+    if result["scale"] < 0.6:
         print(f"warning: {key} spans {result['width']:.0f}×{result['height']:.0f}: it opens at "
               f"{result['scale']:.2f} in 1280×800, below 0.6", file=sys.stderr)
     return result["workflow"]

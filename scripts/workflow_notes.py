@@ -65,10 +65,9 @@ NOTES = {
     "dreamo_regional": {
         "template": "DreamO regional prompts, two people (id, routing)",
         "what": "Two people (id, `[ref#1]` left, `[ref#2]` right), each box on DreamO Routing with its own words "
-                "(typed under the editor) and one prompt for the whole picture: the words are routed to their box "
-                "with the references, one model evaluation per step. A core regional workflow converts by adding "
-                f"DreamO Regional Conditioning after ConditioningCombine. [Regional prompts]({README}#regional-prompts)",
-        "needs": [FACE], "settings": "1280×768 landscape, routing hard with references isolated",
+                "(typed under the editor), routed there with the references in one pass per step. "
+                f"[Regional prompts]({README}#regional-prompts)",
+        "needs": [FACE], "settings": "1280×768, routing hard",
     },
 }
 

@@ -260,10 +260,11 @@ def test_a_connected_mask_wins_and_the_editor_says_so(page, artifacts):
     assert isinstance(prompt["region_1"], list) and "1" in json.loads(prompt["drawn_regions"])["boxes"]
 
 
-def set_regions(page, boxes):
+def set_regions(page, boxes, texts=None):
+    value = {"width": WIDTH, "height": HEIGHT, "boxes": boxes, **({"texts": texts} if texts else {})}
     page.js("""(text) => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');
                           w.value = text; w.callback?.(text); app.canvas.setDirty(true, true); }""",
-            json.dumps({"width": WIDTH, "height": HEIGHT, "boxes": boxes}, separators=(",", ":")))
+            json.dumps(value, separators=(",", ":")))
     page.settle(200)
 
 
@@ -314,6 +315,10 @@ def test_regions_for_slots_without_a_reference_are_marked_before_queueing_and_st
         "DreamORouting (input 'drawn_regions'): slot 3 has a region but DreamO Apply has no reference in ref_3")
     set_regions(page, {"1": [0, 0, 96, 128]})
     page.page.wait_for_function("() => !app.graph.getNodeById(23).dreamoFeedback.get('slots').length", timeout=10000)
+    # A region with words needs no reference (regional prompts): not warned about.
+    set_regions(page, {"1": [0, 0, 96, 128], "3": [96, 0, 96, 128]}, texts={"3": "a red car"})
+    page.settle(800)  # the feedback refreshes every 400 ms
+    assert not page.js("() => app.graph.getNodeById(23).dreamoFeedback.get('slots')")
 
 
 def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geometry(playwright, server,
@@ -355,6 +360,13 @@ def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geo
         panel = page.js("() => document.querySelector('[data-testid=\"properties-panel\"], .p-splitter-panel:last-child')"
                         "?.innerText ?? document.body.innerText")
         assert "regions" in panel and '"boxes"' not in panel and "dreamo_region_editor" not in panel
+        assert "dreamo_region_words" not in panel
+        # The region's words field (regional prompts) still edits the chosen slot's words, boxes untouched.
+        click_button(page, 2)
+        page.page.locator("textarea.dreamo-region-words").first.fill("a red car")
+        page.settle(200)
+        value = stored(page)
+        assert value["texts"] == {"2": "a red car"} and value["boxes"]["1"] == boxes["1"]
         page.page.screenshot(path=os.path.join(artifacts, "region_editor_properties_panel.png"))
         assert not page.errors, page.errors
     finally:
