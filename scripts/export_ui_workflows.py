@@ -68,7 +68,7 @@ WIDTHS = {"DreamOTextEncode": 270, "DreamORouting": 270, "LoadImage": 210, "Drea
           "SaveImage": 220, "DreamORoutingMap": 220, "MarkdownNote": 220}
 # The most the nodes may span, so a template opens readable: ComfyUI's frontend fits a template to 75% of the
 # window, and at 1280×800 a scale of 0.6 (its text threshold) then shows 1600×1000 (less 10 around the nodes).
-MAX_HEIGHT = 970
+MAX_WIDTH, MAX_HEIGHT = 1570, 970
 
 
 def layout_units(api: dict) -> list[tuple[str, list[str]]]:
@@ -124,10 +124,7 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
         if (preview) preview.hidden = true;
         const min = n.computeSize();
         if (preview) preview.hidden = false;
-        // outputs show the generated picture: a landscape one needs less height at the node's width
-        const output = ["SaveImage", "PreviewImage", "DreamORoutingMap"].includes(n.type);
-        const extra = output ? Math.min(PREVIEW, Math.round(40 + (opts.widths[n.type] ?? 240) * opts.aspect))
-            : n.type === "LoadImage" ? PREVIEW
+        const extra = ["LoadImage", "SaveImage", "PreviewImage", "DreamORoutingMap"].includes(n.type) ? PREVIEW
             : n.type === "DreamOTextEncode" ? 50 : n.type === "MarkdownNote" ? 150 : 0;
         return [Math.max(opts.widths[n.type] ?? 240, min[0]), min[1] + extra];
     };
@@ -143,19 +140,27 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
     };
     // Pack the units into columns top to bottom; a role may start a new column. Try every choice of where roles
     // start one and keep the narrowest layout that fits the height (ties: more roles on their own).
-    // The note may also sit at the foot of an earlier column with room for it, when that saves a column.
-    const noteId = String(noteNode.id);
-    const withNoteWhereRoom = (p) => {
-        const rest = units.filter(([, ids]) => ids[0] !== noteId);
-        const [, noteH] = unitSize([noteId]);
-        const q = packUnits(rest, p.breakSet);
-        const room = q.cols.filter(c => c.h + GAP + noteH <= opts.maxHeight).pop();
-        if (!room) return p;
-        room.units.push([noteId]); room.h += GAP + noteH; room.w = Math.max(room.w, unitSize([noteId])[0]);
+    // Too wide that way: the outputs (pictures first, then the map, then the note) may also sit at the foot of the
+    // last column with room for them, when that saves a column.
+    const FLOAT_ORDER = ["SaveImage", "PreviewImage", "DreamORoutingMap", "MarkdownNote"];
+    const floats = (ids) => ids.length === 1 && FLOAT_ORDER.includes(byId[ids[0]].type);
+    const withOutputsWhereRoom = (p) => {
+        if (p.width <= opts.maxWidth) return p;
+        const fixed = units.filter(([role, ids]) => !(role === "output" && floats(ids)));
+        const floating = units.filter(([role, ids]) => role === "output" && floats(ids))
+            .sort((a, b) => FLOAT_ORDER.indexOf(byId[a[1][0]].type) - FLOAT_ORDER.indexOf(byId[b[1][0]].type));
+        const q = packUnits(fixed, p.breakSet);
+        for (const [role, ids] of floating) {
+            const [w, h] = unitSize(ids);
+            let col = [...q.cols].reverse().find(c => c.h + GAP + h <= opts.maxHeight);
+            if (!col) { col = { units: [], w: 0, h: -GAP, roles: [] }; q.cols.push(col); }
+            col.units.push(ids); col.h += GAP + h; col.w = Math.max(col.w, w);
+            if (!col.roles.includes(role)) col.roles.push(role);
+        }
         const width = q.cols.reduce((s, c) => s + c.w, 0) + COL_GAP * (q.cols.length - 1);
         return width < p.width - 1 ? { ...q, width, height: Math.max(...q.cols.map(c => c.h)) } : p;
     };
-    const pack = (breaks) => withNoteWhereRoom(packUnits(units, breaks));
+    const pack = (breaks) => withOutputsWhereRoom(packUnits(units, breaks));
     const packUnits = (units, breaks) => {
         const cols = [];
         let col = null, prevRole = null;
@@ -219,10 +224,8 @@ LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
 
 def to_ui_format(page, api_workflow: dict, name: str) -> dict:
     key = name.removesuffix("_api.json")
-    sizes = [n["inputs"] for n in api_workflow.values() if n["class_type"] in ("EmptySD3LatentImage", "EmptyLatentImage")]
-    aspect = sizes[0]["height"] / sizes[0]["width"] if sizes else 1.0
     opts = {"widths": WIDTHS, "collapsed": sorted(COLLAPSED), "titles": GROUP_TITLES, "maxHeight": MAX_HEIGHT,
-            "aspect": aspect}
+            "maxWidth": MAX_WIDTH}
     args = [api_workflow, template_name(key), layout_units(api_workflow), note_text(key), opts]
     for attempt in range(3):
         try:
