@@ -86,7 +86,7 @@ def main():
     refs = {f"ref_{i}": DreamOReference(torch.randn(1, 16, side, side), "ip", torch.zeros(1, 8, 8, 3))
             for i in range(1, args.refs + 1)}
     positive, negative = tiny_models.conditioning(seed=1, tokens=64), tiny_models.conditioning(seed=2, tokens=64)
-    dreamo_model, dreamo_positive = DreamOApply().apply(model, positive, emb, **refs)
+    dreamo_model, dreamo_positive = DreamOApply().apply(model, positive, emb, **refs)["result"]
     plain_positive = node_helpers.conditioning_set_values(
         positive, {"reference_latents": [r.latent for r in refs.values()], "reference_latents_method": "uxo"})
     latent = torch.zeros(1, 16, side, side)

@@ -20,6 +20,7 @@ from .condition_embedding import DreamOEmbeddings, condition_embedding
 from .errors import DreamOError
 from .regional import REGIONS_KWARG, area_coverage
 from .routing import RoutedAttention, RoutingSpec, run_eagerly
+from .slot_agreement import RECORD_KEY, check_final, fingerprint
 from .token_layout import TokenLayout, position_ids, reference_layout
 
 SLOTS_KWARG = "dreamo_ref_slots"
@@ -28,6 +29,8 @@ WRAPPER_KEY = "dreamo"
 REQUIRED_METHOD = "uxo"
 ROUTING_KEY = "dreamo_routing"
 """`transformer_options` key carrying DreamORouting's `RoutingSpec`."""
+APPLY_SLOTS_KEY = "dreamo_apply_slots"
+"""`model_options` key: the slots DreamOApply gave the model references in (DreamORouting checks its regions)."""
 OVERRIDE_KEY = "optimized_attention_override"
 ROUTING_NODE = "DreamORouting"
 
@@ -176,10 +179,16 @@ class ReferenceBatchCheck:
 
     def __call__(self, executor, noise, latent_image, *args, **kwargs):
         batch = noise.shape[0]
-        for conds in (getattr(executor.class_obj, "conds", None) or {}).values():
+        for kind, conds in (getattr(executor.class_obj, "conds", None) or {}).items():
             for cond in conds:
                 slots = getattr(cond.get("model_conds", {}).get(SLOTS_KWARG), "cond", ())
                 latents = list(cond.get("reference_latents") or [])
+                record = cond.get(RECORD_KEY)
+                if record is not None and kind == "positive":  # DreamO Text Encode's slots against Apply's
+                    dreamo_latents = latents[len(latents) - len(slots):] if slots else []
+                    problem = check_final(record, {s: fingerprint(l) for s, l in zip(slots, dreamo_latents)})
+                    if problem:
+                        raise DreamOSamplingError(problem)
                 for slot, latent in zip(slots, latents[len(latents) - len(slots):]):  # DreamO's come last
                     if latent.shape[0] > batch:
                         raise DreamOSamplingError(

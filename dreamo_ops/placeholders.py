@@ -299,22 +299,42 @@ def _slot_list(slots) -> str:
     return ", ".join(f"ref_{s}" for s in sorted(slots))
 
 
-def _check_slots(placeholders, references: Mapping[int, str], node: str, input_name: str) -> list[str]:
-    """Raise when a placeholder names an empty slot; notes for connected slots the prompt does not name."""
+def _missing_slots(placeholders, references: Mapping[int, str]) -> Optional[tuple[str, str]]:
+    """(problem, fix) when a placeholder names an empty slot, else None."""
     present = sorted(references)
     missing = sorted({p.slot for p in placeholders if p.slot is not None and p.slot not in references})
-    if missing:
-        names = ", ".join(f"[ref#{s}]" for s in missing)
-        if present:
-            have = f"references are connected to {_slot_list(present)}"
-            rename = f", or use the placeholder of a connected slot ({', '.join(f'[ref#{s}]' for s in present)})"
-        else:
-            have, rename = "no reference is connected", ""
-        raise DreamOError(node, input_name, f"the prompt names {names} but there is no reference in "
-                          f"{_slot_list(missing)}; {have}.",
-                          f"connect the reference meant by {names} to {_slot_list(missing)}{rename}.")
-    unnamed = sorted(set(present) - {p.slot for p in placeholders})
+    if not missing:
+        return None
+    names = ", ".join(f"[ref#{s}]" for s in missing)
+    if present:
+        have = f"references are connected to {_slot_list(present)}"
+        rename = f", or use the placeholder of a connected slot ({', '.join(f'[ref#{s}]' for s in present)})"
+    else:
+        have, rename = "no reference is connected", ""
+    return (f"the prompt names {names} but there is no reference in {_slot_list(missing)}; {have}.",
+            f"connect the reference meant by {names} to {_slot_list(missing)}{rename}.")
+
+
+def _unnamed_note(placeholders, references: Mapping[int, str]) -> list[str]:
+    unnamed = sorted(set(references) - {p.slot for p in placeholders})
     return [f"{_slot_list(unnamed)} is connected but not named in the prompt"] if placeholders and unnamed else []
+
+
+def _near_miss_problem(near: list[NearMiss]) -> tuple[str, str]:
+    return (f"the prompt has text that looks like a DreamO placeholder but is not one, so T5 would read it as "
+            f"ordinary words: {listed([describe_near_miss(nm) for nm in near])}.",
+            "write placeholders exactly as [ref#1]…[ref#9] or [res]: lower case, '#', no spaces, ASCII square "
+            "brackets, slots 1 to 9.")
+
+
+def prompt_error(node: str, input_name: str, problems: list[tuple[str, str]]) -> DreamOError:
+    """One error naming every problem of a prompt (each with its fix), so fixing one does not reveal the next."""
+    if len(problems) == 1:
+        return DreamOError(node, input_name, *problems[0])
+    problem = f"the prompt has {len(problems)} problems: " + " ".join(
+        f"({i}) {p}" for i, (p, _) in enumerate(problems, start=1))
+    fix = " ".join(f"({i}) {f}" for i, (_, f) in enumerate(problems, start=1))
+    return DreamOError(node, input_name, problem, fix)
 
 
 def _style(text: str, references: Mapping[int, str], add: bool) -> tuple[str, list[str]]:
@@ -338,13 +358,6 @@ def _too_long(text: str, node: str, input_name: str) -> Optional[DreamOError]:
                        "as DreamO was trained, about 2,000 characters of English).")
 
 
-def _near_miss_error(near: list[NearMiss], node: str, input_name: str) -> DreamOError:
-    return DreamOError(node, input_name, f"the prompt has text that looks like a DreamO placeholder but is not "
-                       f"one, so T5 would read it as ordinary words: {listed([describe_near_miss(nm) for nm in near])}.",
-                       "write placeholders exactly as [ref#1]…[ref#9] or [res]: lower case, '#', no spaces, "
-                       "ASCII square brackets, slots 1 to 9.")
-
-
 def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_style_instruction: bool = True,
                  node: str = "DreamOTextEncode", input_name: str = "text") -> PromptPlan:
     """Check a prompt and plan how T5 reads it.
@@ -363,15 +376,17 @@ def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_
 
 def _build(text: str, references, add_style_instruction: bool, node: str, input_name: str,
            near: list[NearMiss]) -> PromptPlan:
-    """build_prompt once the length is checked and the near misses are found."""
+    """build_prompt once the length is checked and the near misses are found: one error names every problem."""
+    problems = []
     if near:
-        raise _near_miss_error(near, node, input_name)
+        problems.append(_near_miss_problem(near))
     try:
         text, notes = _style(text, references or {}, add_style_instruction)
         pieces = parse_weights(text)
     except PromptTooComplex as e:
-        raise DreamOError(node, input_name, f"{e}.", f"use at most {MAX_NESTING} levels of (…) and numbers as "
-                          "weights, like (red dress:1.2).") from None
+        problems.append((f"{e}.", f"use at most {MAX_NESTING} levels of (…) and numbers as weights, like "
+                         "(red dress:1.2)."))
+        raise prompt_error(node, input_name, problems) from None
     plain, char_weights, spans = _plain_text(pieces)
     span_starts = [sp[0] for sp in spans]
     placeholders = tuple(
@@ -379,7 +394,13 @@ def _build(text: str, references, add_style_instruction: bool, node: str, input_
                     weight=_placeholder_weight(start, end, name, spans, span_starts))
         for name, start, end in find_placeholders(plain))
     if references is not None:
-        notes += _check_slots(placeholders, references, node, input_name)
+        missing = _missing_slots(placeholders, references)
+        if missing:
+            problems.append(missing)
+        else:
+            notes += _unnamed_note(placeholders, references)
+    if problems:
+        raise prompt_error(node, input_name, problems)
     return PromptPlan(text=text, plain=plain, char_weights=char_weights, placeholders=placeholders,
                       notes=tuple(notes))
 

@@ -164,6 +164,20 @@ def _label(k: int, batch: int) -> str:
     return f" (image {k + 1} of {batch})" if batch > 1 else ""
 
 
+WHITE = 235 / 255  # a channel value this light is white paper to the eye (JPEG noise and soft shadows included)
+WHITE_BORDER = 0.9  # share of a picture's border pixels that must be white for it to count as "on white"
+
+
+def on_white(rgb: torch.Tensor) -> bool:
+    """True when every picture of the batch (B, H, W, 3) already shows its subject on white: at least 90% of its
+    border pixels are white in all three channels (a product shot, a garment photographed on white)."""
+    for img in rgb.float():
+        border = torch.cat([img[0], img[-1], img[:, 0], img[:, -1]])
+        if (border.min(dim=-1).values >= WHITE).float().mean().item() < WHITE_BORDER:
+            return False
+    return True
+
+
 def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes: list[str], task: str = "ip"):
     rgb = image[..., :3]
     fg, source = foreground_from_inputs(image, mask, notes)
@@ -178,6 +192,9 @@ def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes:
     elif fg is not None:
         rgb = paste_on_white(rgb, fg)
         notes.append(f"{task}: background replaced with white using the {source}")
+    elif on_white(rgb):
+        notes.append(f"{task}: the subject is already on white (the picture's border is), as DreamO expects: used "
+                     "as is")
     else:
         notes.append(f"{task}: background kept (no mask input, no alpha channel, no background remover): the "
                      "picture is encoded as is, but DreamO expects the subject on white; connect a "

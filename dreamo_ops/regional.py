@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import DreamOError
+from .slot_agreement import RECORD_KEY
 from .routing import RoutingError, TextRouting, region_to_tokens
 from .token_layout import MAX_SLOTS
 
@@ -267,7 +268,9 @@ def region_prompts_of(conditioning) -> list:
 
 # --------------------------------------------------------------------------- core's masked conditionings
 
-KEPT_ON_REGIONS = {"mask", "pooled_output", TEXT_KEY, "mask_strength", "set_area_to_bounds", "guidance"}
+KEPT_ON_REGIONS = {"mask", "pooled_output", TEXT_KEY, "mask_strength", "set_area_to_bounds", "guidance",
+                   RECORD_KEY}
+"""Keys a masked entry may carry (RECORD_KEY: what DreamO Text Encode checked, read on the base prompt only)."""
 WHY_NOT = {
     "area": ("ConditioningSetArea", "an area is a separate model evaluation on a crop",
              "make a mask of that rectangle (SolidMask + MaskComposite, or draw it on DreamO Routing)"),

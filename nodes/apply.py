@@ -1,12 +1,16 @@
 """DreamOApply: references into the positive conditioning, DreamO's embeddings onto a clone of the model."""
 from __future__ import annotations
 
+import logging
+
 import comfy.conds
 import comfy.patcher_extension
 
 from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
-from ..dreamo_ops.flux_wrapper import (REQUIRED_METHOD, ROUTING_KEY, SLOTS_KWARG, WRAPPER_KEY, DreamOFluxWrapper,
+from ..dreamo_ops.flux_wrapper import (APPLY_SLOTS_KEY, REQUIRED_METHOD, ROUTING_KEY, SLOTS_KWARG, WRAPPER_KEY,
+                                       DreamOFluxWrapper,
                                         ReferenceBatchCheck)
+from ..dreamo_ops.slot_agreement import RECORD_KEY, check_apply, fingerprint, style_note
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .loader import DREAMO_TYPE
 from .model_check import check_flux1
@@ -57,8 +61,10 @@ def add_references(positive, refs: list[tuple[int, object]]):
     return out
 
 
-def patch_model(model, dreamo):
+def patch_model(model, dreamo, slots=()):
     m = model.clone()
+    # The slots this model has references in (with earlier Apply nodes'): DreamO Routing after it checks its regions.
+    m.model_options[APPLY_SLOTS_KEY] = tuple(sorted(set(m.model_options.get(APPLY_SLOTS_KEY, ())) | set(slots)))
     kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
     m.remove_wrappers_with_key(kind, WRAPPER_KEY)
     m.add_wrapper_with_key(kind, WRAPPER_KEY, DreamOFluxWrapper(dreamo))
@@ -77,6 +83,9 @@ class DreamOApply:
     DISPLAY_NAME = "DreamO Apply"
     CATEGORY = "DreamO"
     FUNCTION = "apply"
+    # The note shown on the node is UI output: on ComfyUI 0.33+ it only reaches the page after a cache hit when the
+    # node declares it (0.3.x ignores the flag and always sends it).
+    HAS_INTERMEDIATE_OUTPUT = True
     RETURN_TYPES = ("MODEL", "CONDITIONING")
     RETURN_NAMES = ("model", "positive")
     OUTPUT_TOOLTIPS = ("The model with DreamO's embeddings (a patched clone; the input model is untouched).",
@@ -112,4 +121,16 @@ class DreamOApply:
                 raise DreamOError(NODE_ID, f"ref_{slot}", f"the reference latent has shape {shape}, this model "
                                   f"needs {dm.params.in_channels}-channel image latents.",
                                   "encode the reference with the Flux VAE (ae.safetensors) in DreamORefEncode.")
-        return (patch_model(model, dreamo), add_references(positive, chosen))
+        provided = {slot: (str(ref.task), fingerprint(ref.latent)) for slot, ref in chosen}
+        notes = []
+        for _, cond in positive:
+            record = cond.get(RECORD_KEY)
+            if record is not None:
+                check_apply(record, provided)
+                note = style_note(record, {slot: task for slot, (task, _) in provided.items()})
+                if note and note not in notes:
+                    notes.append(note)
+        for note in notes:
+            logging.warning("%s: %s", NODE_ID, note)
+        result = (patch_model(model, dreamo, [slot for slot, _ in chosen]), add_references(positive, chosen))
+        return {"ui": {"dreamo_info": ["\n".join(notes)]}, "result": result}

@@ -14,6 +14,7 @@ from ..dreamo_ops.reference import ID_FALLBACKS, TASKS, DreamOReference, prepare
 DREAMO_REF_TYPE = "DREAMO_REF"
 PREPROCESSOR_TYPE = "DREAMO_PREPROCESSOR"
 NODE_ID = "DreamORefEncode"
+PREVIEWS_KEY = "dreamo_previews"  # the `ui` key of the pictures the node shows: what was encoded, then the found faces
 
 
 def save_temp_images(images: list[np.ndarray], prefix: str = "dreamo_ref") -> list[dict]:
@@ -97,8 +98,7 @@ class DreamORefEncode:
                               "VAE.", "connect the Flux VAE (ae.safetensors).")
         ref = DreamOReference(latent=latent.cpu(), task=prepared.task, pixels=pixels, notes=tuple(prepared.notes))
         info = "\n".join(prepared.notes)
-        ui = {"dreamo_info": [info]}
-        shown = save_temp_images(list(to_uint8(pixels)) + prepared.detections)
-        if shown:
-            ui["images"] = shown
+        # Shown small inside the node (web/feedback.js) and on DreamO Apply / Text Encode, not as ComfyUI's large
+        # image preview: a template stays readable after a run. The `preview` output gives the full picture.
+        ui = {"dreamo_info": [info], PREVIEWS_KEY: save_temp_images(list(to_uint8(pixels)) + prepared.detections)}
         return {"ui": ui, "result": (ref, pixels, info)}

@@ -10,18 +10,20 @@ import comfy.patcher_extension
 from ..dreamo_ops import drawn_regions as drawn
 from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
 from ..dreamo_ops.reference import to_uint8
-from ..dreamo_ops.flux_wrapper import ROUTING_KEY, WRAPPER_KEY
-from ..dreamo_ops.regional import Segment, parse_bboxes, with_region_prompts
+from ..dreamo_ops.flux_wrapper import APPLY_SLOTS_KEY, ROUTING_KEY, WRAPPER_KEY
+from ..dreamo_ops.regional import Segment, parse_bboxes, region_prompts_of, with_region_prompts
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
 from ..dreamo_ops.routing_map import SLOT_COLOURS, draw_legend, normalise, overlay, upsample_map
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .loader import DREAMO_TYPE
 from .model_check import check_flux1
+from .widget_rules import shown_if
 from .ref_encode import save_temp_images
 from .text_encode import MINIMAL, encode_prompt
 
 ROUTING_ID = "DreamORouting"
 MAP_ID = "DreamORoutingMap"
+REGIONAL_ID = "DreamORegionalConditioning"
 REGION_INPUTS = tuple(f"region_{i}" for i in range(1, MAX_SLOTS + 1))
 SLOT_COLOURS_HEX = {str(k): "#%02x%02x%02x" % rgb for k, rgb in SLOT_COLOURS.items()}
 """The routing map's slot colours as the region editor reads them (the drawn_regions input's options)."""
@@ -67,6 +69,26 @@ def on_pre_run(patcher):
                         float(sampling.percent_to_sigma(spec.end_percent)))
     if spec.capture is not None:
         spec.capture.reset()
+
+
+def regional_in_prompt(prompt) -> bool:
+    """Whether the queued prompt has a DreamO Regional Conditioning (its region words may name any slot)."""
+    return isinstance(prompt, dict) and any(isinstance(n, dict) and n.get("class_type") == REGIONAL_ID
+                                            for n in prompt.values())
+
+
+def check_region_slots(sources: dict, slots, worded=()) -> None:
+    """With DreamO Apply before this node, a region for a slot it has no reference in (and no words for) is an
+    error here, naming this node (with Apply after it, the sampling run reports it)."""
+    if slots is None:
+        return
+    for slot in sorted(set(sources) - set(slots) - set(worded)):
+        source = sources[slot]
+        undo = (f"disconnect region_{slot}" if source == f"region_{slot}"
+                else f"clear slot {slot}'s box in the region editor ({source})")
+        have = f"references are in {', '.join(f'ref_{s}' for s in slots)}" if slots else "it has no reference"
+        raise DreamOError(ROUTING_ID, source, f"slot {slot} has a region but DreamO Apply has no reference in "
+                          f"ref_{slot} ({have}).", f"connect a reference to DreamO Apply's ref_{slot}, or {undo}.")
 
 
 @finite_numbers
@@ -123,16 +145,17 @@ class DreamORouting:
                                        "image tokens outside region k. soft: that attention is reduced by "
                                        "`strength` (a bias on the logits, scaled by how far outside)."}),
                 "strength": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                       **shown_if(("mode", "in", ["soft"])),
                                        "tooltip": "soft mode only: the logit bias outside the region (attention "
                                                   "there is multiplied by about e^-strength)."}),
                 "isolate_references": ("BOOLEAN", {"default": False, "tooltip": "References do not attend to "
                                                    "each other (keeps two subjects from blending)."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "start_percent": ("FLOAT", {"default": 0.0, "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                                             "tooltip": "Routing starts at this point of sampling (0 = first step)."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "end_percent": ("FLOAT", {"default": 1.0, "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                                           "tooltip": "Routing stops after this point of sampling (1 = last step)."}),
-                "blocks": (list(BLOCKS), {"default": "all", "tooltip": "Which Flux blocks are routed (and "
-                                          "captured): all, the 19 double or the 38 single blocks."}),
+                "blocks": (list(BLOCKS), {"default": "all", "advanced": True, "tooltip": "Which Flux blocks are "
+                                          "routed (and captured): all, the 19 double or the 38 single blocks."}),
                 "capture_maps": ("BOOLEAN", {"default": True, "tooltip": "Record routing maps for DreamO Routing "
                                              "Map (costs about half an attention call per routed block)."}),
             },
@@ -175,6 +198,11 @@ class DreamORouting:
                 chosen[slot] = rectangle  # geometry, not pixels: any picture size costs the same
                 sources[slot] = drawn.INPUT
         texts = boxes.texts if boxes else {}
+        if not regional_in_prompt(prompt):
+            worded = set(texts)
+            for regions_of in region_prompts_of(positive) if positive is not None else ():
+                worded |= regions_of.indices() if regions_of is not None else set()
+            check_region_slots(sources, model.model_options.get(APPLY_SLOTS_KEY), worded)
         spec = RoutingSpec(regions=chosen, sources=sources, mode=mode, strength=float(strength), isolate=bool(isolate_references),
                            start_percent=float(start_percent), end_percent=float(end_percent), blocks=blocks,
                            capture=RoutingCapture() if capture_maps else None, worded=tuple(sorted(texts)))
@@ -236,6 +264,9 @@ class DreamORoutingMap:
     # The overlay shown on the node is UI output: on ComfyUI 0.33+ it only reaches /history (and the page) after a
     # cache hit when the node declares it (0.3.x ignores the flag and always sends it).
     HAS_INTERMEDIATE_OUTPUT = True
+    # An output node: the templates show the overlay on the node with nothing after it (the server runs only
+    # output nodes and what they need).
+    OUTPUT_NODE = True
     RETURN_TYPES = ("MASK", "IMAGE")
     RETURN_NAMES = ("masks", "overlay")
     OUTPUT_TOOLTIPS = ("One mask per routed reference slot (slot order, then batch order), then one per region with "

@@ -23,6 +23,7 @@ from ..dreamo_ops.weights import INDEX_KEY, TASK_KEY, WeightFileError
 from .loader import DREAMO_TYPE, load_embeddings
 from .model_check import check_flux1
 from .model_folders import WEIGHT_FOLDERS, resolve_weight_file, weight_file_names
+from .widget_rules import follows, shown_if
 
 NODE_ID = "DreamOStageLoader"
 STRENGTH = {"min": -10.0, "max": 10.0, "step": 0.01}
@@ -88,6 +89,17 @@ def _stage_tooltip(stage: st.Stage) -> str:
     return STAGE_TOOLTIP.format(names=" / ".join(f"{s}.safetensors" for s in stage.stems))
 
 
+def shown_with(stage: st.Stage) -> dict:
+    """A stage's file input is shown under the presets that use it, under 'custom' (stages are chosen by file
+    there), and whenever it names a file (which switches the stage on whatever the preset)."""
+    if stage is st.TURBO:
+        return shown_if(("turbo", "in", [True]))
+    if stage is st.MAIN:
+        return {}
+    return shown_if(("version", "in", sorted(set(stage.presets) | {"custom"})),
+                    (st.input_name(stage), "not_in", [st.AUTO, st.NONE]))
+
+
 @finite_numbers
 class DreamOStageLoader:
     NODE_ID = NODE_ID
@@ -115,7 +127,8 @@ class DreamOStageLoader:
         stage_choices = [st.AUTO, st.NONE] + names
 
         def strength(stage, extra=""):
-            return ("FLOAT", {"default": stage.strength, **STRENGTH, "tooltip": (
+            rule = {} if stage is st.MAIN else follows(st.input_name(stage))
+            return ("FLOAT", {"default": stage.strength, **STRENGTH, "advanced": True, **rule, "tooltip": (
                 f"Strength of the {stage.name.replace('_', ' ')} stage (official: {stage.strength:g}).{extra} "
                 "0 leaves the model's weights untouched by this stage.")})
 
@@ -131,28 +144,28 @@ class DreamOStageLoader:
                 "Which stages 'auto' switches on. v1.1: main + cfg distill + SFT + DPO. v1: main + cfg distill + "
                 "quality pos/neg. custom: only the main LoRA and the stages given an explicit file.")}),
             "main_strength": strength(st.MAIN),
-            "cfg_distill_file": (stage_choices, {"tooltip": "The cfg-distill stage (lets DreamO run at cfg 1). "
-                                                            + _stage_tooltip(st.CFG_DISTILL)}),
+            "cfg_distill_file": (stage_choices, {**shown_with(st.CFG_DISTILL), "tooltip": (
+                "The cfg-distill stage (lets DreamO run at cfg 1). " + _stage_tooltip(st.CFG_DISTILL))}),
             "cfg_distill_strength": strength(st.CFG_DISTILL),
             "turbo": ("BOOLEAN", {"default": True, "tooltip": (
                 "Apply FLUX.1-Turbo-Alpha (alimama-creative) for ~12-step sampling, as DreamO's own pipeline does "
                 "by default. Off: use 25+ steps.")}),
-            "turbo_file": (stage_choices, {"tooltip": (
+            "turbo_file": (stage_choices, {**shown_with(st.TURBO), "tooltip": (
                 "The turbo LoRA when 'turbo' is on. 'auto' takes the file with 'turbo' in its path (e.g. "
                 "FLUX.1-Turbo-Alpha/diffusion_pytorch_model.safetensors) closest to the main file, or "
                 "diffusion_pytorch_model.safetensors next to it; an error if none is found. 'none' = off.")}),
             "turbo_strength": strength(st.TURBO),
-            "sft_file": (stage_choices, {"tooltip": "v1.1 SFT stage. " + _stage_tooltip(st.SFT)}),
+            "sft_file": (stage_choices, {**shown_with(st.SFT), "tooltip": "v1.1 SFT stage. " + _stage_tooltip(st.SFT)}),
             "sft_strength": strength(st.SFT, " Used by the v1.1 preset."),
-            "dpo_file": (stage_choices, {"tooltip": "v1.1 DPO stage. " + _stage_tooltip(st.DPO)}),
+            "dpo_file": (stage_choices, {**shown_with(st.DPO), "tooltip": "v1.1 DPO stage. " + _stage_tooltip(st.DPO)}),
             "dpo_strength": strength(st.DPO, " Used by the v1.1 preset."),
-            "quality_pos_file": (stage_choices, {"tooltip": "v1 positive quality stage. "
+            "quality_pos_file": (stage_choices, {**shown_with(st.QUALITY_POS), "tooltip": "v1 positive quality stage. "
                                                             + _stage_tooltip(st.QUALITY_POS)}),
             "quality_pos_strength": strength(st.QUALITY_POS, " Used by the v1 preset."),
-            "quality_neg_file": (stage_choices, {"tooltip": "v1 negative quality stage. "
+            "quality_neg_file": (stage_choices, {**shown_with(st.QUALITY_NEG), "tooltip": "v1 negative quality stage. "
                                                             + _stage_tooltip(st.QUALITY_NEG)}),
             "quality_neg_strength": strength(st.QUALITY_NEG, " Used by the v1 preset."),
-            "embedding_file": (auto, {"tooltip": (
+            "embedding_file": (auto, {"advanced": True, "tooltip": (
                 "Where DreamO's embeddings come from. 'auto': the main file when it has them (dreamo.safetensors), "
                 "otherwise embedding.safetensors (the ComfyUI port's file) closest to it.")}),
         }}

@@ -5,8 +5,9 @@ import logging
 import os
 
 from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
-from ..dreamo_ops.placeholders import STYLE_INSTRUCTION, build_prompt
+from ..dreamo_ops.placeholders import STYLE_INSTRUCTION, build_prompt, has_style_instruction
 from ..dreamo_ops.regional import TEXT_KEY
+from ..dreamo_ops.slot_agreement import RECORD_KEY, make_record
 from ..dreamo_ops.t5_placeholder_tokenizer import (COMFYUI_T5_LENGTH, DREAMO_T5_LENGTH, PlaceholderMismatch,
                                                    TokenizerSetupError, load_tokenizer, t5_tokens)
 from .apply import REF_INPUTS
@@ -86,16 +87,19 @@ class DreamOTextEncode:
     DESCRIPTION = (
         "Encodes a FLUX prompt the way DreamO does: [ref#1]…[ref#9] name the references in DreamOApply's slots "
         "1…9 and [res] the result, each read by T5 as DreamO's learned token (the T5 model itself is untouched, so "
-        "fp8/GGUF encoders work). Connect the same references as on DreamOApply to have the prompt checked: a "
-        "placeholder without a reference is an error. Weighting like (red dress:1.2) works; placeholders keep "
+        "fp8/GGUF encoders work). The prompt is checked against the references of the DreamO Apply it feeds: a "
+        "placeholder without a reference is an error. Connecting the references here too is optional (it adds the "
+        "style instruction for a style reference); they must then be Apply's, slot by slot. Weighting like "
+        "(red dress:1.2) works; placeholders keep "
         "weight 1.0 inside weighted text (DreamO never trained weighted placeholders) unless weighted alone, "
         "as ([ref#1]:1.2)."
     )
 
     @classmethod
     def INPUT_TYPES(cls):
-        optional = {name: (DREAMO_REF_TYPE, {"tooltip": f"The reference in DreamOApply's slot {i} ([ref#{i}]): "
-                                             "lets the node check the prompt and add the style instruction."})
+        optional = {name: (DREAMO_REF_TYPE, {"tooltip": f"Optional: the reference in DreamO Apply's ref_{i} "
+                                             f"([ref#{i}]) again, so a style reference gets its instruction. It must "
+                                             "be the same as Apply's (checked)."})
                     for i, name in enumerate(REF_INPUTS, start=1)}
         return {
             "required": {
@@ -128,6 +132,11 @@ class DreamOTextEncode:
                                            add_style_instruction)
         for note in plan.notes:
             logging.info("%s: %s", NODE_ID, note)
+        # What the prompt was checked against travels with it: DreamO Apply compares its own references.
+        connected = {slot: refs[name] for slot, name in enumerate(REF_INPUTS, start=1) if refs.get(name) is not None}
+        record = make_record([p.slot for p in plan.placeholders], connected or None,
+                             has_style_instruction(plan.plain))
+        conditioning = [[c, {**d, RECORD_KEY: record}] for c, d in conditioning]
         return {"ui": {"dreamo_info": ["\n".join(plan.notes)]}, "result": (conditioning, plan.text)}
 
 

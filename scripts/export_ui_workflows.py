@@ -1,17 +1,19 @@
 """Make the UI-format example workflows (templates users open and share) from the API-format ones.
 
-The conversion is done by the real ComfyUI frontend: each workflows/api/<name>_api.json is loaded into the page
-(`app.loadApiJson`), its nodes are grouped and laid out, a Note node with the model files and the settings that
-matter is added (text in scripts/workflow_notes.py), and the graph is serialized by the frontend itself
-(`app.graph.serialize()`) to workflows/<name>.json. The template thumbnail workflows/<name>.jpg (the Templates
-dialog shows /api/workflow_templates/<pack>/<name>.jpg) is drawn: the workflow's references and prompt.
+The conversion is done by the real ComfyUI frontend: each workflows/api/<key>_api.json is loaded into the page
+(`app.loadApiJson`), its nodes are sized and packed left to right in columns (the model chain, the references, the
+prompt, sampling, outputs; see `layout_units` and LAYOUT_JS) so the template opens readable in a 1280×800 window
+with room for what a run shows, a MarkdownNote with the files and settings that matter is added (text in
+scripts/workflow_notes.py), and the graph is serialized by the frontend itself (`app.graph.serialize()`) to
+workflows/<card title>.json (the Templates dialog shows the file name as the card's title). The template thumbnail
+workflows/<card title>.jpg is drawn: the workflow's references and prompt.
 
 Run by hand after changing an API workflow, with the NEWEST frontend the tests check (files it writes validate
-against its workflow schema and the older one's); tests/test_workflow_files.py and tests/test_workflows_browser.py
-check the results. Needs a ComfyUI checkout (COMFYUI_PATH), Chromium (CHROMIUM, default /usr/bin/chromium) and the
-`playwright` package.
+against its workflow schema and the older one's); tests/test_workflow_files.py, tests/test_workflows_browser.py and
+tests/test_templates_browser.py check the results. Needs a ComfyUI checkout (COMFYUI_PATH), Chromium (CHROMIUM,
+default /usr/bin/chromium) and the `playwright` package.
 
-    COMFYUI_PATH=~/comfyui-0.33 python scripts/export_ui_workflows.py [name ...]   # e.g. dreamo_multi_subject
+    COMFYUI_PATH=~/comfyui-0.33 python scripts/export_ui_workflows.py [key ...]   # e.g. dreamo_multi_subject
 """
 from __future__ import annotations
 
@@ -26,17 +28,13 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from comfyui_runner import Sandbox, Server  # noqa: E402
-from workflow_notes import NOTES, note_text  # noqa: E402
+from workflow_notes import note_text, template_name  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 API_DIR = os.path.join(REPO, "workflows", "api")
 UI_DIR = os.path.join(REPO, "workflows")
-MODEL_LOADERS = {"UNETLoader", "VAELoader", "DualCLIPLoader", "CLIPLoader", "DreamOStageLoader", "ModelSamplingFlux",
-                 "EmptySD3LatentImage", "EmptyLatentImage", "DreamOPreprocessorLoader", "CLIPTextEncode"}
-
-
 def open_frontend(playwright, url: str, viewport=(1600, 1000)):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
@@ -48,109 +46,199 @@ def open_frontend(playwright, url: str, viewport=(1600, 1000)):
     return browser, page
 
 
-def upstream(api: dict, node_id: str) -> set[str]:
-    seen, todo = set(), [node_id]
-    while todo:
-        nid = todo.pop()
-        if nid in seen:
+# Where each node goes, left to right: the model chain, the references (picture → encode, side by side), the
+# prompt, sampling, then the outputs and the note. Unlisted classes are outputs.
+ROLES = ("models", "references", "prompt", "sampling", "output")
+ROLE_OF = {
+    "UNETLoader": "models", "CheckpointLoaderSimple": "models", "DreamOStageLoader": "models",
+    "DreamOLoader": "models", "ModelSamplingFlux": "models", "EmptySD3LatentImage": "models",
+    "EmptyLatentImage": "models",
+    "VAELoader": "references", "DreamOPreprocessorLoader": "references", "LoadImage": "references",
+    "DreamORefEncode": "references",
+    "DualCLIPLoader": "prompt", "CLIPLoader": "prompt", "DreamOTextEncode": "prompt", "FluxGuidance": "prompt",
+    "CLIPTextEncode": "prompt", "ConditioningZeroOut": "prompt",
+    "DreamOApply": "sampling", "DreamORouting": "sampling", "KSampler": "sampling", "VAEDecode": "sampling",
+}
+GROUP_TITLES = {"models": "Models", "references": "References", "prompt": "Prompt", "sampling": "Sampling",
+                "output": "Output"}
+# Plumbing whose title says it all, collapsed to its title bar.
+COLLAPSED = {"FluxGuidance", "VAEDecode", "CLIPTextEncode"}
+# Width of each kind of node (a column takes its widest; never below what the node needs); unlisted: 240.
+WIDTHS = {"DreamOTextEncode": 270, "DreamORouting": 270, "LoadImage": 210, "DreamORefEncode": 230,
+          "SaveImage": 220, "DreamORoutingMap": 220, "MarkdownNote": 220}
+# The most the nodes may span, so a template opens readable: ComfyUI's frontend fits a template to 75% of the
+# window, and at 1280×800 a scale of 0.6 (its text threshold) then shows 1600×1000 (less 10 around the nodes).
+MAX_WIDTH, MAX_HEIGHT = 1570, 970
+
+
+def layout_units(api: dict) -> list[tuple[str, list[str]]]:
+    """(role, node ids side by side) in reading order: each reference's picture beside its encode node, each
+    prompt's text encode then its guidance, each sampler chain in order."""
+    slot = {}
+    for k, n in api.items():
+        if n["class_type"] == "DreamOApply":
+            for name, v in n["inputs"].items():
+                if name.startswith("ref_") and isinstance(v, list):
+                    slot.setdefault(str(v[0]), int(name[4:]))
+    order = sorted(api, key=lambda k: (ROLES.index(ROLE_OF.get(api[k]["class_type"], "output")),
+                                       slot.get(k, 0), int(k)))
+    units, paired = [], set()
+    for k in order:
+        n = api[k]
+        if k in paired:
             continue
-        seen.add(nid)
-        todo += [str(v[0]) for v in api[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2]
-    return seen
-
-
-def layout_spec(api: dict) -> dict:
-    """Groups (title, node ids) in reading order: models, one per reference, one per prompt -> image branch."""
-    models = [k for k, n in api.items() if n["class_type"] in MODEL_LOADERS]
-    refs = []
-    for k, n in api.items():
         if n["class_type"] == "DreamORefEncode":
-            title = n["_meta"]["title"]  # "ref 2 encode"
-            slot = title.split()[1]
             image = str(n["inputs"]["image"][0])
-            refs.append({"title": f"Reference {slot}: {n['inputs']['task']}", "nodes": [image, k]})
-    taken = set(models) | {i for r in refs for i in r["nodes"]}
-    branches = []
-    for k, n in api.items():
-        if n["class_type"] == "SaveImage":
-            chain = [i for i in sorted(upstream(api, k), key=int) if i not in taken]
-            taken |= set(chain)
-            save = n["_meta"]["title"]
-            title = "Prompt -> image" + save[len("output"):] if save.startswith("output") else save.capitalize()
-            branches.append({"title": title, "nodes": chain})
-    return {"models": {"title": "Models (FLUX.1-dev + DreamO)", "nodes": models}, "refs": refs, "branches": branches}
+            if api.get(image, {}).get("class_type") == "LoadImage":
+                units.append(("references", [image, k]))
+                paired |= {image, k}
+                continue
+        if n["class_type"] == "LoadImage" and any(
+                m["class_type"] == "DreamORefEncode" and str(m["inputs"]["image"][0]) == k for m in api.values()):
+            continue  # placed with its encode node
+        units.append((ROLE_OF.get(n["class_type"], "output"), [k]))
+    return units
 
 
-LAYOUT_JS = """async ([wf, name, spec, note]) => {
+LAYOUT_JS = """async ([wf, name, units, note, opts]) => {
     await app.loadApiJson(wf, name);
     const byId = Object.fromEntries(app.graph._nodes.map(n => [String(n.id), n]));
     const lost = Object.keys(wf).filter(id => !byId[id]);
     if (lost.length) throw new Error(`nodes ${lost} of ${name} did not load (${app.graph._nodes.length} loaded)`);
+    const T = LiteGraph.NODE_TITLE_HEIGHT, GAP = 14, COL_GAP = 18, GROUP_TITLE = 34, PREVIEW = 224;
+    const noteNode = LiteGraph.createNode("MarkdownNote");
+    noteNode.title = "Read me";
+    noteNode.widgets[0].value = note;
+    app.graph.add(noteNode);
+    units = [...units, ["output", [String(noteNode.id)]]];
+    byId[String(noteNode.id)] = noteNode;
     for (const [id, n] of Object.entries(wf)) {
         byId[id].title = n._meta.title;
         for (const w of byId[id].widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
-        const want = { DreamOTextEncode: [420, 230], LoadImage: [300, 340] }[n.class_type] ?? [0, 0];
-        const min = byId[id].computeSize();  // the size the frontend gives it on load (inputs + widgets)
-        byId[id].size = [Math.max(want[0], min[0], byId[id].size[0]), Math.max(want[1], min[1], byId[id].size[1])];
     }
-    const GAP = 30, TITLE = 34, PAD = 12;
-    const groups = [];
-    const group = (title, nodes, color) => {
-        const xs = nodes.map(n => n.pos[0]), ys = nodes.map(n => n.pos[1] - 30);
-        const x0 = Math.min(...xs) - PAD, y0 = Math.min(...ys) - TITLE - PAD;
-        const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])) + PAD;
-        const y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1])) + PAD;
-        const g = new LiteGraph.LGraphGroup(title);
-        g.color = color;
-        g.pos = [x0, y0]; g.size = [x1 - x0, y1 - y0];
-        app.graph.add(g);
-        return y1;
+    await new Promise(r => setTimeout(r, 300));  // let the extensions settle (growing sockets, hidden widgets)
+    // Each node's size: its kind's width, the height its inputs and widgets take, plus room for the picture a run
+    // shows (ComfyUI's preview needs 220) and a few lines of prompt; plumbing collapsed to its title bar.
+    const size = (n) => {
+        const preview = n.widgets?.find(w => w.name === "$$canvas-image-preview");
+        if (preview) preview.hidden = true;
+        const min = n.computeSize();
+        if (preview) preview.hidden = false;
+        const extra = ["LoadImage", "SaveImage", "PreviewImage", "DreamORoutingMap"].includes(n.type) ? PREVIEW
+            : n.type === "DreamOTextEncode" ? 50 : n.type === "MarkdownNote" ? 150 : 0;
+        return [Math.max(opts.widths[n.type] ?? 240, min[0]), min[1] + extra];
     };
-    // the note, then the models column
-    const noteNode = LiteGraph.createNode("Note");
-    noteNode.title = "Read me: " + note.title;
-    noteNode.widgets[0].value = note.text;
-    noteNode.size = [460, 560];
-    noteNode.pos = [40, 60];
-    app.graph.add(noteNode);
-    let y = noteNode.pos[1] + noteNode.size[1] + GAP + TITLE + 30;
-    const models = spec.models.nodes.map(id => byId[id]);
-    const modelTop = y;
-    for (const n of models) { n.pos = [40, y]; y += n.size[1] + GAP + 30; }
-    group(spec.models.title, models, "#335");
-    // references
-    let x = 560; y = 60 + TITLE + 30;
-    for (const r of spec.refs) {
-        const [img, enc] = r.nodes.map(id => byId[id]);
-        img.pos = [x, y]; enc.pos = [x + img.size[0] + GAP, y];
-        y = group(r.title, [img, enc], "#353") + GAP + TITLE + 30;
+    for (const n of Object.values(byId)) {
+        n.size = size(n);
+        const negative = n.type === "CLIPTextEncode" && !/^prompt/.test(n.title);
+        if (opts.collapsed.includes(n.type) && (n.type !== "CLIPTextEncode" || negative)) n.collapse(true);
     }
-    const refRight = Math.max(x + 700, ...spec.refs.flatMap(r => r.nodes.map(id => byId[id].pos[0] + byId[id].size[0])));
-    // prompt -> image branches, one row each
-    y = 60 + TITLE + 30;
-    for (const b of spec.branches) {
-        let bx = refRight + 80;
-        const nodes = b.nodes.map(id => byId[id]);
-        for (const n of nodes) { n.pos = [bx, y]; bx += n.size[0] + GAP; }
-        y = group(b.title, nodes, "#533") + GAP + TITLE + 30;
+    const rect = (n) => n.collapsed ? [n._collapsed_width ?? (n.title.length * 8 + 50), T] : [n.size[0], n.size[1] + T];
+    const unitSize = (ids) => {
+        const rs = ids.map(id => rect(byId[id]));
+        return [rs.reduce((w, r) => w + r[0], 0) + GAP * (ids.length - 1), Math.max(...rs.map(r => r[1]))];
+    };
+    // Pack the units into columns top to bottom; a role may start a new column. Try every choice of where roles
+    // start one and keep the narrowest layout that fits the height (ties: more roles on their own).
+    // Too wide that way: the outputs (pictures first, then the map, then the note) may also sit at the foot of the
+    // last column with room for them, when that saves a column.
+    const FLOAT_ORDER = ["SaveImage", "PreviewImage", "DreamORoutingMap", "MarkdownNote"];
+    const floats = (ids) => ids.length === 1 && FLOAT_ORDER.includes(byId[ids[0]].type);
+    const withOutputsWhereRoom = (p) => {
+        if (p.width <= opts.maxWidth) return p;
+        const fixed = units.filter(([role, ids]) => !(role === "output" && floats(ids)));
+        const floating = units.filter(([role, ids]) => role === "output" && floats(ids))
+            .sort((a, b) => FLOAT_ORDER.indexOf(byId[a[1][0]].type) - FLOAT_ORDER.indexOf(byId[b[1][0]].type));
+        const q = packUnits(fixed, p.breakSet);
+        for (const [role, ids] of floating) {
+            const [w, h] = unitSize(ids);
+            let col = [...q.cols].reverse().find(c => c.h + GAP + h <= opts.maxHeight);
+            if (!col) { col = { units: [], w: 0, h: -GAP, roles: [] }; q.cols.push(col); }
+            col.units.push(ids); col.h += GAP + h; col.w = Math.max(col.w, w);
+            if (!col.roles.includes(role)) col.roles.push(role);
+        }
+        const width = q.cols.reduce((s, c) => s + c.w, 0) + COL_GAP * (q.cols.length - 1);
+        return width < p.width - 1 ? { ...q, width, height: Math.max(...q.cols.map(c => c.h)) } : p;
+    };
+    const pack = (breaks) => withOutputsWhereRoom(packUnits(units, breaks));
+    const packUnits = (units, breaks) => {
+        const cols = [];
+        let col = null, prevRole = null;
+        for (const [role, ids] of units) {
+            const [w, h] = unitSize(ids);
+            const newRole = role !== prevRole && prevRole !== null;
+            if (!col || (newRole && breaks.has(role)) || col.h + GAP + h > opts.maxHeight) {
+                col = { units: [], w: 0, h: -GAP, roles: [] };
+                cols.push(col);
+            }
+            col.units.push(ids); col.w = Math.max(col.w, w); col.h += GAP + h;
+            if (!col.roles.includes(role)) col.roles.push(role);
+            prevRole = role;
+        }
+        const width = cols.reduce((s, c) => s + c.w, 0) + COL_GAP * (cols.length - 1);
+        return { cols, width, height: Math.max(...cols.map(c => c.h)), breaks: breaks.size, breakSet: breaks };
+    };
+    const roles = [...new Set(units.map(u => u[0]))].slice(1);
+    let best = null;
+    for (let mask = 0; mask < (1 << roles.length); mask++) {
+        const p = pack(new Set(roles.filter((_, i) => mask & (1 << i))));
+        if (!best || p.width < best.width - 1 || (Math.abs(p.width - best.width) <= 1 && p.breaks > best.breaks)) best = p;
     }
+    // Place: singles stretch to their column's width; groups name each column.
+    let x = 0;
+    for (const col of best.cols) {
+        let y = T;
+        for (const ids of col.units) {
+            const [, h] = unitSize(ids);
+            let ux = x;
+            for (const id of ids) {
+                const n = byId[id];
+                if (ids.length > 1 && !n.collapsed) n.size[1] = h - T;  // side by side: one height, room for notes
+                if (ids.length === 1 && !n.collapsed) n.size[0] = col.w;
+                if (ids.length > 1 && id === ids[ids.length - 1] && !n.collapsed) n.size[0] = col.w - (ux - x);
+                n.pos = [ux, y];
+                ux += rect(n)[0] + GAP;
+            }
+            y += h + GAP;
+        }
+        const g = new LiteGraph.LGraphGroup(col.roles.map(r => opts.titles[r]).join(" · "));
+        g.color = { models: "#335", references: "#353", prompt: "#553", sampling: "#533", output: "#444" }[col.roles[0]];
+        g.pos = [x - 8, -GROUP_TITLE - 8];
+        g.size = [col.w + 16, col.h + GROUP_TITLE + 16];
+        app.graph.add(g);
+        x += col.w + COL_GAP;
+    }
+    // The view a dropped file opens with (a template is always fitted): what fitting does in a 1280×800 window.
+    const rects = app.graph._nodes.map(n => [n.pos[0], n.pos[1] - T, ...rect(n)]);
+    const x0 = Math.min(...rects.map(r => r[0])) - 10, y0 = Math.min(...rects.map(r => r[1])) - 10;
+    const x1 = Math.max(...rects.map(r => r[0] + r[2])) + 10, y1 = Math.max(...rects.map(r => r[1] + r[3])) + 10;
+    const scale = 0.75 * Math.min(1280 / (x1 - x0), 800 / (y1 - y0));
+    app.canvas.ds.scale = scale;
+    app.canvas.ds.offset = [-x0 - (x1 - x0) / 2 + 640 / scale, -y0 - (y1 - y0) / 2 + 400 / scale];
     app.graph.setDirtyCanvas(true, true);
-    // as the frontend saves a file: JSON drops undefined fields (returned directly, they would become nulls,
-    // which the frontend's workflow schema rejects)
-    return JSON.parse(JSON.stringify(app.graph.serialize()));
+    const out = JSON.parse(JSON.stringify(app.graph.serialize()));
+    out.extra = { ...(out.extra ?? {}), ds: { scale, offset: [...app.canvas.ds.offset] } };
+    return { workflow: out, width: x1 - x0, height: y1 - y0, scale };
 }"""
+
 
 def to_ui_format(page, api_workflow: dict, name: str) -> dict:
     key = name.removesuffix("_api.json")
-    note = NOTES[key]
-    args = [api_workflow, name, layout_spec(api_workflow), {"title": note["title"], "text": note_text(key)}]
+    opts = {"widths": WIDTHS, "collapsed": sorted(COLLAPSED), "titles": GROUP_TITLES, "maxHeight": MAX_HEIGHT,
+            "maxWidth": MAX_WIDTH}
+    args = [api_workflow, template_name(key), layout_units(api_workflow), note_text(key), opts]
     for attempt in range(3):
         try:
-            return page.evaluate(LAYOUT_JS, args)
+            result = page.evaluate(LAYOUT_JS, args)
+            break
         except Exception as e:  # noqa: BLE001 - playwright's Error; a late start-up restore can clear the graph
             if "did not load" not in str(e) or attempt == 2:
                 raise
             page.wait_for_timeout(2000)
+    if result["scale"] < 0.6:
+        print(f"warning: {key} spans {result['width']:.0f}×{result['height']:.0f}: it opens at "
+              f"{result['scale']:.2f} in 1280×800, below 0.6", file=sys.stderr)
+    return result["workflow"]
 
 
 TASK_COLOURS = {"id": (176, 82, 62), "ip": (52, 120, 170), "style": (120, 86, 160)}
@@ -167,7 +255,7 @@ def thumbnail(api: dict, title: str, path: str, size=(640, 400)) -> None:
     card = Image.new("RGB", size, (32, 34, 40))
     draw = ImageDraw.Draw(card)
     big, small = ImageFont.load_default(size=30), ImageFont.load_default(size=20)
-    heading = f"DreamO: {title}"
+    heading = title
     size_h = 30
     while draw.textlength(heading, font=ImageFont.load_default(size=size_h)) > size[0] - 40 and size_h > 14:
         size_h -= 1
@@ -231,15 +319,17 @@ def main(names: list[str] | None = None) -> int:
                                                                               node["inputs"]["image"]), format="PNG")
     with Server(sandbox) as server, sync_playwright() as p:
         for api_path in api_files:
-            browser, page = open_frontend(p, server.url, viewport=(1400, 1000))
+            browser, page = open_frontend(p, server.url, viewport=(1280, 800))
             name = os.path.basename(api_path)
+            key = name.removesuffix("_api.json")
             ui = to_ui_format(page, json.load(open(api_path)), name)
-            out = os.path.join(UI_DIR, name.replace("_api.json", ".json"))
+            out = os.path.join(UI_DIR, f"{template_name(key)}.json")
+            for old in glob.glob(os.path.join(UI_DIR, f"{key}.*")):  # the file's name before it was the card's title
+                os.remove(old)
             with open(out, "w") as f:
                 json.dump(ui, f, indent=1)
                 f.write("\n")
-            thumbnail(json.load(open(api_path)), NOTES[name.removesuffix("_api.json")]["title"],
-                      out.replace(".json", ".jpg"))
+            thumbnail(json.load(open(api_path)), template_name(key), out.replace(".json", ".jpg"))
             browser.close()
             print(f"wrote {os.path.relpath(out, REPO)} ({len(ui['nodes'])} nodes) and its thumbnail")
     return 0

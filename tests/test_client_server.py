@@ -151,7 +151,7 @@ def test_png_jpeg_and_webp_with_alpha_are_uploaded_as_they_are(servers, tmp_path
         served = requests.get(f"{a.url}/view", params={"filename": name, "subfolder": sub, "type": "input"},
                               timeout=10)
         assert served.content == open(path, "rb").read()
-        preview = entry["outputs"]["5"]["images"][0]  # what DreamO encoded, as the node shows it
+        preview = entry["outputs"]["5"]["dreamo_previews"][0]  # what DreamO encoded, as the node shows it
         shown = requests.get(f"{a.url}/view", params=preview, timeout=10).content
         seen = np.asarray(Image.open(__import__("io").BytesIO(shown)).convert("RGB")).astype(int)
         corners[ext] = seen[:4, :4].reshape(-1, 3).mean(0)

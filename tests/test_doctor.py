@@ -8,6 +8,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 import install_tree as t
+import template_files
 from dreamo_cli import doctor
 
 REPO = t.REPO
@@ -290,28 +291,18 @@ def test_bad_arguments_exit_2(tmp_path, installed):
     assert run("--comfyui", installed, "--workflow", str(ui))[0] == 2
 
 
-def _api_twin(name):
-    for path in (os.path.join(REPO, "workflows", f"{name}_api.json"),
-                 os.path.join(REPO, "workflows", "api", f"{name}_api.json")):
-        if os.path.isfile(path):
-            return path
-    raise AssertionError(f"no API file for workflows/{name}.json")
-
-
-@pytest.mark.parametrize("name", sorted(n[:-5] for n in os.listdir(os.path.join(REPO, "workflows"))
-                                        if n.endswith(".json") and not n.endswith("_api.json")
-                                        and n != "dreamo_install_check.json"))
+@pytest.mark.parametrize("name", [template_files.key_of(p) for p in template_files.UI_FILES])
 def test_ui_workflow_needs_the_same_files_as_its_api_twin(installed, name):
     from dreamo_cli.catalog import workflow_needs
 
-    ui = json.load(open(os.path.join(REPO, "workflows", f"{name}.json")))
-    api = json.load(open(_api_twin(name)))
+    ui = json.load(open(template_files.ui_path(name)))
+    api = json.load(open(template_files.api_path(name)))
 
     def summary(needs):
         return [(n.label, n.asked_by, n.folders, n.names, n.check, n.stage) for n in needs]
     assert summary(workflow_needs(ui)) == summary(workflow_needs(api)) and len(workflow_needs(api)) >= 8
-    code, data, _ = report(installed, "--workflow", os.path.join(REPO, "workflows", f"{name}.json"))
-    assert data["files"] == report(installed, "--workflow", _api_twin(name))[1]["files"]
+    code, data, _ = report(installed, "--workflow", template_files.ui_path(name))
+    assert data["files"] == report(installed, "--workflow", template_files.api_path(name))[1]["files"]
     bypassed = dict(ui, nodes=[dict(n, mode=4) if n["type"] == "DreamOStageLoader" else n for n in ui["nodes"]])
     assert not any("stage" in n.label for n in workflow_needs(bypassed)) and len(workflow_needs(bypassed)) >= 4
 

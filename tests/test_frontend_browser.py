@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 CHROMIUM = "/usr/bin/chromium"
 EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo", "DreamO.RegionEditor",
-              "DreamO.RegionWords"]
+              "DreamO.WidgetRules", "DreamO.RegionWords"]
 
 
 def graph():
@@ -299,6 +299,10 @@ def test_prompt_box_highlights_completes_and_marks_problems_with_the_nodes_words
     assert marks(page) == [["placeholder", "[ref#1]"], ["placeholder", "[ref#3]"], ["empty_slot", "[ref#2]"],
                            ["near_miss", "[REF#1]"], ["near_miss", "[ref 1]"]]
     assert "'[REF#1]' at character" in check["error"] and "did you mean [ref#1]?" in check["error"]
+    # Every marked problem is in the one error, shown inside the node: the near misses and the empty slot.
+    assert "the prompt has 2 problems: (1)" in check["error"]
+    assert "(2) the prompt names [ref#2] but there is no reference in ref_2" in check["error"]
+    assert feedback(page, 6)["lines"][0] == ["error", check["error"]]
     page.show([6], os.path.join(artifacts, "prompt_near_miss.png"))
     # Queued, the node stops with exactly the words shown in the editor.
     result = server.run(page.prompt(), timeout=300)
@@ -321,6 +325,22 @@ def test_prompt_box_highlights_completes_and_marks_problems_with_the_nodes_words
     assert marks(page) == [["placeholder", "[ref#1]"], ["placeholder", "[ref#2]"]]
 
 
+def feedback(page, node_id):
+    """What a DreamO node shows in its feedback widget: the lines (kind, text) and the pictures (label, stale)."""
+    return page.js("""(id) => { const el = app.graph.getNodeById(id).dreamoFeedback?.element;
+        if (!el) return null;
+        return { lines: [...el.querySelectorAll('[data-kind]')].map(d => [d.dataset.kind, d.textContent]),
+                 pictures: [...el.querySelectorAll('figure')].map(f => [f.querySelector('span').textContent,
+                     f.classList.contains('stale'), f.querySelector('img')?.naturalWidth ?? 0,
+                     f.querySelector('img')?.naturalHeight ?? 0]) }; }""", node_id)
+
+
+def wait_for_pictures(page, node_ids, count=1):
+    page.page.wait_for_function("""([ids, n]) => ids.every(id => { const el = app.graph.getNodeById(id).dreamoFeedback
+        ?.element; return el && [...el.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth).length >= n; })""",
+                                arg=[node_ids, count], timeout=120000)
+
+
 def test_reference_previews_are_shown_on_their_nodes_after_a_run(page, artifacts):
     workflow = graph()
     workflow["5"]["inputs"]["resolution"] = 80  # not run before in this server: nothing comes from the cache
@@ -329,22 +349,139 @@ def test_reference_previews_are_shown_on_their_nodes_after_a_run(page, artifacts
     workflow["6"]["inputs"].update(ref_3=["15", 0], text="the bottle [ref#1] in the style of [ref#3]")
     page.load_api(workflow)
     arrange(page)
+    # Before the run: each slot is named, with no picture yet.
+    assert feedback(page, 8)["pictures"] == [["ref_1", False, 0, 0], ["ref_3", False, 0, 0]]
     page.js("async () => { await app.queuePrompt(0, 1); }")
-    page.page.wait_for_function("""() => [5, 15].every(id => app.graph.getNodeById(id).dreamoPreview?.complete
-                                      && app.graph.getNodeById(id).dreamoPreview.naturalWidth > 0)""",
-                                timeout=120000)
-    page.page.wait_for_function("() => app.graph.getNodeById(8).dreamoDrawnPreviews?.length === 2", timeout=10000)
-    assert page.js("() => app.graph.getNodeById(8).dreamoDrawnPreviews") == [1, 3]
-    assert page.js("() => app.graph.getNodeById(6).dreamoDrawnPreviews") == [1, 3]
-    sizes = page.js("() => [5, 15].map(id => { const i = app.graph.getNodeById(id).dreamoPreview;"
-                    " return [i.naturalWidth, i.naturalHeight]; })")
-    assert sizes[1] == [96, 96] and abs(sizes[0][0] * sizes[0][1] - 80 * 80) <= 80 * 16  # what was encoded
-    # The reference node itself shows the picture as ComfyUI shows any node's images.
-    assert page.js("() => (app.graph.getNodeById(5).imgs ?? []).length") >= 1
-    page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoInfo", timeout=120000)
-    info = page.js("() => app.graph.getNodeById(6).dreamoInfo")
+    wait_for_pictures(page, [5, 15, 6, 8])
+    # The reference nodes show, small, exactly what was encoded; Apply and Text Encode one picture per slot.
+    shown = {i: feedback(page, i)["pictures"] for i in (5, 15, 6, 8)}
+    assert shown[15] == [["encoded", False, 96, 96]]
+    label, stale, w, h = shown[5][0]
+    assert label == "encoded" and not stale and abs(w * h - 80 * 80) <= 80 * 16
+    for node in (6, 8):
+        assert shown[node] == [["ref_1", False, w, h], ["ref_3", False, 96, 96]]
+    # Not ComfyUI's large image preview, which grew the node into its neighbours.
+    assert page.js("() => (app.graph.getNodeById(5).imgs ?? []).length") == 0
+    page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoFeedback.get('info').length", timeout=120000)
+    info = " ".join(t for _, t in feedback(page, 6)["lines"])
     assert "generate a same style image." in info
     page.show([5, 6, 8], os.path.join(artifacts, "reference_previews.png"))
+
+    # A changed setting makes the shown pictures outdated, on the reference node and wherever they are shown.
+    page.js("""() => { const w = app.graph.getNodeById(15).widgets.find(w => w.name === 'resolution');
+                       w.value = 112; w.callback?.(w.value); }""")
+    page.page.wait_for_function("() => app.graph.getNodeById(15).dreamoFeedback.get('stale').length", timeout=10000)
+    assert feedback(page, 15)["pictures"][0][1] is True
+    assert ["warn", "outdated: the picture or settings changed since this preview; run again"] in \
+        feedback(page, 15)["lines"]
+    page.page.wait_for_function("() => app.graph.getNodeById(8).dreamoFeedback.element"
+                                ".querySelector('figure[data-slot=\"3\"]').classList.contains('stale')", timeout=10000)
+    assert [p[1] for p in feedback(page, 8)["pictures"]] == [False, True]
+    assert [p[1] for p in feedback(page, 5)["pictures"]] == [False]
+    page.show([5, 15, 6, 8], os.path.join(artifacts, "reference_previews_outdated.png"))
+    page.js("""() => { const w = app.graph.getNodeById(15).widgets.find(w => w.name === 'resolution');
+                       w.value = 96; w.callback?.(w.value); }""")  # back as it ran: current again
+    page.page.wait_for_function("() => !app.graph.getNodeById(15).dreamoFeedback.get('stale').length", timeout=10000)
+
+
+def test_text_encode_and_apply_disagreeing_is_flagged_and_apply_alone_is_enough(page, artifacts):
+    """Swapping two references on DreamO Apply only is marked on both nodes before anything is queued; with the
+    references on DreamO Apply alone, the prompt is checked against Apply's and Text Encode shows Apply's pictures."""
+    workflow = graph()
+    workflow["6"]["inputs"].update(ref_3=["15", 0], text="the bottle [ref#1] in the style of [ref#3]")
+    workflow["8"]["inputs"].update(ref_1=["15", 0], ref_3=["5", 0])  # swapped on Apply only
+    workflow["31"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": ["6", 0], "guidance": 4.5}}
+    workflow["8"]["inputs"]["positive"] = ["31", 0]  # through FluxGuidance, as in the templates
+    page.load_api(workflow)
+    arrange(page)
+    page.js("() => { app.graph.getNodeById(31).pos = [700, 420]; }")
+    swapped = "ref_1 here is not DreamO Apply's ref_1 (Apply has it in ref_3: swapped?)"
+    page.page.wait_for_function("(t) => app.graph.getNodeById(6).dreamoFeedback.get('slots')[0]?.text.includes(t)",
+                                arg=swapped, timeout=10000)
+    kind, text = feedback(page, 6)["lines"][0]
+    assert kind == "error" and "connected to DreamO Apply only is enough" in text
+    apply_lines = feedback(page, 8)["lines"]
+    assert apply_lines and apply_lines[0][0] == "error" and swapped in apply_lines[0][1]
+    page.show([6, 8, 31], os.path.join(artifacts, "text_encode_apply_disagree.png"))
+
+    # Connected once, to Apply: nothing to disagree; the prompt is checked against Apply's slots 1 and 3.
+    page.js("""() => { const n = app.graph.getNodeById(6);
+        for (const k of ['ref_1', 'ref_3']) n.disconnectInput(n.findInputSlot(k)); }""")
+    page.page.wait_for_function("() => !app.graph.getNodeById(6).dreamoFeedback.get('slots').length"
+                                " && !app.graph.getNodeById(8).dreamoFeedback.get('slots').length", timeout=10000)
+    assert page.inputs(6) == ["clip*", "dreamo*", "ref_1"]
+    page.page.wait_for_function("""() => { const b = app.graph.getNodeById(6).dreamoPromptBox;
+        return b.checkedKey && JSON.stringify(JSON.parse(b.checkedKey)[1]) === '{"1":"style","3":"ip"}'; }""",
+                                timeout=10000)  # checked against Apply's references now
+    assert page.js("() => app.graph.getNodeById(6).dreamoPromptCheck.error") is None
+    assert [p[0] for p in feedback(page, 6)["pictures"]] == ["ref_1", "ref_3"]  # Apply's references, shown here
+    # Apply's ref_1 (a style reference) is one Text Encode never saw: it cannot add the instruction, and says so.
+    assert any(k == "warn" and "ref_1 is a style reference but the prompt lacks" in t for k, t in feedback(page, 6)["lines"])
+    page.js("() => { const n = app.graph.getNodeById(8); n.disconnectInput(n.findInputSlot('ref_3')); }")
+    page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoPromptCheck?.error", timeout=10000)
+    check = page.js("() => app.graph.getNodeById(6).dreamoPromptCheck")
+    assert "there is no reference in ref_3; references are connected to ref_1" in check["error"]
+    assert feedback(page, 6)["lines"][0] == ["error", check["error"]]
+    assert marks(page) == [["placeholder", "[ref#1]"], ["empty_slot", "[ref#3]"]]
+    page.show([6, 8, 31], os.path.join(artifacts, "text_encode_checked_against_apply.png"))
+
+
+def test_new_nodes_show_the_widgets_that_apply_at_a_readable_size(page, artifacts):
+    """Stage loader: the stages the version and turbo switch use; DreamO Routing: strength in soft mode only;
+    strengths fold away until "Show Advanced". Titles fit, the prompt box has room. Hidden widgets keep their values:
+    the queued inputs are the node's defaults, every one of them."""
+    page.js("""() => { app.graph.clear(); let x = 20;
+        for (const type of ['DreamOStageLoader', 'DreamORouting', 'DreamOApply', 'DreamOTextEncode', 'DreamORefEncode',
+                            'CLIPTextEncode']) {
+            const n = LiteGraph.createNode(type); n.pos = [x, 40]; app.graph.add(n); x += n.size[0] + 30; }
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true); }""")
+    page.settle(500)
+    shown = """(type) => app.graph._nodes.find(n => n.type === type).widgets.filter(w => !w.hidden && w.type !==
+                   'dreamo_feedback' && !w.name.startsWith('$$')).map(w => w.name)"""
+    choose = """([type, name, value]) => { const n = app.graph._nodes.find(n => n.type === type);
+        const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value);
+        return Math.round(n.size[1]); }"""
+    stages = ["dreamo_file", "version", "cfg_distill_file", "turbo", "turbo_file", "sft_file", "dpo_file"]
+    assert page.js(shown, "DreamOStageLoader") == stages
+    h_v11 = page.js("() => app.graph._nodes.find(n => n.type === 'DreamOStageLoader').size[1]")
+    page.js(choose, ["DreamOStageLoader", "version", "v1"])
+    assert page.js(shown, "DreamOStageLoader") == ["dreamo_file", "version", "cfg_distill_file", "turbo", "turbo_file",
+                                                   "quality_pos_file", "quality_neg_file"]
+    h_turbo_off = page.js(choose, ["DreamOStageLoader", "turbo", False])
+    assert "turbo_file" not in page.js(shown, "DreamOStageLoader") and h_turbo_off < h_v11
+    page.js("() => app.graph._nodes.find(n => n.type === 'DreamOStageLoader').toggleAdvanced()")  # "Show Advanced"
+    assert page.js(shown, "DreamOStageLoader") == ["dreamo_file", "version", "main_strength", "cfg_distill_file",
+                                                   "cfg_distill_strength", "turbo", "quality_pos_file",
+                                                   "quality_pos_strength", "quality_neg_file", "quality_neg_strength",
+                                                   "embedding_file"]
+    page.js(choose, ["DreamOStageLoader", "version", "custom"])
+    assert {"sft_file", "dpo_file", "quality_pos_file"} <= set(page.js(shown, "DreamOStageLoader"))
+    page.js(choose, ["DreamOStageLoader", "version", "v1.1"])
+    page.js(choose, ["DreamOStageLoader", "turbo", True])
+    assert "strength" not in page.js(shown, "DreamORouting")
+    page.js(choose, ["DreamORouting", "mode", "soft"])
+    assert "strength" in page.js(shown, "DreamORouting")
+    page.js(choose, ["DreamORouting", "mode", "hard"])
+    assert "start_percent" not in page.js(shown, "DreamORouting")  # advanced, folded
+    # Readable sizes: each title fits its node; the prompt box has about the room core's text box has.
+    fits = page.js("""() => { const c = document.createElement('canvas').getContext('2d');
+        c.font = `bold ${LiteGraph.NODE_TEXT_SIZE}px sans-serif`;
+        return app.graph._nodes.map(n => [n.type, n.size[0] - c.measureText(n.title).width]); }""")
+    assert all(room >= 40 for _, room in fits), fits
+    boxes = page.js("""() => Object.fromEntries(app.graph._nodes.filter(n => n.type.endsWith('TextEncode')).map(n =>
+        [n.type, n.widgets.find(w => w.name === 'text').element.getBoundingClientRect().height]))""")
+    assert boxes["DreamOTextEncode"] >= boxes["CLIPTextEncode"] - 1, boxes  # as tall as core's prompt box
+    page.page.screenshot(path=os.path.join(artifacts, "new_nodes.png"))
+    # Everything hidden is still queued, at its default.
+    prompt = page.prompt()
+    loader = next(v["inputs"] for v in prompt.values() if v["class_type"] == "DreamOStageLoader")
+    expected = requests.get(f"{page.page.url.rstrip('/')}/object_info/DreamOStageLoader", timeout=10).json()[
+        "DreamOStageLoader"]["input"]["required"]
+    assert set(loader) == set(expected) - {"model"}
+    assert loader["quality_pos_strength"] == 0.15 and loader["turbo"] is True and loader["version"] == "v1.1"
+    assert loader["turbo_strength"] == 1.0 and loader["embedding_file"] == "auto"
+    routing = next(v["inputs"] for v in prompt.values() if v["class_type"] == "DreamORouting")
+    assert routing["strength"] == 4.0 and routing["start_percent"] == 0.0 and routing["blocks"] == "all"
 
 
 def test_prompt_check_route_answers_and_refuses_bad_requests(server):
@@ -406,8 +543,18 @@ def vue_nodes_page(playwright, server):
         requests.post(f"{server.url}/settings/{setting}", json=False, timeout=10)
 
 
+def inside(page, node_id, locator):
+    """The element is drawn inside the node's own element (Vue-nodes view)."""
+    node = page.page.locator(f'[data-node-id="{node_id}"]').first.bounding_box()
+    shown = locator.bounding_box()
+    assert shown and shown["height"] > 5, shown
+    assert node["x"] - 1 <= shown["x"] and shown["x"] + shown["width"] <= node["x"] + node["width"] + 1, (node, shown)
+    assert node["y"] - 1 <= shown["y"] and shown["y"] + shown["height"] <= node["y"] + node["height"] + 1, (node, shown)
+
+
 def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server, artifacts):
-    """Frontends with the Vue node renderer ("Nodes 2.0", a setting) draw nodes and widgets as DOM components."""
+    """Frontends with the Vue node renderer ("Nodes 2.0", a setting) draw nodes and widgets as DOM components: the
+    sockets grow, the prompt is marked, and what the nodes say (error, pictures, notes) shows inside them."""
     with vue_nodes_page(playwright, server) as page:
         workflow = graph()
         workflow["6"]["inputs"]["text"] = "a [ref#2] and [REF#1]"
@@ -425,16 +572,33 @@ def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server
                                     timeout=10000)
         assert marks(page) == [["empty_slot", "[ref#2]"], ["near_miss", "[REF#1]"]]
         assert page.js("() => document.querySelector('[data-node-id=\"6\"] textarea').title") == check["error"]
-        # The error is shown under the node too (nothing is drawn on the canvas in this view).
-        error_box = page.page.locator('[data-node-id="6"] .dreamo-prompt-error')
+        # The error is shown inside the node, in its feedback widget, as in the canvas view.
+        error_box = page.page.locator('[data-node-id="6"] .dreamo-feedback [data-kind="error"]')
         error_box.wait_for(state="visible", timeout=10000)
         assert error_box.inner_text().strip() == check["error"]
-        node_box = page.page.locator('[data-node-id="6"]').bounding_box()
-        shown = error_box.bounding_box()
-        assert shown["y"] >= node_box["y"] + node_box["height"] - 1 and shown["height"] > 10  # below the node
+        inside(page, 6, error_box)
         page.page.screenshot(path=os.path.join(artifacts, "vue_nodes_prompt_error.png"))
         page.js("() => { app.graph.getNodeById(6).widgets.find(w => w.name === 'text').value = 'a [ref#1]'; }")
         page.page.wait_for_function("() => app.graph.getNodeById(6).dreamoPromptCheck?.error === null",
                                     timeout=10000)
         error_box.wait_for(state="detached", timeout=10000)
+        # After a run: the pictures and notes show inside the nodes in this view too.
+        page.js("async () => { await app.queuePrompt(0, 1); }")
+        for node in (5, 8):
+            picture = page.page.locator(f'[data-node-id="{node}"] .dreamo-feedback img').first
+            page.page.wait_for_function("(id) => { const i = document.querySelector(`[data-node-id='${id}'] "
+                                        ".dreamo-feedback img`); return i && i.complete && i.naturalWidth > 0; }",
+                                        arg=node, timeout=120000)
+            inside(page, node, picture)
+        info = page.page.locator('[data-node-id="5"] .dreamo-feedback [data-kind]').first
+        info.wait_for(state="visible", timeout=10000)
+        inside(page, 5, info)
+        # The stage loader's rules apply in this view too: no v1 quality widgets under v1.1.
+        page.js("""() => { const n = LiteGraph.createNode('DreamOStageLoader'); n.pos = [1150, 420]; app.graph.add(n);
+                           window.dreamoLoaderId = n.id; }""")
+        page.settle(800)
+        names = page.js("""() => [...document.querySelectorAll(`[data-node-id="${window.dreamoLoaderId}"] [data-widget-name],
+                                   [data-node-id="${window.dreamoLoaderId}"] .lg-node-widget`)].map(e => e.textContent)""")
+        text = page.js("() => document.querySelector(`[data-node-id=\"${window.dreamoLoaderId}\"]`).innerText")
+        assert "sft_file" in text and "quality_pos_file" not in text and "turbo_file" in text, (names, text)
         page.page.screenshot(path=os.path.join(artifacts, "vue_nodes.png"))

@@ -210,7 +210,7 @@ def test_gguf_flux_stage_loader_apply_sampler(gguf_file, release):
             model, dreamo = run_stage_loader(unet, **overrides)
             with torch.inference_mode():
                 model2, positive = DreamOApply().apply(model, tiny_models.flux_sized_conditioning(seed=3), dreamo,
-                                                       ref_1=ref)
+                                                       ref_1=ref)["result"]
                 assert isinstance(model2, pack_nodes().GGUFModelPatcher)
                 assert set(model2.patches) == set(model.patches)  # DreamOApply keeps the stage patches
                 recorder = add_recorder(model2)

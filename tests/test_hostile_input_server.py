@@ -203,7 +203,8 @@ def test_regions_drawn_on_the_largest_picture_cost_no_pixel_memory(server):
     nine = drawn_workflow({k: [0, 0, side, side] for k in range(1, 10)}, side, side)
     result = server.run(nine, timeout=600)
     assert result["status"] == "error"  # two references, nine boxes: named, not an allocator error
-    assert "DreamORouting (input 'drawn_regions'): slot 3 has no DreamO reference" in \
-        result["error"]["exception_message"]
+    assert result["error"]["node_type"] == "DreamORouting"  # DreamO Apply before it: the routing node stops
+    assert "DreamORouting (input 'drawn_regions'): slot 3 has a region but DreamO Apply has no reference in ref_3" \
+        in result["error"]["exception_message"]
     grown = peak_rss_mib(server) - before
     assert grown < 256, f"the server's peak memory grew by {grown:.0f} MiB"

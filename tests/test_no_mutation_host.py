@@ -46,7 +46,7 @@ def test_apply_routing_and_sampling_leave_their_inputs_untouched():
                        [(r.latent, r.pixels, r.task, r.notes) for r in refs.values()], region))
     wrappers_before = copy.copy(patcher.wrappers)
 
-    model, pos = DreamOApply().apply(patcher, positive, dreamo, ref_1=refs[1], ref_2=refs[2])
+    model, pos = DreamOApply().apply(patcher, positive, dreamo, ref_1=refs[1], ref_2=refs[2])["result"]
     routed, _ = DreamORouting().route(model, "hard", 4.0, True, 0.0, 1.0, "all", True, region_1=region)
     sample_once(routed, torch.zeros(1, 16, 8, 8), pos, negative, cfg=2.0)
     sample_once(routed, torch.zeros(1, 16, 8, 8), pos, negative, cfg=2.0)  # twice: nothing accumulates

@@ -83,8 +83,8 @@ def test_apply_clones_and_composes(flux, dreamo):
 
     positive = tiny_models.conditioning()
     r1, r2, r5 = ref(), ref(6, 4), ref(2, 2)
-    model1, cond1 = DreamOApply().apply(flux, positive, dreamo, ref_1=r1, ref_2=r2)
-    model2, cond2 = DreamOApply().apply(model1, cond1, dreamo, ref_5=r5)
+    model1, cond1 = DreamOApply().apply(flux, positive, dreamo, ref_1=r1, ref_2=r2)["result"]
+    model2, cond2 = DreamOApply().apply(model1, cond1, dreamo, ref_5=r5)["result"]
     assert dreamo_wrappers(flux) == [] and "reference_latents" not in positive[0][1]  # inputs untouched
     assert len(dreamo_wrappers(model1)) == 1 and len(dreamo_wrappers(model2)) == 1
     c = cond2[0][1]
@@ -128,7 +128,7 @@ def test_apply_errors(flux, dreamo, case, match):
     elif case == "foreign_refs":
         positive[0][1]["reference_latents"] = [torch.zeros(1, 16, 4, 4)]
     elif case == "slot_taken":
-        _, positive = DreamOApply().apply(flux, positive, dreamo, ref_2=ref())
+        _, positive = DreamOApply().apply(flux, positive, dreamo, ref_2=ref())["result"]
         refs = {"ref_2": ref()}
     with pytest.raises(DreamOError, match=match):
         DreamOApply().apply(flux, positive, emb, **refs)
@@ -141,7 +141,7 @@ def test_method_changed_after_apply_stops_sampling_with_an_explanation(flux, dre
     from comfyui_dreamo.dreamo_ops.flux_wrapper import DreamOSamplingError
     from comfyui_dreamo.nodes.apply import DreamOApply
 
-    model, cond = DreamOApply().apply(flux, tiny_models.conditioning(), dreamo, ref_1=ref())
+    model, cond = DreamOApply().apply(flux, tiny_models.conditioning(), dreamo, ref_1=ref())["result"]
     cond = node_helpers.conditioning_set_values(cond, {"reference_latents_method": "offset"})
     with pytest.raises(DreamOSamplingError, match="method 'offset'"):
         sample_once(model, torch.zeros(1, 16, 4, 4), cond, tiny_models.conditioning(seed=1))

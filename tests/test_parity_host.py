@@ -45,7 +45,7 @@ def apply(patcher, dreamo, refs: dict, positive=None):
 
     positive = positive if positive is not None else tiny_models.conditioning(seed=3)
     kwargs = {f"ref_{slot}": ref for slot, ref in refs.items()}
-    return DreamOApply().apply(patcher, positive, dreamo, **kwargs)
+    return DreamOApply().apply(patcher, positive, dreamo, **kwargs)["result"]
 
 
 def check_call(call, reference, positive, refs, dreamo, with_dreamo=True):

@@ -140,6 +140,16 @@ def test_several_missing_slots_are_all_named():
         build_prompt("[ref#7] [ref#2] [ref#4]", {2: "ip"})
 
 
+def test_a_near_miss_and_an_empty_slot_are_both_named_with_both_fixes():
+    with pytest.raises(DreamOError) as e:
+        build_prompt("a [REF#1] next to [ref#2]", {1: "ip"}, node=NODE)
+    msg = str(e.value)
+    assert msg.startswith(f"{NODE} (input 'text'): the prompt has 2 problems: (1) the prompt has text that looks like")
+    assert "'[REF#1]' at character 3" in msg and "(2) the prompt names [ref#2] but there is no reference in ref_2" in msg
+    fix = msg.split(" Fix: ", 1)[1]
+    assert fix.startswith("(1) write placeholders exactly as") and "(2) connect the reference meant by [ref#2]" in fix
+
+
 def test_slot_follows_the_socket_not_the_count():
     plan = build_prompt("a bag [ref#2]", {2: "ip"})
     assert plan.placeholders[0].slot == 2

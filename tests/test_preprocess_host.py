@@ -216,7 +216,7 @@ def test_id_reference_end_to_end(preprocessor, vae, folders):
     assert ref.task == "id" and ref.latent.shape == (1, 16, 64, 64)
     assert preview.shape == (1, 512, 512, 3) and torch.equal(preview, ref.pixels)
     assert "face found" in info and out["ui"]["dreamo_info"] == [info]
-    shown = out["ui"]["images"]
+    shown = out["ui"]["dreamo_previews"]
     assert len(shown) == 2  # what the model sees, then the detection view
     for entry in shown:
         assert entry["type"] == "temp" and (folders["temp"] / entry["subfolder"] / entry["filename"]).is_file()

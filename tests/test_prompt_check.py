@@ -19,6 +19,7 @@ def node_error(text, references=None, add_style=True):
     ("a bottle [ref#1] next to [ref#3]", {1: "ip"}),
     ("a bottle [ref#1] next to [ref#3] and [ref#2]", {1: "ip", 4: "ip"}),
     ("a [REF#1] and [ref 2] and [ref#10]", {1: "ip", 2: "ip"}),
+    ("a [REF#1] and [ref#3]", {1: "ip"}),  # two kinds of problem: one message names both
     ("[ref#2] without references is not checked", None),
     ("a [ref#1]", {}),
     ("", {1: "style"}),

@@ -223,3 +223,22 @@ def test_an_8k_picture_is_brought_down_to_the_reference_size():
     out = prepare_pixels(big, "style", 512)
     assert out.pixels.shape[1:3] == area_size(4320, 7680, 512) and out.pixels.shape[1] * out.pixels.shape[2] <= 512 * 512
     assert any("resized 7680x4320 ->" in n for n in out.notes) and not any("WARNING" in n for n in out.notes)
+
+
+def test_a_subject_already_on_white_is_said_to_be_so_not_warned_about():
+    """A product shot on white (DreamO's own sample pictures) needs no remover: the node says it is used as is, and no
+    'background kept' warning is shown; 85% white border pixels (a subject touching the frame, a busy scene) are not
+    enough, nor one picture of a batch that is not on white."""
+    on_white = np.full((120, 90, 3), 250, np.uint8)
+    on_white[30:100, 20:70] = (160, 40, 30)
+    out = prepare_pixels(image_tensor(on_white), "ip", 64)
+    assert any("already on white" in n for n in out.notes) and not any("background kept" in n for n in out.notes)
+    touching = on_white.copy()
+    touching[:, :14] = (20, 20, 20)  # the left side and a strip of the top and bottom rows are dark: ~85% white
+    assert np.mean(np.concatenate([touching[0], touching[-1], touching[:, 0], touching[:, -1]]).min(-1) >= 235) < 0.9
+    out = prepare_pixels(image_tensor(touching), "ip", 64)
+    assert any("background kept" in n for n in out.notes)
+    batch = torch.cat([image_tensor(on_white), image_tensor(touching)])
+    assert any("background kept" in n for n in prepare_pixels(batch, "ip", 64).notes)
+    out = prepare_pixels(image_tensor(on_white), "style", 64)
+    assert not any("on white" in n for n in out.notes)  # style references keep their background by design

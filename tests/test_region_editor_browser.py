@@ -258,3 +258,116 @@ def test_a_connected_mask_wins_and_the_editor_says_so(page, artifacts):
     # Both reach the server: the connected mask for slot 1 (the node uses it), the drawn box stays in the text.
     prompt = page.prompt()["23"]["inputs"]
     assert isinstance(prompt["region_1"], list) and "1" in json.loads(prompt["drawn_regions"])["boxes"]
+
+
+def set_regions(page, boxes, texts=None):
+    value = {"width": WIDTH, "height": HEIGHT, "boxes": boxes, **({"texts": texts} if texts else {})}
+    page.js("""(text) => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');
+                          w.value = text; w.callback?.(text); app.canvas.setDirty(true, true); }""",
+            json.dumps(value, separators=(",", ":")))
+    page.settle(200)
+
+
+def test_a_new_region_can_be_drawn_over_a_covered_preview(page, artifacts):
+    """The preview is covered by two boxes (as the multi-subject template ships): choosing slot 3 and dragging draws
+    slot 3's box, over them; the other boxes and the chosen slot stay. A click on a box then chooses its slot."""
+    page.load_api(workflow())
+    arrange(page)
+    covered = {"1": [0, 0, 96, 128], "2": [96, 0, 96, 128]}
+    set_regions(page, covered)
+    click_button(page, 3)
+    editor = "app.graph.getNodeById(23).dreamoRegionEditor"
+    assert page.js(f"() => {editor}.hint()").endswith("drag to draw ref 3's region (over the others too)")
+    drag(page, (40, 30), (150, 100))
+    boxes = stored(page)["boxes"]
+    tol = 2 / page.js(f"() => {editor}.previewRect().scale") + 1
+    assert set(boxes) == {"1", "2", "3"} and near(boxes["3"], [40, 30, 110, 70], tol)
+    assert boxes["1"] == covered["1"] and boxes["2"] == covered["2"]
+    assert page.js(f"() => {editor}.active") == 3
+    page.show([23], os.path.join(artifacts, "region_editor_drawn_over.png"), below=20)
+    # Slot 3 has its box now: a click on box 2 (outside box 3) chooses slot 2 and changes no box.
+    page.page.mouse.click(*client(page, 180, 10))
+    page.settle(150)
+    assert page.js(f"() => {editor}.active") == 2 and stored(page)["boxes"] == boxes
+
+
+def test_regions_for_slots_without_a_reference_are_marked_before_queueing_and_stop_at_routing(page, server,
+                                                                                             artifacts):
+    """The slot buttons mark the slots DreamO Apply has a reference in; a box for another slot is warned about on
+    the node before anything is queued, and the run stops at DreamO Routing itself with the fix."""
+    page.load_api(workflow())
+    arrange(page)
+    editor = "app.graph.getNodeById(23).dreamoRegionEditor"
+    module = next(u for u in requests.get(f"{server.url}/extensions", timeout=10).json() if u.endswith("/dreamo_nodes.js"))
+    assert page.js("async (url) => (await import(url)).modelChainSlots(app.graph.getNodeById(23))", module) == [1, 2]
+    set_regions(page, {"1": [0, 0, 96, 128], "3": [96, 0, 96, 128]})
+    page.page.wait_for_function("() => app.graph.getNodeById(23).dreamoFeedback.get('slots').length", timeout=10000)
+    (line,) = page.js("() => app.graph.getNodeById(23).dreamoFeedback.get('slots')")
+    assert line["kind"] == "warn" and line["text"].startswith(
+        "slot 3 has a region but DreamO Apply has no reference in ref_3: connect one, or clear slot 3's box")
+    shown = page.js(f"() => {editor}.node.dreamoFeedback.element.innerText")
+    assert line["text"] in shown
+    page.show([23], os.path.join(artifacts, "region_editor_empty_slot.png"), below=20)
+    result = server.run(page.prompt(), timeout=300)
+    assert result["status"] == "error" and result["error"]["node_id"] == "23"
+    assert result["error"]["node_type"] == "DreamORouting"
+    assert result["error"]["exception_message"].startswith(
+        "DreamORouting (input 'drawn_regions'): slot 3 has a region but DreamO Apply has no reference in ref_3")
+    set_regions(page, {"1": [0, 0, 96, 128]})
+    page.page.wait_for_function("() => !app.graph.getNodeById(23).dreamoFeedback.get('slots').length", timeout=10000)
+    # A region with words needs no reference (regional prompts): not warned about.
+    set_regions(page, {"1": [0, 0, 96, 128], "3": [96, 0, 96, 128]}, texts={"3": "a red car"})
+    page.settle(800)  # the feedback refreshes every 400 ms
+    assert not page.js("() => app.graph.getNodeById(23).dreamoFeedback.get('slots')")
+
+
+def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geometry(playwright, server,
+                                                                                      artifacts):
+    """ComfyUI's properties panel (frontend 1.49) draws the editor a second time. Dragging a corner on the canvas with
+    the panel open resizes that box, as with the panel closed; the panel names the editor, not its stored JSON."""
+    page = Page(playwright, server)
+    try:
+        if not page.page.get_by_role("button", name="Toggle properties panel").count():
+            pytest.skip("this frontend has no properties panel")
+        page.load_api(workflow())
+        arrange(page)
+        set_regions(page, {"1": [8, 8, 62, 102], "2": [130, 20, 50, 50]})
+        page.js("() => { app.canvas.selectNode(app.graph.getNodeById(23)); }")
+        page.page.get_by_role("button", name="Toggle properties panel").click()
+        page.settle(1500)
+        panel_canvases = page.js("() => [...document.querySelectorAll('canvas')].filter(c => c !== app.canvas.canvas"
+                                 " && !c.className.includes('minimap')).length")
+        assert panel_canvases >= 1  # the panel's own drawing of the editor
+        click_button(page, 1)
+        drag(page, (70, 110), (100, 120))  # ref 1's bottom-right corner, on the canvas
+        boxes = stored(page)["boxes"]
+        tol = 2 / page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale") + 1
+        assert near(boxes["1"], [8, 8, 92, 112], tol) and boxes["2"] == [130, 20, 50, 50]
+        # The same press and drag right after the panel drew the editor, before the canvas draws again (events can
+        # arrive then): read in the canvas's geometry all the same.
+        box2 = page.js("""() => { const n = app.graph.getNodeById(23), e = n.dreamoRegionEditor;
+            const main = { top: e.top, width: e.width };  // the canvas drew last
+            n.widgets.find(w => w.name === 'dreamo_region_editor').triggerDraw();  // the panel draws it now
+            if (e.top === main.top && e.width === main.width) return 'the panel did not draw';
+            const at = (px, py) => { const r = e.previewRect.call({ ...e, ...main, previewSize: () => e.previewSize() });
+                                     return [r.x + px * r.scale, main.top + r.y + py * r.scale]; };
+            const canvas = app.canvas.canvas;
+            e.mouse({ type: 'pointerdown', target: canvas }, at(150, 40));  // inside box 2: move it
+            e.mouse({ type: 'pointermove', target: canvas }, at(160, 60));
+            e.mouse({ type: 'pointerup', target: canvas }, at(160, 60));
+            return JSON.parse(n.widgets.find(w => w.name === 'drawn_regions').value).boxes['2']; }""")
+        assert box2 != "the panel did not draw" and near(box2, [140, 40, 50, 50], tol), box2
+        panel = page.js("() => document.querySelector('[data-testid=\"properties-panel\"], .p-splitter-panel:last-child')"
+                        "?.innerText ?? document.body.innerText")
+        assert "regions" in panel and '"boxes"' not in panel and "dreamo_region_editor" not in panel
+        assert "dreamo_region_words" not in panel
+        # The region's words field (regional prompts) still edits the chosen slot's words, boxes untouched.
+        click_button(page, 2)
+        page.page.locator("textarea.dreamo-region-words").first.fill("a red car")
+        page.settle(200)
+        value = stored(page)
+        assert value["texts"] == {"2": "a red car"} and value["boxes"]["1"] == boxes["1"]
+        page.page.screenshot(path=os.path.join(artifacts, "region_editor_properties_panel.png"))
+        assert not page.errors, page.errors
+    finally:
+        page.close()

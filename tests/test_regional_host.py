@@ -31,9 +31,14 @@ def clip():
 
 
 def encode(clip, dreamo, text, t5_length="minimal"):
+    """DreamO Text Encode's conditioning, without the record of the slots its prompt names: BASE names [ref#1] and
+    [ref#2] whatever references a case samples with (their tokens' routing is checked), which the run would
+    otherwise refuse for a slot without a reference (slot_agreement, tested in test_text_encode_host.py)."""
+    from comfyui_dreamo.dreamo_ops.slot_agreement import RECORD_KEY
     from comfyui_dreamo.nodes.text_encode import DreamOTextEncode
 
-    return DreamOTextEncode().encode(clip, dreamo, text, t5_length, False)["result"][0]
+    encoded = DreamOTextEncode().encode(clip, dreamo, text, t5_length, False)["result"][0]
+    return [[c, {k: v for k, v in d.items() if k != RECORD_KEY}] for c, d in encoded]
 
 
 def route(model, clip, dreamo, positive, boxes, texts, size, **kw):

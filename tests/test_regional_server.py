@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
+MAP = "24"  # DreamO Routing Map
 REPORT = "90"  # the test-only node reporting the region prompts and what the routing captured
 SIZE = (320, 192)  # the example's 1280×768, a quarter of each side: the routing map's legend stays legible
 SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_REGIONAL_MAP")  # copy the routing map there (the README picture)
@@ -80,12 +81,12 @@ def test_regional_workflow_through_post_prompt(server):
     assert out["labels"]["region 2"].startswith("region 2: a young woman [ref#2]")
     assert {k: v["box"] for k, v in out["routing"].items()} == {
         k: [x, y, x + bw, y + bh] for k, (x, y, bw, bh) in drawn["boxes"].items()}
-    saved = server.image_paths(result["outputs"])
-    assert sum("dreamo_regional_routing_mask" in p for p in saved) == 4  # 2 references + 2 regions' words
-    overlay = [p for p in saved if os.path.basename(p).startswith("dreamo_regional_routing_0")]
-    assert len(overlay) == 1
+    # the routing map is shown on its node (a temp picture), as the template shows it
+    (overlay,) = result["outputs"][MAP]["images"]
+    assert overlay["type"] == "temp"
     if SAVE_MAP_TO:
-        shutil.copyfile(overlay[0], SAVE_MAP_TO)
+        shutil.copyfile(os.path.join(server.sandbox.root, "temp", "temp", overlay.get("subfolder", ""),
+                                     overlay["filename"]), SAVE_MAP_TO)
 
 
 def core_regional(prompt):

@@ -42,7 +42,7 @@ def make_ref(h, w, seed, batch=1):
 def apply(model, dreamo, refs, positive):
     from comfyui_dreamo.nodes.apply import DreamOApply
 
-    return DreamOApply().apply(model, positive, dreamo, **{f"ref_{s}": r for s, r in refs.items()})
+    return DreamOApply().apply(model, positive, dreamo, **{f"ref_{s}": r for s, r in refs.items()})["result"]
 
 
 def route(model, regions=None, **kw):
@@ -425,7 +425,18 @@ def test_a_box_drawn_for_an_empty_slot_is_reported_as_drawn(flux, dreamo):
     import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
 
-    model, cond = apply(flux, dreamo, {1: make_ref(6, 6, seed=30)}, tiny_models.conditioning(seed=3))
+    refs = {1: make_ref(6, 6, seed=30)}
+    model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
     drawn = '{"width": 16, "height": 16, "boxes": {"2": [0, 0, 8, 16]}}'
+    # DreamO Apply before DreamO Routing: the routing node itself stops (the run error points at it).
+    with pytest.raises(DreamOError) as e:
+        route(model, {}, drawn_regions=drawn)
+    assert str(e.value) == ("DreamORouting (input 'drawn_regions'): slot 2 has a region but DreamO Apply has no "
+                            "reference in ref_2 (references are in ref_1). Fix: connect a reference to DreamO Apply's "
+                            "ref_2, or clear slot 2's box in the region editor (drawn_regions).")
+    with pytest.raises(DreamOError, match=r"input 'region_2'\): slot 2 has a region .* or disconnect region_2"):
+        route(model, {2: stripes(2)[0]})
+    # DreamO Apply after it: the slots are only known when sampling starts.
+    routed, cond2 = apply(route(flux, {}, drawn_regions=drawn), dreamo, refs, tiny_models.conditioning(seed=3))
     with pytest.raises(DreamOError, match="input 'drawn_regions'.*slot 2 has no DreamO reference.*region editor"):
-        sample(route(model, {}, drawn_regions=drawn), torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4))
+        sample(routed, torch.zeros(1, 16, 8, 8), cond2, tiny_models.conditioning(seed=4))

@@ -65,8 +65,11 @@ def test_a_region_for_an_empty_slot_is_reported(server):
     prompt = json.load(open(WORKFLOW))
     prompt["23"]["inputs"]["region_3"] = ["21", 0]
     result = server.run(prompt, timeout=600)
-    assert result["status"] == "error" and result["error"]["node_type"] == "KSampler"
-    assert "DreamORouting (input 'region_3')" in result["error"]["exception_message"]
+    # DreamO Apply comes before DreamO Routing here: the routing node itself stops, so the error points at it.
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"
+    assert result["error"]["node_id"] == "23"
+    assert result["error"]["exception_message"].startswith(
+        "DreamORouting (input 'region_3'): slot 3 has a region but DreamO Apply has no reference in ref_3")
 
 
 def test_routing_nodes_are_registered(server):
@@ -87,14 +90,16 @@ def test_routing_nodes_are_registered(server):
 
 
 def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
-    """workflows/dreamo_multi_subject.json (UI format, made by the real frontend from the API file) queues exactly
+    """The multi-subject template (UI format, made by the real frontend from the API file) queues exactly
     what workflows/api/dreamo_multi_subject_api.json does."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     from export_ui_workflows import CHROMIUM, open_frontend
 
     if not os.path.isfile(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    ui = json.load(open(os.path.join(REPO, "workflows", "dreamo_multi_subject.json")))
+    import template_files
+
+    ui = json.load(open(template_files.ui_path("dreamo_multi_subject")))
     api = json.load(open(os.path.join(REPO, "workflows", "api", "dreamo_multi_subject_api.json")))
     with sync_api.sync_playwright() as p:
         browser, page = open_frontend(p, server.url)
@@ -162,9 +167,9 @@ def test_bad_drawn_regions_are_reported_by_name(server):
     prompt = drawn_workflow({})
     prompt["23"]["inputs"]["drawn_regions"] = '{"width": 192, "height": 128, "boxes": {"3": [0, 0, 10, 10]}}'
     result = server.run(prompt, timeout=600)
-    assert result["status"] == "error"
-    assert "DreamORouting (input 'drawn_regions'): slot 3 has no DreamO reference" in \
-        result["error"]["exception_message"]
+    assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"
+    assert "DreamORouting (input 'drawn_regions'): slot 3 has a region but DreamO Apply has no reference in ref_3" \
+        in result["error"]["exception_message"]
     prompt["23"]["inputs"]["drawn_regions"] = '{"width": 192, "height": 128, "boxes": {"1": [0, 0, -5, 10]}}'
     result = server.run(prompt, timeout=600)
     assert result["status"] == "error" and result["error"]["node_type"] == "DreamORouting"

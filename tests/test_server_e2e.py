@@ -155,7 +155,7 @@ def test_an_id_reference_is_aligned_and_shown(server):
     assert result["status"] == "success", result["error"]
     info = result["outputs"]["5"]["dreamo_info"][0]
     assert "id:" in info and "512x512" in info
-    preview = result["outputs"]["5"]["images"][0]
+    preview = result["outputs"]["5"]["dreamo_previews"][0]
     shown = Image.open(os.path.join(server.sandbox.root, "temp", preview["subfolder"], preview["filename"]))
     assert shown.size == (512, 512)
 
@@ -202,7 +202,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(server, tmp_path):
     """The real ComfyUI frontend in headless Chromium: our extension loads without errors, the API workflow
-    loads on the canvas, queueing it from the page runs it, and the reference info is drawn on the node."""
+    loads on the canvas, queueing it from the page runs it, and the reference info is shown in the node."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     if not os.path.isfile(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -226,9 +226,10 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
         types = page.evaluate("() => app.graph._nodes.map(n => n.type)")
         assert sorted(types) == sorted(n["class_type"] for n in workflow.values())
         page.evaluate("async () => { await app.queuePrompt(0, 1); }")
-        page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'DreamORefEncode' && n.dreamoInfo)",
-                               timeout=120000)
-        info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'DreamORefEncode').dreamoInfo")
+        page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'DreamORefEncode'"
+                               " && n.dreamoFeedback?.get('info').length)", timeout=120000)
+        info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'DreamORefEncode').dreamoFeedback"
+                             ".element.innerText")
         assert "background kept: the mask input keeps the whole picture" in info and "-> 80x80" in info
         page.keyboard.press("Escape")  # the first-run template dialog
         page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'DreamORefEncode');

@@ -84,7 +84,7 @@ def test_cached_dreamo_nodes_still_show_their_ui_in_history(server):
     assert {"5", "6"} <= cached_nodes(second)
     for node in ("5", "6"):
         assert second["outputs"][node]["dreamo_info"] == first["outputs"][node]["dreamo_info"]
-    assert second["outputs"]["5"]["images"] == first["outputs"]["5"]["images"]
+    assert second["outputs"]["5"]["dreamo_previews"] == first["outputs"]["5"]["dreamo_previews"]
 
 
 def test_a_one_pixel_reference_is_refused_with_the_fix_and_the_server_keeps_serving(server):

@@ -441,7 +441,7 @@ def test_workflow_stage_loader_apply_ksampler(release):
         for label, overrides in (("stages", {}), ("no_stages", {f"{s}_strength": 0.0 for s in OFFICIAL})):
             model, dreamo = run(unet, **overrides)
             with torch.inference_mode():
-                model2, positive = DreamOApply().apply(model, tiny_models.conditioning(seed=3), dreamo, ref_1=ref)
+                model2, positive = DreamOApply().apply(model, tiny_models.conditioning(seed=3), dreamo, ref_1=ref)["result"]
                 outputs[label] = comfy.sample.sample(model2, noise, 1, 1.0, "euler", "simple", positive,
                                                      tiny_models.conditioning(seed=4), latent, seed=0)
             assert set(model2.patches) == set(model.patches)  # DreamOApply keeps the stage patches
@@ -452,3 +452,72 @@ def test_workflow_stage_loader_apply_ksampler(release):
         assert out.shape == latent.shape and torch.isfinite(out).all()
     assert (outputs["stages"] - outputs["no_stages"]).abs().max() > 1e-4, "the stage LoRAs must change the result"
     assert not unet.patches
+
+
+# ---------------------------------------------------------------------------------------------- what the node shows
+
+def shown_widgets(values: dict, spec: dict) -> set[str]:
+    """The widgets the frontend shows for `values` (web/widget_rules.js's reading of nodes/widget_rules.py)."""
+    from comfyui_dreamo.nodes.widget_rules import FOLLOWS, SHOWN_IF
+
+    shown = set()
+    for name, (_, options) in ((k, v if len(v) > 1 else (v[0], {})) for k, v in spec.items()):
+        conds = options.get(SHOWN_IF)
+        if conds is None and FOLLOWS not in options:
+            shown.add(name)
+        elif conds is not None and any((values[w] in vals) == (op == "in") for w, op, vals in conds):
+            shown.add(name)
+    for name, (_, options) in ((k, v if len(v) > 1 else (v[0], {})) for k, v in spec.items()):
+        target = options.get(FOLLOWS)
+        if target and target in shown and values[target] != "none":
+            shown.add(name)
+    return shown
+
+
+@pytest.mark.parametrize("version", ["v1.1", "v1", "custom"])
+@pytest.mark.parametrize("turbo", [True, False])
+def test_the_node_shows_the_stages_its_version_and_turbo_use(version, turbo):
+    """The widgets shown are those of the stages the loader applies for these choices (every file left on 'auto');
+    a stage given a file shows whatever the preset; 'custom' shows every stage, since it is chosen by file there.
+    What is hidden keeps its value: the loader reads every input as before."""
+    from comfyui_dreamo.dreamo_ops import stages as st
+    from comfyui_dreamo.nodes.stage_loader import DreamOStageLoader
+
+    spec = DreamOStageLoader.INPUT_TYPES()["required"]
+    values = {name: (s[1].get("default", s[0][0] if isinstance(s[0], list) else None) if len(s) > 1 else None)
+              for name, s in spec.items()}
+    values.update(version=version, turbo=turbo)
+    shown = shown_widgets(values, spec)
+    used = {stage.name for stage, _, _ in st.active_stages(version, {}, turbo)}
+    for stage in st.STAGES:
+        on = stage.name in used or (version == "custom" and stage is not st.TURBO)
+        assert (st.input_name(stage) in shown) == on, (stage.name, version, turbo)
+        assert (f"{stage.name}_strength" in shown) == on, (stage.name, version, turbo)
+    assert {"model", "version", "turbo", "embedding_file"} <= shown
+    if version == "v1.1":
+        values["quality_pos_file"] = "my_quality.safetensors"  # an explicit file switches a stage on anyway
+        assert {"quality_pos_file", "quality_pos_strength"} <= shown_widgets(values, spec)
+        values["sft_file"] = "none"
+        assert "sft_file" in shown_widgets(values, spec) and "sft_strength" not in shown_widgets(values, spec)
+
+
+def test_rules_name_real_widgets_and_choices():
+    from comfyui_dreamo.nodes.routing import DreamORouting
+    from comfyui_dreamo.nodes.stage_loader import DreamOStageLoader
+    from comfyui_dreamo.nodes.widget_rules import FOLLOWS, SHOWN_IF
+
+    for node in (DreamOStageLoader, DreamORouting):
+        spec = {**node.INPUT_TYPES()["required"], **node.INPUT_TYPES().get("optional", {})}
+        for name, s in spec.items():
+            options = s[1] if len(s) > 1 else {}
+            for widget, op, values in options.get(SHOWN_IF, []):
+                assert widget in spec and op in ("in", "not_in"), (node.NODE_ID, name)
+                choices = spec[widget][0]
+                if isinstance(choices, list):
+                    assert set(values) - {"auto", "none"} <= set(choices), (node.NODE_ID, name, values)
+            if FOLLOWS in options:
+                assert options[FOLLOWS] in spec, (node.NODE_ID, name)
+    routing = DreamORouting.INPUT_TYPES()["required"]
+    assert shown_widgets({"mode": "hard"}, {"mode": routing["mode"], "strength": routing["strength"]}) == {"mode"}
+    assert shown_widgets({"mode": "soft"}, {"mode": routing["mode"], "strength": routing["strength"]}) == \
+        {"mode", "strength"}

@@ -301,7 +301,7 @@ def sample_one_step(flux, dreamo, positive, negative, refs, seed=0):
     import comfy.sample
     from comfyui_dreamo.nodes.apply import DreamOApply
 
-    model, positive = DreamOApply().apply(flux, positive, dreamo, **refs)
+    model, positive = DreamOApply().apply(flux, positive, dreamo, **refs)["result"]
     latent = torch.zeros(1, 16, 8, 8)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     return comfy.sample.sample(model, noise, 1, 1.0, "euler", "simple", positive, negative, latent, seed=seed,
@@ -341,3 +341,70 @@ def test_workflow_two_references_placeholder_prompt_end_to_end(flux, clip, dream
     for conditioning in (concat, combined):
         res = sample_one_step(flux, dreamo, conditioning, negative, refs)
         assert res.shape == (1, 16, 8, 8) and torch.isfinite(res).all()
+
+
+# --- DreamO Text Encode and DreamO Apply mean the same picture by the same slot --------------------------------
+
+def test_apply_refuses_references_swapped_against_text_encodes(clip, dreamo, flux):
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
+    from comfyui_dreamo.nodes.apply import DreamOApply
+
+    a, b = make_ref(1), make_ref(3, task="style")
+    cond, _ = run_node(clip, dreamo, "the bottle [ref#1] in the style of [ref#3]", ref_1=a, ref_3=b)
+    DreamOApply().apply(flux, cond, dreamo, ref_1=a, ref_3=b)  # the same references: accepted
+    with pytest.raises(DreamOError) as e:
+        DreamOApply().apply(flux, cond, dreamo, ref_1=b, ref_3=a)
+    msg = str(e.value)
+    assert msg.startswith("DreamOApply (input 'ref_1'): the reference in ref_1 here is not the one DreamO Text "
+                          "Encode got in ref_1 (it got this picture in ref_3: are ref_1 and ref_3 swapped?)")
+    assert "connected to DreamO Apply only is enough" in msg
+    with pytest.raises(DreamOError, match=r"input 'ref_2'\): DreamO Text Encode has no reference in ref_2"):
+        DreamOApply().apply(flux, cond, dreamo, ref_1=a, ref_2=make_ref(2), ref_3=b)
+
+
+def test_references_connected_to_apply_only_are_enough(clip, dreamo, flux):
+    """Text Encode without references: the prompt's placeholders are checked against Apply's references when
+    sampling starts (the run stops naming DreamO Apply's socket), and a style reference it never saw is noted."""
+    from comfyui_dreamo.dreamo_ops.flux_wrapper import DreamOSamplingError
+    from comfyui_dreamo.nodes.apply import DreamOApply
+
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    cond, _ = run_node(clip, dreamo, "a woman [ref#1] wearing the dress [ref#2]")
+    refs = {"ref_1": make_ref(1, size=(4, 4)), "ref_2": make_ref(2, size=(4, 6))}
+    out = sample_one_step(flux, dreamo, cond, negative, refs)
+    assert torch.isfinite(out).all()
+    with pytest.raises(DreamOSamplingError) as e:
+        sample_one_step(flux, dreamo, cond, negative, {"ref_1": refs["ref_1"]})
+    assert str(e.value).startswith("DreamOApply (input 'ref_2'): the prompt names [ref#2] but there is no reference "
+                                   "in ref_2 (references are connected to ref_1).")
+    # Text Encode given ref_1 and ref_2 but Apply only ref_1: stopped too.
+    both, _ = run_node(clip, dreamo, "a woman [ref#1] wearing the dress [ref#2]", **refs)
+    with pytest.raises(DreamOSamplingError, match=r"input 'ref_2'\): DreamO Text Encode was given a reference in "
+                                                  r"ref_2 but no DreamO Apply on its conditioning has one"):
+        sample_one_step(flux, dreamo, both, negative, {"ref_1": refs["ref_1"]})
+    # A style reference Text Encode never saw: DreamO Apply says what the prompt lacks (shown on the node).
+    style = make_ref(1, task="style")
+    plain, _ = run_node(clip, dreamo, "a castle [ref#1]")
+    info = DreamOApply().apply(flux, plain, dreamo, ref_1=style)["ui"]["dreamo_info"][0]
+    assert "ref_1 is a style reference but the prompt lacks 'generate a same style image.'" in info
+    written, _ = run_node(clip, dreamo, "generate a same style image. a castle [ref#1]")
+    assert DreamOApply().apply(flux, written, dreamo, ref_1=style)["ui"]["dreamo_info"] == [""]
+
+
+def test_chained_apply_nodes_and_other_text_encoders_pass(clip, dreamo, flux):
+    from comfyui_dreamo.nodes.apply import DreamOApply
+
+    refs = {"ref_1": make_ref(1, size=(4, 4)), "ref_2": make_ref(2), "ref_3": make_ref(3, size=(4, 4))}
+    cond, _ = run_node(clip, dreamo, "[ref#1] [ref#2] [ref#3]", **refs)
+    model, cond1 = DreamOApply().apply(flux, cond, dreamo, ref_1=refs["ref_1"], ref_2=refs["ref_2"])["result"]
+    model, cond2 = DreamOApply().apply(model, cond1, dreamo, ref_3=refs["ref_3"])["result"]
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    import comfy.sample
+
+    latent = torch.zeros(1, 16, 8, 8)
+    out = comfy.sample.sample(model, torch.randn(latent.shape, generator=torch.Generator().manual_seed(0)), 1, 1.0,
+                              "euler", "simple", cond2, negative, latent, seed=0, disable_pbar=True)
+    assert torch.isfinite(out).all()
+    # Conditioning from another text encoder (no DreamO record) is never checked.
+    stock = clip.encode_from_tokens_scheduled(clip.tokenize("a woman and a dress"))
+    assert torch.isfinite(sample_one_step(flux, dreamo, stock, negative, {"ref_2": refs["ref_2"]})).all()

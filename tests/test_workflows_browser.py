@@ -1,28 +1,30 @@
 """The example workflows in the real ComfyUI frontend (headless Chromium against a real server with only this pack):
-each template opened as the Templates dialog opens it and by dropping the file on the canvas, with no alert, no
-missing-node dialog, no console error and every node on the canvas; its UI file queues exactly its API twin; every
-node type exists in ComfyUI or the pack. Screenshots go to $DREAMO_ARTIFACTS (else pytest's tmp dir)."""
-import glob
+each template opened by clicking it in the Templates dialog (under the category "DreamO", with its card title) and
+by dropping the file on the canvas, with no alert, no missing-node dialog, no console error and every node on the
+canvas; its UI file queues exactly its API twin; every node type exists in ComfyUI or the pack. Screenshots go to
+$DREAMO_ARTIFACTS (else pytest's tmp dir)."""
 import json
 import os
 import sys
+from urllib.parse import quote
 
 import pytest
 from PIL import Image
+
+from template_files import API_FILES, UI_FILES, key_of, ui_path
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-WORKFLOWS = os.path.join(REPO, "workflows")
-UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
-API_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "api", "*_api.json")))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the Templates dialog's module name
+PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the template route's module name
+CATEGORY = "DreamO"  # what the dialog calls it (locales/en/main.json)
 
 
 def name_of(path):
+    """The template's name: its card's title in the dialog (the API twin's name for an API file)."""
     return os.path.basename(path).removesuffix(".json").removesuffix("_api")
 
 
@@ -99,10 +101,8 @@ class Page:
         self.page.wait_for_timeout(300)
 
     def open_from_templates_dialog(self, name):
-        """Click the template in the Templates dialog (opened by the frontend's own command, then the pack's
-        category, then its card), as a user does. The 1.27 dialog has no per-template test ids: there the test
-        runs what that dialog runs on a click (useTemplateWorkflows.loadWorkflowTemplate: fetch the file from the
-        pack's template route, load it as a template). Returns how it was opened."""
+        """Open the Templates dialog (the frontend's own command), click the pack's category "DreamO", then the
+        template's card, as a user does. Returns how it was opened."""
         for attempt in range(3):  # on a fresh profile the first-run dialog can swallow the first opening
             if attempt == 1:  # the sidebar's Templates button, as a user clicks it
                 self.page.get_by_text("Templates", exact=True).first.click(timeout=10000)
@@ -115,14 +115,10 @@ class Page:
                 if attempt == 2:
                     raise
                 self.dismiss()
-        if self.page.locator('[data-testid="template-workflows-content"]').count() == 0:  # the 1.27 dialog
-            self.dismiss()
-            self.page.evaluate("""async ([pack, name]) => {
-                const json = await fetch(`api/workflow_templates/${pack}/${name}.json`).then(r => r.json());
-                await app.loadGraphData(json, true, true, name, { openSource: 'template' }); }""", [PACK, name])
-            return "template-route"
-        self.page.get_by_text(PACK, exact=True).first.click(timeout=20000)
+        self.page.get_by_text(CATEGORY, exact=True).first.click(timeout=20000)
         card = self.page.locator(f'[data-testid="template-workflow-{name}"]')
+        if self.page.locator('[data-testid="template-workflows-content"]').count() == 0:  # the 1.27 dialog
+            card = self.page.get_by_text(name, exact=True).first  # the card's title (its description repeats it)
         card.wait_for(timeout=30000)
         card.click()
         return "templates-dialog"
@@ -171,8 +167,10 @@ def test_templates_are_listed_with_thumbnails(server):
     listed = requests.get(server.url + "/api/workflow_templates", timeout=30).json()
     assert sorted(listed.get(PACK, [])) == sorted(name_of(p) for p in UI_FILES)
     for path in UI_FILES:
-        r = requests.get(f"{server.url}/api/workflow_templates/{PACK}/{name_of(path)}.jpg", timeout=30)
+        r = requests.get(f"{server.url}/api/workflow_templates/{PACK}/{quote(name_of(path))}.jpg", timeout=30)
         assert r.ok and r.headers["Content-Type"] == "image/jpeg"
+    assert requests.get(server.url + "/i18n", timeout=30).json()["en"]["templateWorkflows"]["category"][PACK] == \
+        CATEGORY
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=name_of)
@@ -207,8 +205,8 @@ def test_template_opens_cleanly_when_dropped_on_the_canvas(server, browser, arti
 
 @pytest.mark.parametrize("path", API_FILES, ids=name_of)
 def test_ui_file_queues_exactly_its_api_twin(server, browser, path):
-    """workflows/<name>.json, as the real frontend converts it for queueing, is workflows/api/<name>_api.json."""
-    ui = json.load(open(os.path.join(WORKFLOWS, f"{name_of(path)}.json")))
+    """The template, as the real frontend converts it for queueing, is its API twin workflows/api/<key>_api.json."""
+    ui = json.load(open(ui_path(key_of(path))))
     api = json.load(open(path))
     page = Page(browser, server.url)
     try:

@@ -1,117 +1,214 @@
-// DreamO for ComfyUI: what the pack's nodes have to say, drawn under the node where the user is looking.
-// - DreamORefEncode / DreamOTextEncode: the `dreamo_info` text the node returns after it runs (background removal,
-//   face alignment, resize, fallbacks; what was changed in a prompt).
-// - DreamOTextEncode: the prompt check's error, before the prompt is queued (set by prompt_box.js).
-// - DreamOApply / DreamOTextEncode: after a run, a thumbnail of the reference in each connected slot, as
-//   DreamORefEncode prepared it (the picture that node itself shows), labelled with its slot.
-// Everything is drawn, not stored in widgets: saved workflows keep exactly the node's own inputs.
+// DreamO for ComfyUI: what the pack's nodes have to say, inside the node (web/feedback.js), before and after a run.
+// - DreamO Reference Encode: what it encoded (and the face it found), small, with the `dreamo_info` text it returns
+//   (background removal, face alignment, resize, fallbacks), and "outdated" when its picture or settings changed
+//   since.
+// - DreamO Apply / DreamO Text Encode: a thumbnail of the reference in each slot, as Reference Encode prepared it
+//   (dimmed and marked "outdated" when that preview is), and their own notes after a run.
+// - Before queueing, on the canvas: DreamO Text Encode and the DreamO Apply it feeds meaning different pictures by
+//   the same slot (a reference connected to DreamO Apply only is enough), and DreamO Routing regions for slots
+//   without a reference on the DreamO Apply of its model.
+// Nothing is stored in the nodes' inputs: saved workflows and prompts are the same as without this extension.
 import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
 import { connectedSlots, getLink } from "./growing_inputs.js";
+import { APPLY_NODE, REFERENCE_NODE, REF_PREFIX, ROUTING_NODE, TEXT_NODE, appliesOfText, downstream,
+         modelChainSlots, referenceOrigins, upstreamSignature } from "./dreamo_nodes.js";
+import { feedback, viewUrl } from "./feedback.js";
 
-const INFO_KEY = "dreamo_info"; // the `ui` key the Python nodes return
-const NODES_WITH_INFO = new Set(["DreamORefEncode", "DreamOTextEncode"]);
-const NODES_WITH_PREVIEWS = new Set(["DreamOApply", "DreamOTextEncode"]);
-const REFERENCE_NODE = "DreamORefEncode";
-const LINE_HEIGHT = 14;
-const THUMB = 64;
+const REGIONAL_NODE = "DreamORegionalConditioning";
+const INFO_KEY = "dreamo_info"; // the `ui` keys the Python nodes return
+const PREVIEWS_KEY = "dreamo_previews"; // DreamO Reference Encode: what it encoded, then the faces it found
+export const FEEDBACK = {
+  [REFERENCE_NODE]: { reserveLines: 2, thumbnails: true },
+  [APPLY_NODE]: { reserveLines: 1, thumbnails: true },
+  [TEXT_NODE]: { reserveLines: 2, thumbnails: true },
+  [ROUTING_NODE]: { reserveLines: 1 },
+};
+const REFRESH_MS = 400;
 
-function wrap(ctx, text, width) {
-  const lines = [];
-  for (const paragraph of text.split("\n")) {
-    let line = "";
-    for (const word of paragraph.split(" ")) {
-      const candidate = line ? `${line} ${word}` : word;
-      if (ctx.measureText(candidate).width > width && line) {
-        lines.push(line);
-        line = word;
-      } else {
-        line = candidate;
-      }
-    }
-    if (line) lines.push(line);
-  }
-  return lines;
+function infoLines(text) {
+  return String(text ?? "").split("\n").filter(Boolean).map((line) => ({
+    kind: /\bkept\b|fell back|lacks/.test(line) ? "warn" : "info", text: line }));
 }
 
-function imageUrl(image) {
-  const params = new URLSearchParams({ filename: image.filename, type: image.type ?? "temp",
-                                       subfolder: image.subfolder ?? "" });
-  return api.apiURL(`/view?${params}`);
+/** Is the preview a DreamO Reference Encode shows older than its inputs? */
+export function previewIsStale(refNode) {
+  return Boolean(refNode?.dreamoPreview) && refNode.dreamoPreview.signature !== upstreamSignature(refNode);
 }
 
-/** The prepared reference pictures of the DreamORefEncode connected to each `ref_k` input: [{slot, img}]. */
-export function referencePreviews(node) {
+/** {slot: reference node} the thumbnails and checks of a node taking references use: its own, or for a DreamO
+ *  Text Encode without any, those of the DreamO Apply it feeds. */
+export function shownReferences(node) {
+  const own = referenceOrigins(node);
+  if (node.type !== TEXT_NODE || Object.keys(own).length) return own;
+  return applyReferences(node);
+}
+
+/** {slot: reference node} of every DreamO Apply along a DreamO Text Encode's conditioning (chained ones too). */
+export function applyReferences(textNode) {
+  const out = {};
+  const applies = downstream(textNode, "CONDITIONING", 6).filter(({ node, input }) =>
+    node.type === APPLY_NODE && input === "positive").map(({ node }) => node);
+  for (const a of applies) Object.assign(out, referenceOrigins(a));
+  return out;
+}
+
+function thumbnails(node) {
+  return Object.entries(shownReferences(node)).map(([slot, origin]) => {
+    const preview = origin?.type === REFERENCE_NODE ? origin.dreamoPreview : null;
+    const stale = preview ? previewIsStale(origin) : false;
+    return { slot: Number(slot), src: preview?.url ?? null, stale,
+             title: !preview ? `ref_${slot}: run to see the prepared reference`
+               : stale ? `ref_${slot}: the reference changed since this preview; run again` : `ref_${slot}` };
+  });
+}
+
+/** Text Encode's references against those of the Apply nodes it feeds: [{slot, text}] for each slot they differ. */
+export function slotDisagreements(textNode) {
+  const own = referenceOrigins(textNode);
+  if (!Object.keys(own).length) return [];
+  const applied = applyReferences(textNode);
+  if (!appliesOfText(textNode).length) return [];
   const out = [];
-  for (const slot of connectedSlots(node, "ref_")) {
-    const input = node.inputs.find((i) => i.name === `ref_${slot}`);
-    const link = getLink(node.graph, input.link);
-    const origin = link && node.graph.getNodeById(link.origin_id);
-    const img = origin?.type === REFERENCE_NODE ? origin.dreamoPreview : null;
-    if (img) out.push({ slot, img, originId: origin.id });
+  const slots = [...new Set([...Object.keys(own), ...Object.keys(applied)].map(Number))].sort((a, b) => a - b);
+  for (const slot of slots) {
+    const mine = own[slot], theirs = applied[slot];
+    if (mine?.id === theirs?.id) continue;
+    let text;
+    if (!theirs) text = `ref_${slot} is connected here but not on DreamO Apply`;
+    else if (!mine) text = `DreamO Apply has a reference in ref_${slot} that is not connected here`;
+    else {
+      const swapped = Object.entries(applied).find(([k, n]) => Number(k) !== slot && n?.id === mine.id);
+      text = `ref_${slot} here is not DreamO Apply's ref_${slot}` +
+        (swapped ? ` (Apply has it in ref_${swapped[0]}: swapped?)` : "");
+    }
+    out.push({ slot, text });
   }
   return out;
 }
 
-function drawText(ctx, text, color, x, y, width) {
-  ctx.fillStyle = color;
-  const lines = wrap(ctx, text, width);
-  lines.forEach((line, i) => ctx.fillText(line, x, y + i * LINE_HEIGHT));
-  return lines.length * LINE_HEIGHT;
+const MISMATCH_FIX = "connect the same reference to the same ref_k on both nodes, or disconnect the references " +
+  "from DreamO Text Encode (connected to DreamO Apply only is enough)";
+
+function refreshText(node) {
+  const fb = feedback(node);
+  fb.setThumbs(thumbnails(node));
+  const problems = slotDisagreements(node);
+  fb.set("slots", problems.length ? [{ kind: "error", text: `${problems.map((p) => p.text).join("; ")}: ${MISMATCH_FIX}.` }] : null);
 }
+
+function refreshApply(node) {
+  const fb = feedback(node);
+  fb.setThumbs(thumbnails(node));
+  const texts = downstreamTexts(node);
+  const problems = texts.flatMap((t) => slotDisagreements(t));
+  fb.set("slots", problems.length ? [{ kind: "error", text: `DreamO Text Encode disagrees: ${problems.map((p) => p.text).join("; ")}: ${MISMATCH_FIX}.` }] : null);
+}
+
+/** The DreamO Text Encode nodes whose conditioning reaches this DreamO Apply's positive. */
+function downstreamTexts(applyNode) {
+  const out = [];
+  for (const n of applyNode.graph?._nodes ?? []) {
+    if (n.type === TEXT_NODE && appliesOfText(n).includes(applyNode)) out.push(n);
+  }
+  return out;
+}
+
+function refreshReference(node) {
+  const fb = feedback(node);
+  const stale = previewIsStale(node);
+  const urls = node.dreamoPreview?.urls ?? [];
+  fb.setThumbs(urls.map((src, i) => ({ label: i === 0 ? "encoded" : "face found", src, stale,
+                                       title: i === 0 ? "what DreamO encodes (the node's preview output)" : "" })));
+  fb.set("stale", stale ? [{ kind: "warn", text: "outdated: the picture or settings changed since this preview; run again" }] : null);
+}
+
+/** The slots DreamO Routing has a region for: drawn boxes and connected region_k masks. */
+export function regionSlots(node) {
+  const slots = new Set(connectedSlots(node, "region_"));
+  for (const k of Object.keys(storedRegions(node).boxes ?? {})) if (/^[1-9]$/.test(k)) slots.add(Number(k));
+  return [...slots].sort((a, b) => a - b);
+}
+
+/** The slots whose region has words (regional prompts: such a region needs no reference). */
+export function wordedSlots(node) {
+  const texts = storedRegions(node).texts ?? {};
+  return Object.keys(texts).filter((k) => /^[1-9]$/.test(k) && typeof texts[k] === "string" && texts[k].trim())
+    .map(Number);
+}
+
+function storedRegions(node) {
+  const text = node.widgets?.find((w) => w.name === "drawn_regions")?.value;
+  try {
+    const data = text ? JSON.parse(text) : null;
+    return data && typeof data === "object" ? data : {};
+  } catch {
+    return {}; // the node reports unreadable text itself when it runs
+  }
+}
+
+function refreshRouting(node) {
+  const have = modelChainSlots(node);
+  const fb = feedback(node);
+  // DreamO Regional Conditioning's regions may give any slot words: the run checks those (as the node does).
+  const regional = (node.graph?._nodes ?? []).some((n) => n.type === REGIONAL_NODE);
+  if (have === null || regional) {
+    fb.set("slots", null);
+    return;
+  }
+  const masks = new Set(connectedSlots(node, "region_"));
+  const worded = wordedSlots(node);
+  const lines = regionSlots(node).filter((k) => !have.includes(k) && !worded.includes(k)).map((k) => ({
+    kind: "warn",
+    text: `slot ${k} has a region but DreamO Apply has no reference in ref_${k}: connect one, or ` +
+      (masks.has(k) ? `disconnect region_${k}` : `clear slot ${k}'s box`) + " (the run would stop here)",
+  }));
+  fb.set("slots", lines);
+}
+
+const REFRESH = { [REFERENCE_NODE]: refreshReference, [APPLY_NODE]: refreshApply, [TEXT_NODE]: refreshText,
+                  [ROUTING_NODE]: refreshRouting };
+
+function refreshAll() {
+  for (const node of app.graph?._nodes ?? []) {
+    const refresh = REFRESH[node.type];
+    if (refresh && node.dreamoFeedback) {
+      try {
+        refresh(node);
+        node.dreamoFeedback.fit(); // the text wraps anew when the node is resized
+      } catch (e) {
+        console.warn("DreamO feedback:", e);
+      }
+    }
+  }
+}
+
+let driver = null;
 
 app.registerExtension({
   name: "DreamO.ReferenceInfo",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const name = nodeData?.name;
-    if (!NODES_WITH_INFO.has(name) && !NODES_WITH_PREVIEWS.has(name)) return;
+    const options = FEEDBACK[name];
+    if (!options) return;
+
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = onNodeCreated?.apply(this, arguments);
+      feedback(this, options);
+      driver ??= setInterval(refreshAll, REFRESH_MS);
+      return r;
+    };
 
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
-      if (NODES_WITH_INFO.has(name)) this.dreamoInfo = (message?.[INFO_KEY] ?? []).join("\n");
-      const first = message?.images?.[0];
-      if (name === REFERENCE_NODE && first) {
-        const img = new Image();
-        img.onload = () => app.graph?.setDirtyCanvas?.(true, true);
-        img.src = imageUrl(first);
-        this.dreamoPreview = img;
+      if (INFO_KEY in (message ?? {})) feedback(this, options).set("info", infoLines((message[INFO_KEY] ?? []).join("\n")));
+      const shown = message?.[PREVIEWS_KEY];
+      if (name === REFERENCE_NODE && shown?.length) {
+        const urls = shown.map(viewUrl);
+        this.dreamoPreview = { url: urls[0], urls, signature: upstreamSignature(this) };
       }
-      this.setDirtyCanvas?.(true, true);
-    };
-
-    const onDrawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      onDrawForeground?.apply(this, arguments);
-      if (this.flags?.collapsed) return;
-      const width = Math.max(this.size[0] - 12, 80);
-      let y = this.size[1] + 16;
-      ctx.save();
-      ctx.font = "11px sans-serif";
-      const check = this.dreamoPromptCheck;
-      if (check?.error) y += drawText(ctx, check.error, "#ff6b6b", 6, y, width) + 4;
-      if (this.dreamoInfo) {
-        const warn = this.dreamoInfo.includes("kept") || this.dreamoInfo.includes("fell back");
-        y += drawText(ctx, this.dreamoInfo, warn ? "#e0b050" : "#8fb7c9", 6, y, width) + 4;
-      }
-      if (NODES_WITH_PREVIEWS.has(name)) {
-        let x = 6;
-        const drawn = [];
-        for (const { slot, img } of referencePreviews(this)) {
-          if (!img.complete || !img.naturalWidth) continue;
-          const w = Math.max(8, Math.round((THUMB * img.naturalWidth) / img.naturalHeight));
-          if (x + w > this.size[0] && x > 6) break;
-          ctx.drawImage(img, x, y - 8, w, THUMB);
-          ctx.fillStyle = "rgba(0,0,0,0.6)";
-          ctx.fillRect(x, y - 8, 38, 14);
-          ctx.fillStyle = "#ffffff";
-          ctx.fillText(`ref_${slot}`, x + 3, y + 2);
-          x += w + 6;
-          drawn.push(slot);
-        }
-        this.dreamoDrawnPreviews = drawn; // what the canvas shows, for tests and debugging
-      }
-      ctx.restore();
+      refreshAll();
     };
   },
 });

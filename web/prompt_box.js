@@ -4,18 +4,19 @@
 // - A placeholder whose slot is empty, or a near miss ([REF#1], [ref 1], [ref#10]), is marked while the prompt is
 //   written, and the node shows the error the prompt would stop with. The check itself is the node's own Python
 //   check, asked through the pack's route POST /dreamo/check_prompt, so the words are the same as when it runs.
-// - The error shows under the node: drawn on the canvas (dreamo.js) in the classic view; in the Vue-nodes view
-//   (where nodes are DOM elements and nothing is drawn under them) as an element under the node, and as the text
-//   box's tooltip.
+// - The references checked are the node's own ref_k, or, when none is connected to it, those of the DreamO Apply its
+//   conditioning feeds (connected once is enough).
+// - The error shows inside the node (its feedback widget, web/feedback.js, also in the Vue-nodes view) and as the
+//   text box's tooltip.
 // Nothing is stored in the node: the text widget keeps the prompt exactly as typed.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { connectedSlots, getLink } from "./growing_inputs.js";
+import { connectedSlots } from "./growing_inputs.js";
+import { REFERENCE_NODE, REF_PREFIX as PREFIX, TEXT_NODE as NODE } from "./dreamo_nodes.js";
+import { FEEDBACK, shownReferences } from "./dreamo.js";
+import { feedback } from "./feedback.js";
 
-const NODE = "DreamOTextEncode";
 const TEXT_WIDGET = "text";
-const PREFIX = "ref_";
-const REFERENCE_NODE = "DreamORefEncode";
 const CHECK_ROUTE = "/dreamo/check_prompt";
 const CHECK_DELAY_MS = 150;
 const MIRRORED_STYLES = [
@@ -44,9 +45,6 @@ function addStyle() {
     .dreamo-placeholder-menu div { padding: 3px 10px; cursor: pointer; white-space: nowrap; }
     .dreamo-placeholder-menu div.active { background: rgba(90, 160, 255, 0.45); }
     .dreamo-placeholder-menu div.hint { cursor: default; opacity: 0.65; font-style: italic; }
-    .dreamo-prompt-error { position: absolute; left: 0; top: calc(100% + 6px); width: 100%; box-sizing: border-box;
-      padding: 4px 6px; border-radius: 4px; background: rgba(0, 0, 0, 0.65); color: #ff6b6b;
-      font: 11px sans-serif; white-space: pre-wrap; overflow-wrap: anywhere; pointer-events: none; z-index: 5; }
   `;
   document.head.appendChild(style);
 }
@@ -58,21 +56,24 @@ function codePointOffsets(text) {
   return offsets;
 }
 
-/** {slot: task} of the connected references (task read from a DreamORefEncode upstream, "ip" otherwise). */
+/** {slot: task} of the references the prompt is checked against (task read from a DreamORefEncode upstream, "ip"
+ *  otherwise): the node's own, else those of the DreamO Apply it feeds. */
 export function connectedReferences(node) {
   const refs = {};
-  for (const slot of connectedSlots(node, PREFIX)) {
-    const input = node.inputs.find((i) => i.name === `${PREFIX}${slot}`);
-    const link = getLink(node.graph, input.link);
-    const origin = link && node.graph.getNodeById(link.origin_id);
+  for (const [slot, origin] of Object.entries(shownReferences(node))) {
     const task = origin?.type === REFERENCE_NODE ? origin.widgets?.find((w) => w.name === "task")?.value : null;
     refs[slot] = typeof task === "string" ? task : "ip";
   }
   return refs;
 }
 
+/** True when the node's own ref_k are empty: the references checked come from DreamO Apply. */
+function referencesFromApply(node) {
+  return !connectedSlots(node, PREFIX).length;
+}
+
 export function placeholderChoices(node) {
-  return [...connectedSlots(node, PREFIX).map((k) => `[ref#${k}]`), "[res]"];
+  return [...Object.keys(connectedReferences(node)).map((k) => `[ref#${k}]`), "[res]"];
 }
 
 class PromptBox {
@@ -83,7 +84,6 @@ class PromptBox {
     this.overlay = document.createElement("div");
     this.overlay.className = "dreamo-prompt-overlay";
     this.menu = null;
-    this.errorBox = null; // the error under the node in the Vue-nodes view
     this.check = null; // the last answer of the route for `checkedKey`
     this.checkedKey = null;
     this.timer = null;
@@ -130,7 +130,7 @@ class PromptBox {
     if (this.textIsLinked()) {
       if (this.node.dreamoPromptCheck) this.node.dreamoPromptCheck = null;
       this.showErrorOnHover(null);
-      this.showErrorUnderNode(null);
+      this.showInNode(null);
       this.checkedKey = null;
       this.overlay.replaceChildren();
       this.renderedKey = null;
@@ -138,7 +138,6 @@ class PromptBox {
     }
     const key = this.requestKey();
     if (key !== this.checkedKey && key !== this.pendingKey) this.scheduleCheck();
-    this.showErrorUnderNode(this.node.dreamoPromptCheck?.error ?? null); // the view may have redrawn the node
     this.render();
   }
 
@@ -147,6 +146,7 @@ class PromptBox {
   }
 
   styleOption() {
+    if (referencesFromApply(this.node)) return false; // the node only adds it for references connected to it
     const w = this.node.widgets?.find((w) => w.name === "add_style_instruction");
     return w ? Boolean(w.value) : true;
   }
@@ -177,7 +177,7 @@ class PromptBox {
     this.check = answer;
     this.node.dreamoPromptCheck = answer;
     this.showErrorOnHover(answer?.error ?? null);
-    this.showErrorUnderNode(answer?.error ?? null);
+    this.showInNode(answer);
     this.node.setDirtyCanvas?.(true, true);
     this.render();
   }
@@ -196,19 +196,12 @@ class PromptBox {
     }
   }
 
-  /** Vue-nodes view: the error as an element under the node (the canvas view draws it there itself). */
-  showErrorUnderNode(error) {
-    const root = LiteGraph.vueNodesMode ? document.querySelector(`[data-node-id="${this.node.id}"]`) : null;
-    if (!error || !root) {
-      this.errorBox?.remove();
-      return;
-    }
-    if (!this.errorBox) {
-      this.errorBox = document.createElement("div");
-      this.errorBox.className = "dreamo-prompt-error";
-    }
-    if (this.errorBox.textContent !== error) this.errorBox.textContent = error;
-    if (this.errorBox.parentElement !== root) root.appendChild(this.errorBox);
+  /** The check's error, and a style reference the prompt lacks the instruction for, inside the node. */
+  showInNode(answer) {
+    const lines = [];
+    if (answer?.error) lines.push({ kind: "error", text: answer.error });
+    for (const note of answer?.notes ?? []) if (/lacks/.test(note)) lines.push({ kind: "warn", text: note });
+    feedback(this.node, FEEDBACK[NODE]).set("check", lines);
   }
 
   layout() {
@@ -304,7 +297,7 @@ class PromptBox {
       if (i === this.active) item.className = "active";
       return item;
     }));
-    if (!connectedSlots(this.node, PREFIX).length) {
+    if (!Object.keys(connectedReferences(this.node)).length) {
       const hint = document.createElement("div");
       hint.className = "hint";
       hint.textContent = "connect a reference to ref_1 to name it [ref#1]";
@@ -369,7 +362,6 @@ class PromptBox {
     clearTimeout(this.timer);
     this.resizeObserver?.disconnect();
     this.overlay.remove();
-    this.errorBox?.remove();
     this.closeMenu();
   }
 }

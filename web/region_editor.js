@@ -11,10 +11,15 @@
 // - The preview size is the width/height of the latent the sampler downstream of the node starts from (an
 //   EmptySD3LatentImage, EmptyLatentImage, ...), else the size stored in the text, else 1024×1024.
 // - A connected region_k mask wins over the box drawn for slot k: the editor draws that box dashed and says so.
-// - Slot buttons pick the slot being drawn; "clear" removes its box. Drag on empty space: a new box for the
-//   chosen slot; drag inside a box: move it (and choose its slot); drag a corner of the chosen slot's box: resize.
+// - Slot buttons pick the slot being drawn (a dot marks the slots DreamO Apply has a reference in); "clear" removes
+//   its box. Drag on empty space: a new box for the chosen slot; drag inside a box: move it (and choose its slot);
+//   drag a corner of the chosen slot's box: resize. While the chosen slot has no box, a drag draws it anywhere, over
+//   other boxes too (a click on a box chooses its slot).
+// - Each drawing of the editor (the canvas, the Vue-nodes view, the properties panel) has its own size and place:
+//   a mouse event is read in the geometry of the drawing it happened on.
 import { app } from "../../scripts/app.js";
 import { connectedSlots, getLink } from "./growing_inputs.js";
+import { modelChainSlots } from "./dreamo_nodes.js";
 
 const NODE = "DreamORouting";
 const TEXT_WIDGET = "drawn_regions";
@@ -141,6 +146,7 @@ class RegionEditor {
     this.drag = null;
     this.top = 0; // the widget's y in the node (set on every draw)
     this.width = node.size?.[0] ?? 300;
+    this.surfaces = new WeakMap(); // drawing surface (a canvas element) -> its {top, width}
     this.parsedText = null;
     this.parsed = null;
   }
@@ -254,10 +260,12 @@ class RegionEditor {
   draw(ctx, node, width, y) {
     this.top = y;
     this.width = width;
+    if (ctx?.canvas) this.surfaces.set(ctx.canvas, { top: y, width });
     const [pw, ph, from] = this.previewSize();
     const r = this.previewRect();
     const masks = this.maskSlots();
     const boxes = this.boxes();
+    const references = modelChainSlots(this.node); // null: no DreamO Apply found on the model
     ctx.save();
     ctx.translate(0, y);
     ctx.font = "11px sans-serif";
@@ -282,6 +290,7 @@ class RegionEditor {
       ctx.fillStyle = b.slot === this.active ? "#000" : "#eee";
       ctx.textAlign = "center";
       ctx.fillText(String(b.slot), b.x + b.w / 2, b.y + b.h / 2 + 1);
+      drawReferenceMark(ctx, b, references);
     }
     // The preview: the output's aspect, a quarter grid.
     ctx.fillStyle = "#1b1b1b";
@@ -334,7 +343,8 @@ class RegionEditor {
     const [pw, ph, from] = this.previewSize();
     if (this.maskSlots().has(this.active)) return `${pw}×${ph} · region_${this.active} is connected: its mask wins`;
     const where = from === "default" ? "default size" : from === "drawn_regions" ? "stored size" : `from ${from}`;
-    return `${pw}×${ph} (${where}) · drag to draw ref ${this.active}'s region`;
+    const covered = !this.boxes()[this.active] && Object.keys(this.boxes()).length ? " (over the others too)" : "";
+    return `${pw}×${ph} (${where}) · drag to draw ref ${this.active}'s region${covered}`;
   }
 
   // --- mouse ---------------------------------------------------------------------------------------------
@@ -355,27 +365,45 @@ class RegionEditor {
     }
     const [px, py] = this.toPreview(lx, ly);
     const order = [this.active, ...Object.keys(boxes).map(Number).filter((k) => k !== this.active)];
-    for (const slot of order) {
+    const under = order.find((slot) => {
       const b = boxes[slot];
-      if (b && px >= b[0] && px <= b[0] + b[2] && py >= b[1] && py <= b[1] + b[3]) return { move: slot };
-    }
-    if (lx >= r.x && lx <= r.x + r.w && ly >= r.y && ly <= r.y + r.h) return { draw: true };
+      return b && px >= b[0] && px <= b[0] + b[2] && py >= b[1] && py <= b[1] + b[3];
+    });
+    // The chosen slot has no box yet: a drag draws it, over other boxes too (a click on one chooses its slot).
+    if (under !== undefined && boxes[this.active]) return { move: under };
+    if (lx >= r.x && lx <= r.x + r.w && ly >= r.y && ly <= r.y + r.h) return { draw: true, over: under };
     return null;
   }
 
   /** LiteGraph's widget mouse hook: `pos` is relative to the node; down, move, then up. */
   mouse(event, pos) {
     const kind = /down$/.test(event.type) ? "down" : /move$/.test(event.type) ? "move" : /up$/.test(event.type) ? "up" : "";
+    this.useSurfaceOf(event);
     const lx = pos[0], ly = pos[1] - this.top;
     if (kind === "down") return this.down(lx, ly);
     if (kind === "move" && this.drag) return this.move(lx, ly);
     if (kind === "up" && this.drag) {
       const d = this.drag;
+      // The box ends where the button is released: a busy page may deliver the last moves late or not at all.
+      if (Number.isFinite(lx) && Number.isFinite(ly)) this.move(lx, ly);
       this.drag = null;
       if (d.preview) this.setBoxes(d.preview);
+      else if (d.mode === "draw" && d.over !== undefined) this.active = d.over; // a click on a box: its slot
+      this.redraw();
       return true;
     }
     return false;
+  }
+
+  /** Read the event in the geometry of the drawing it happened on (the canvas, or a canvas of the editor's own). */
+  useSurfaceOf(event) {
+    const target = event?.target;
+    const own = typeof HTMLCanvasElement !== "undefined" && target instanceof HTMLCanvasElement ? target : null;
+    const g = (own && this.surfaces.get(own)) ?? (app.canvas?.canvas && this.surfaces.get(app.canvas.canvas));
+    if (g) {
+      this.top = g.top;
+      this.width = g.width;
+    }
   }
 
   down(lx, ly) {
@@ -397,7 +425,7 @@ class RegionEditor {
     const boxes = this.boxes();
     if (h.move) this.active = h.move;
     this.drag = { mode: h.resize ? "resize" : h.move ? "move" : "draw", corner: h.resize, start, startLocal: [lx, ly],
-                  original: boxes[this.active] ? [...boxes[this.active]] : null, boxes, preview: null };
+                  original: boxes[this.active] ? [...boxes[this.active]] : null, boxes, preview: null, over: h.over };
     this.redraw();
     return true;
   }
@@ -437,10 +465,26 @@ class RegionEditor {
   }
 }
 
+/** A dot on a slot button whose slot has a reference on the DreamO Apply of the model (`references`, or null when
+ *  no DreamO Apply is found, then nothing is marked). */
+function drawReferenceMark(ctx, button, references) {
+  if (!references?.includes(button.slot)) return;
+  ctx.fillStyle = "#fff";
+  ctx.beginPath();
+  ctx.arc(button.x + button.w - 4, button.y + 4, 2.5, 0, 2 * Math.PI);
+  ctx.fill();
+}
+
 function colourOption(nodeData) {
   const spec = nodeData?.input?.optional?.[TEXT_WIDGET] ?? nodeData?.input?.required?.[TEXT_WIDGET];
   const colours = spec?.[1]?.[COLOUR_OPTION];
   return colours && typeof colours === "object" && Object.keys(colours).length ? colours : null;
+}
+
+/** The properties panel (frontend 1.49) lists a node's widgets: the stored JSON is the editor's business. */
+function hideFromPanel(widget) {
+  widget.options ??= {};
+  widget.options.hideInPanel = true;
 }
 
 app.registerExtension({
@@ -462,6 +506,7 @@ app.registerExtension({
       text.hidden = true;
       // Older frontends (1.27) still lay out a hidden widget's height: give it none (LiteGraph's way to hide).
       text.computeSize = () => [0, -4];
+      hideFromPanel(text);
       const callback = text.callback;
       text.callback = function () {
         const r = callback?.apply(this, arguments);
@@ -470,6 +515,7 @@ app.registerExtension({
       };
       this.addCustomWidget({
         name: EDITOR_WIDGET,
+        label: "regions", // what the properties panel calls it
         type: EDITOR_WIDGET,
         value: null,
         serialize: false, // not in widgets_values: the saved file is the same as without the extension

@@ -74,6 +74,7 @@ app.registerExtension({
         getMaxHeight: () => FIELD_HEIGHT,
         serialize: false,
       });
+      widget.label = "words"; // what the properties panel calls it (not the internal name)
       widget.serialize = false; // not in widgets_values: the saved file is the same as without the extension
       widget.options = { ...(widget.options ?? {}), serialize: false }; // not queued either
       widget.computeSize = (width) => [width, FIELD_HEIGHT];
