@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 CHROMIUM = "/usr/bin/chromium"
 EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo", "DreamO.RegionEditor",
-              "DreamO.WidgetRules", "DreamO.RegionWords"]
+              "DreamO.RegionWords", "DreamO.WidgetRules"]
 
 
 def graph():

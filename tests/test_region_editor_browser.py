@@ -72,6 +72,7 @@ def drag(page, a, b, steps=12):
     for i in range(1, steps + 1):
         mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
         page.page.wait_for_timeout(15)
+    page.page.wait_for_timeout(150)  # a busy page handles the last move before the release
     mouse.up()
     page.settle(150)
 

@@ -384,8 +384,6 @@ class RegionEditor {
     if (kind === "move" && this.drag) return this.move(lx, ly);
     if (kind === "up" && this.drag) {
       const d = this.drag;
-      // The box ends where the button is released: a busy page may deliver the last moves late or not at all.
-      if (Number.isFinite(lx) && Number.isFinite(ly)) this.move(lx, ly);
       this.drag = null;
       if (d.preview) this.setBoxes(d.preview);
       else if (d.mode === "draw" && d.over !== undefined) this.active = d.over; // a click on a box: its slot
