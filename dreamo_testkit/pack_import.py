@@ -6,7 +6,7 @@ import importlib.util
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from . import REPO
 PACKAGE = "comfyui_dreamo"
 
 

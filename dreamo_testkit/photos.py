@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from . import REPO
 ENV = "DREAMO_REFS_DIR"
 
 

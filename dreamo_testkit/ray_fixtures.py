@@ -1,6 +1,6 @@
 """Setup shared by the Ray tests and bench/bench_ray.py: `dreamo_cli` under its own name (Ray ships it to the
 workers by that name), a local Ray without a GPU, and workers that start real ComfyUI servers in sandboxes with
-the pack and the tiny test models (tests/tiny_server.py)."""
+the pack and the tiny test models (dreamo_testkit/tiny_server.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +10,9 @@ import sys
 
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+from . import NETWORK_GUARD, REPO, kit_workflow
+
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 MISSING = ("Ray or pyarrow is not installed: pip install \"comfyui-dreamo[ray]\" (the test extra pins both; CI "
            "installs them and fails without them)")
 
@@ -53,8 +54,7 @@ def start_ray(num_cpus: int = 2) -> None:
 def worker_config(root: str, count: int):
     """Sandboxes root/w0 … root/w{count-1} (tiny models, the pack, the test-only nodes) and the WorkerConfig whose
     workers start their ComfyUI in sandbox w<worker number>, on the CPU, with the tests' network guard."""
-    import tiny_server  # puts scripts/ on sys.path
-    import comfyui_runner
+    from . import comfyui_runner, tiny_server
 
     import_cli()
     from dreamo_cli.ray_worker import WorkerConfig
@@ -71,7 +71,7 @@ def worker_config(root: str, count: int):
             args.append(arg.replace(os.path.join(root, "w0"), os.path.join(root, "w{worker}")))
     env = {}
     if os.environ.get("DREAMO_NETWORK_GUARD") == "1":
-        env = {"PYTHONPATH": os.path.join(REPO, "tests", "network_guard"),
+        env = {"PYTHONPATH": NETWORK_GUARD,
                "DREAMO_NETWORK_LOG": os.path.join(root, "w{worker}", "network_attempts.log")}
         comfyui_runner.NETWORK_LOGS.extend(os.path.join(root, f"w{i}", "network_attempts.log") for i in range(count))
     return WorkerConfig(comfyui=comfyui_runner.comfyui_path(), python=sys.executable, comfy_args=tuple(args),

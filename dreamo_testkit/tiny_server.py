@@ -3,22 +3,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+from . import kit_workflow
 
 
 def install_check_prompt() -> dict:
     """The install-check API workflow (tiny models through the test-only nodes)."""
-    return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
+    return json.load(open(kit_workflow("dreamo_install_check_api.json")))
 
 
 def drawn_regions_prompt(boxes: dict, width: int = 192, height: int = 128) -> dict:
     """The tiny multi-subject workflow with regions drawn (DreamO Routing's drawn_regions, boxes {slot: [x, y, w,
     h]} on a width × height picture) instead of connected masks, and the test node that reports the regions
     DreamO Routing used (node "40")."""
-    prompt = json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")))
+    prompt = json.load(open(kit_workflow("dreamo_multi_subject_tiny_api.json")))
     routing = prompt["23"]["inputs"]
     del routing["region_1"], routing["region_2"]
     routing["drawn_regions"] = json.dumps({"width": width, "height": height,
@@ -42,24 +40,24 @@ def drawn_picture(path: str, size=(300, 300)) -> str:
 def start(root: str, images: dict[str, str] | None = None, prepare=None):
     """Start a server in `root` with tiny DreamO files.
 
-    `images` maps input names to test photos (tests/photos.py): a missing photo skips the calling test with the
+    `images` maps input names to test photos (dreamo_testkit/photos.py): a missing photo skips the calling test with the
     variable to set (fails it in CI); nothing stands in for it. Without `images` the input folder holds one drawn
     picture, reference.png, for tests that do not look at what the picture shows. `prepare(sandbox)`, when given,
     adds files to the sandbox before the server starts."""
-    from comfyui_runner import Server
+    from .comfyui_runner import Server
 
     return Server(sandbox(root, images, prepare)).start()
 
 
 def sandbox(root: str, images: dict[str, str] | None = None, prepare=None):
     """The sandbox `start` runs a server in, made but not started (the Ray tests' workers start their own)."""
-    import photos
+    from . import photos
 
     sources = {target: photos.photo(name) for target, name in (images or {}).items()}  # skips before any work
     from PIL import Image
 
-    import tiny_models
-    from comfyui_runner import Sandbox
+    from . import tiny_models
+    from .comfyui_runner import Sandbox
 
     box = Sandbox(root, isolated=True, test_nodes=True).prepare()
     os.makedirs(os.path.join(box.models_dir, "dreamo"), exist_ok=True)

@@ -2,14 +2,14 @@
 
 The ComfyUI side is a real `comfy.sd.CLIP` around `comfy.text_encoders.flux` models, made small through
 ComfyUI's per-model config overrides (`clip_l_model_config`, `t5xxl_model_config`); the tokenizers are
-ComfyUI's real ones. Widths match tests/tiny_models.py's tiny Flux (T5 width = context_in_dim, CLIP-L width =
+ComfyUI's real ones. Widths match dreamo_testkit/tiny_models.py's tiny Flux (T5 width = context_in_dim, CLIP-L width =
 vec_in_dim). The reference is HF `T5EncoderModel` with the same weights and DreamO's own embedding overwrite.
 """
 from __future__ import annotations
 
 import torch
 
-import tiny_models
+from . import tiny_models
 
 TINY_T5 = {"d_model": tiny_models.TINY_T5_DIM, "d_kv": 8, "num_heads": 4, "d_ff": 64, "num_layers": 2}
 TINY_CLIP_L = {"hidden_size": tiny_models.TINY_FLUX["vec_in_dim"], "num_attention_heads": 2,

@@ -1,7 +1,7 @@
 """Run the REAL example workflows (workflows/api/*.json) on tiny generated models.
 
 `tiny_prompt(prompt)` returns an API prompt with the loaders that read real model files (UNETLoader,
-DualCLIPLoader/CLIPLoader, VAELoader) replaced by the test-only tiny-model nodes of tests/helper_nodes, and the
+DualCLIPLoader/CLIPLoader, VAELoader) replaced by the test-only tiny-model nodes of dreamo_testkit/helper_nodes, and the
 sizes shrunk so a CPU runs it in seconds. `write_model_files(models_dir)` puts tiny generated files under the
 official names and folders the workflows' other loaders look for: DreamO's stage files (models/dreamo/DreamO/...,
 FLUX.1-Turbo-Alpha), facexlib's weights (models/facexlib) and the BEN2 background remover (models/rembg).
@@ -81,7 +81,7 @@ def tiny_prompt(prompt: dict, shrink: bool = True) -> tuple[dict, list[str]]:
 
 def write_stage_files(models_dir: str) -> list[str]:
     """DreamO v1.1's stage files + FLUX.1-Turbo-Alpha for the tiny Flux, in the formats as released."""
-    import lora_fixtures as lf
+    from . import lora_fixtures as lf
 
     tensors = {
         "main": lf.with_embeddings(lf.xlabs(seed=1, sep="_")[0], seed=8),
@@ -121,12 +121,12 @@ def write_model_files(models_dir: str) -> dict[str, str]:
     (missing optional packages), so the caller can say which paths are not exercised."""
     unavailable = {}
     write_stage_files(models_dir)
-    import offline_retinaface
+    from . import offline_retinaface
 
     ok, why = offline_retinaface.available()
     if ok:
         try:
-            import face_fixtures
+            from . import face_fixtures
         except ImportError as e:  # face_fixtures imports pytest
             unavailable["face models (id references)"] = f"needs pytest for the test fixtures: {e}"
         else:

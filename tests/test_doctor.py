@@ -7,7 +7,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-import install_tree as t
+from dreamo_testkit import install_tree as t
 from dreamo_cli import doctor
 
 REPO = t.REPO

@@ -2,7 +2,6 @@
 answering, DreamO Text Encode refuses hostile prompts quickly with short errors, NaN widget values are refused
 by name, and a drawn_regions value over the largest picture costs no pixel memory."""
 import json
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +11,9 @@ import requests
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MULTI = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
+from dreamo_testkit import kit_workflow
+
+MULTI = kit_workflow("dreamo_multi_subject_tiny_api.json")
 ROUTE = "/dreamo/check_prompt"
 HOSTILE = {  # the texts that froze the server before (about 100,000 characters each)
     "open_brackets": "[ref" * 25_000,  # 62 s
@@ -28,7 +28,7 @@ SHORT = 1_000  # characters: the longest error any of these may give (was 1.9 MB
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     srv = tiny_server.start(str(tmp_path_factory.mktemp("hostile")),
                             {"reference.png": "perfume.png", "reference2.png": "cat.png"})
@@ -43,7 +43,7 @@ def server(tmp_path_factory):
 
 
 def drawn_workflow(boxes, width, height):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     return tiny_server.drawn_regions_prompt(boxes, width, height)
 
@@ -130,7 +130,7 @@ def test_oversized_and_malformed_bodies_are_refused_with_the_reason(server):
 
 @pytest.mark.parametrize("name", ["open_brackets", "unbracketed", "nested"])
 def test_the_node_refuses_hostile_prompts_with_a_short_error(server, name):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     prompt = tiny_server.install_check_prompt()
     prompt["6"]["inputs"]["text"] = HOSTILE[name]

@@ -11,8 +11,9 @@ import pytest
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the repo as comfyui_dreamo
 from comfyui_dreamo.dreamo_cli.client import UsageError, main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+from dreamo_testkit import REPO, kit_workflow
+
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 
 
 def cli(code: str):
@@ -20,7 +21,7 @@ def cli(code: str):
 
 
 def pyarrow_or_skip():
-    import ray_fixtures
+    from dreamo_testkit import ray_fixtures
 
     try:
         import pyarrow  # noqa: F401

@@ -5,15 +5,14 @@ that path cannot keep, reported by name in /history."""
 import json
 import os
 import shutil
-import sys
 
 import pytest
 import requests
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+from dreamo_testkit import REPO
+
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 REPORT = "90"  # the test-only node reporting the region prompts and what the routing captured
 SIZE = (320, 192)  # the example's 1280×768, a quarter of each side: the routing map's legend stays legible
@@ -22,9 +21,9 @@ SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_REGIONAL_MAP")  # copy the routing map
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import photos
-    import tiny_workflows
-    from comfyui_runner import Sandbox, Server
+    from dreamo_testkit import photos
+    from dreamo_testkit import tiny_workflows
+    from dreamo_testkit.comfyui_runner import Sandbox, Server
 
     names = tiny_workflows.input_images(json.load(open(WORKFLOW)))
     reason = photos.missing_reason(names)
@@ -43,7 +42,7 @@ def server(tmp_path_factory):
 
 def tiny_regional():
     """The example workflow on tiny models, plus the report node (after the sampler)."""
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
 
     prompt, _ = tiny_workflows.tiny_prompt(json.load(open(WORKFLOW)))
     for node in ("5", "6"):  # shift and size

@@ -4,7 +4,6 @@ import io
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -13,17 +12,17 @@ from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-WORKFLOW = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
+from dreamo_testkit import REPO, kit_workflow
+
+WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay there (the README picture)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import photos
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
+    from dreamo_testkit import photos
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.comfyui_runner import Sandbox, Server
 
     sources = {"reference.png": photos.photo("perfume.png"), "reference2.png": photos.photo("cat.png")}
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
@@ -109,7 +108,7 @@ def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
 
 
 def drawn_workflow(boxes, width=192, height=128):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     return tiny_server.drawn_regions_prompt(boxes, width, height)
 

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import REPO
+
 WORKFLOWS = os.path.join(REPO, "workflows")
 UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
 API_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "api", "*_api.json")))

@@ -5,15 +5,14 @@ node type exists in ComfyUI or the pack. Screenshots go to $DREAMO_ARTIFACTS (el
 import glob
 import json
 import os
-import sys
 
 import pytest
 from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+from dreamo_testkit import REPO
+
 WORKFLOWS = os.path.join(REPO, "workflows")
 UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))
 API_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "api", "*_api.json")))
@@ -28,7 +27,7 @@ def name_of(path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from comfyui_runner import Sandbox, Server
+    from dreamo_testkit.comfyui_runner import Sandbox, Server
     from export_ui_workflows import model_file_names
 
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True).prepare()  # no test-only nodes

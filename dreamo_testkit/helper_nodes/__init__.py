@@ -1,17 +1,27 @@
 """Test-only ComfyUI nodes that build tiny random models, for the install check and server tests.
 
-Loaded by ComfyUI as its own custom-node folder (scripts/comfyui_runner.py links it in). Nothing here is
-part of the pack users install.
+Loaded by ComfyUI as its own custom-node folder (dreamo_testkit/comfyui_runner.py links it in), a top-level
+module there: the kit it belongs to is imported by file as the package `dreamo_testkit` (nothing is put on
+sys.path, where the clone's `nodes` package would shadow ComfyUI's). Nothing here is part of the pack users install.
 """
+import importlib.util
 import os
 import sys
 
-_TESTS = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
 
-import tiny_models  # noqa: E402
-import tiny_text_encoders  # noqa: E402
+def _kit():
+    if "dreamo_testkit" not in sys.modules:
+        kit = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+        spec = importlib.util.spec_from_file_location("dreamo_testkit", os.path.join(kit, "__init__.py"),
+                                                      submodule_search_locations=[kit])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dreamo_testkit"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["dreamo_testkit"]
+
+
+_kit()
+from dreamo_testkit import tiny_models, tiny_text_encoders  # noqa: E402
 
 
 class DreamOTestTinyFlux:

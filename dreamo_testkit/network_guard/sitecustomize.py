@@ -1,6 +1,6 @@
 """Refuses, and records, every network connection of a test ComfyUI server except to loopback.
 
-scripts/comfyui_runner.py puts this folder first on the server's PYTHONPATH when DREAMO_NETWORK_GUARD=1 (the
+dreamo_testkit/comfyui_runner.py puts this folder first on the server's PYTHONPATH when DREAMO_NETWORK_GUARD=1 (the
 test suite sets it), so Python imports it at start-up. Each refused attempt is appended to the file named by
 DREAMO_NETWORK_LOG with the stack that made it; tests/conftest.py fails the run if any file holds one.
 """
