@@ -69,3 +69,48 @@ def sandbox(root: str, images: dict[str, str] | None = None, prepare=None):
     if prepare is not None:
         prepare(box)
     return box
+
+
+def shared_sandbox(root: str):
+    """The sandbox of the session's shared server (tests/conftest.py's `session_server`): the pack, the test-only
+    nodes and every tiny model file the example workflows need, and in its input folder every sample photo found
+    (under its own name) plus the names the tiny workflows read: reference.png (perfume.png as RGBA, as the routing
+    tests load it; a drawn picture without the photos), reference2.png (cat.png as RGBA) and other.png (cat.png).
+    A test that needs a photo requires it itself (a skip naming DREAMO_REFS_DIR); nothing here skips.
+    Returns (sandbox, {what: why not} for the optional model files that could not be made)."""
+    import shutil
+
+    from PIL import Image
+
+    from . import photos, tiny_models, tiny_workflows
+    from .comfyui_runner import Sandbox
+
+    box = Sandbox(root, isolated=True, test_nodes=True).prepare()
+    os.makedirs(os.path.join(box.models_dir, "dreamo"), exist_ok=True)
+    tiny_models.write_dreamo_file(os.path.join(box.models_dir, "dreamo", "dreamo_tiny.safetensors"))
+    unavailable = tiny_workflows.write_model_files(box.models_dir)
+    folder = photos.refs_dir()
+    found = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in found:
+        if os.path.isfile(os.path.join(folder, name)):
+            shutil.copy(os.path.join(folder, name), os.path.join(box.input_dir, name))
+    if "perfume.png" in found:
+        Image.open(os.path.join(folder, "perfume.png")).convert("RGBA").save(os.path.join(box.input_dir, "reference.png"))
+    else:
+        drawn_picture(os.path.join(box.input_dir, "reference.png"))
+    if "cat.png" in found:
+        cat = Image.open(os.path.join(folder, "cat.png"))
+        cat.convert("RGBA").save(os.path.join(box.input_dir, "reference2.png"))
+        cat.convert("RGB").save(os.path.join(box.input_dir, "other.png"))
+    return box, unavailable
+
+
+def start_shared(root: str):
+    """Start the session's shared server (see shared_sandbox); its `unavailable` says which optional model files
+    are missing."""
+    from .comfyui_runner import Server
+
+    box, unavailable = shared_sandbox(root)
+    srv = Server(box).start()
+    srv.unavailable = unavailable
+    return srv

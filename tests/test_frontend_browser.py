@@ -40,12 +40,9 @@ def graph():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from dreamo_testkit import tiny_server
-
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")))
-    yield srv
-    srv.stop()
+def server(session_server):
+    """The session's shared tiny server (tests/conftest.py, session_server))."""
+    return session_server
 
 
 @pytest.fixture(scope="module")

@@ -27,19 +27,17 @@ SHORT = 1_000  # characters: the longest error any of these may give (was 1.9 MB
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from dreamo_testkit import tiny_server
+def server(session_server):
+    """The session's shared tiny server (tests/conftest.py, session_server): reference.png and reference2.png are
+    the perfume and the cat."""
+    from dreamo_testkit import photos
 
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("hostile")),
-                            {"reference.png": "perfume.png", "reference2.png": "cat.png"})
-    try:
-        # One routed run first, so the memory test measures the routing, not the first model load.
-        warm = drawn_workflow({1: [0, 0, 96, 128], 2: [96, 0, 96, 128]}, 192, 128)
-        result = srv.run(warm, timeout=600)
-        assert result["status"] == "success", result["error"]
-        yield srv
-    finally:
-        srv.stop()
+    photos.require("perfume.png", "cat.png")
+    # One routed run first, so the memory test measures the routing, not the first model load.
+    warm = drawn_workflow({1: [0, 0, 96, 128], 2: [96, 0, 96, 128]}, 192, 128)
+    result = session_server.run(warm, timeout=600)
+    assert result["status"] == "success", result["error"]
+    return session_server
 
 
 def drawn_workflow(boxes, width, height):

@@ -36,13 +36,13 @@ def workflow():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from dreamo_testkit import tiny_server
+def server(session_server):
+    """The session's shared tiny server (tests/conftest.py, session_server): reference.png and reference2.png are the perfume and
+    the cat."""
+    from dreamo_testkit import photos
 
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")),
-                            images={"reference.png": "perfume.png", "reference2.png": "cat.png"})
-    yield srv
-    srv.stop()
+    photos.require("perfume.png", "cat.png")
+    return session_server
 
 
 def arrange(page):

@@ -19,20 +19,13 @@ SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay ther
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(session_server):
+    """The session's shared tiny server (tests/conftest.py, session_server): reference.png and reference2.png are the perfume and
+    the cat, as RGBA."""
     from dreamo_testkit import photos
-    from dreamo_testkit import tiny_models
-    from dreamo_testkit.comfyui_runner import Sandbox, Server
 
-    sources = {"reference.png": photos.photo("perfume.png"), "reference2.png": photos.photo("cat.png")}
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    for name, path in sources.items():
-        Image.open(path).convert("RGBA").save(os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    yield srv
-    srv.stop()
+    photos.require("perfume.png", "cat.png")
+    return session_server
 
 
 def by_prefix(server, outputs, prefix):
@@ -85,6 +78,7 @@ def test_routing_nodes_are_registered(server):
     assert info["output"] == ["MASK", "IMAGE"] and list(info["input"]["optional"]) == ["image"]
 
 
+@pytest.mark.browser
 def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
     """workflows/dreamo_multi_subject.json (UI format, made by the real frontend from the API file) queues exactly
     what workflows/api/dreamo_multi_subject_api.json does."""

@@ -17,28 +17,10 @@ FACE_PHOTOS = ("hinton.jpeg", "mountain.png")  # the id tests' photos (dreamo_te
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from dreamo_testkit import tiny_models
-    from dreamo_testkit.comfyui_runner import Sandbox, Server
-
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    from dreamo_testkit import face_fixtures
-    from dreamo_testkit import offline_retinaface
-    from dreamo_testkit import photos
-    from dreamo_testkit import tiny_server
-
-    tiny_server.drawn_picture(os.path.join(sandbox.input_dir, "reference.png"))  # the install check's picture
-    if offline_retinaface.available()[0]:
-        face_fixtures.write_facexlib_folder(os.path.join(sandbox.models_dir, "facexlib"))
-    for name in FACE_PHOTOS:  # the tests that use one require it (a skip naming DREAMO_REFS_DIR when missing)
-        source = os.path.join(photos.refs_dir(), name)
-        if os.path.isfile(source):
-            Image.open(source).convert("RGB").save(os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    yield srv
-    srv.stop()
+def server(session_server):
+    """The session's shared tiny server (tests/conftest.py, session_server): the install check's picture, the face photos found
+    (the tests that use one require it) and facexlib's tiny files when the offline detector is there."""
+    return session_server
 
 
 def install_check():
@@ -199,6 +181,7 @@ def test_unet_loader_stage_loader_apply_ksampler_on_an_fp8_flux_file(server):
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.browser
 def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(server, tmp_path):
     """The real ComfyUI frontend in headless Chromium: our extension loads without errors, the API workflow
     loads on the canvas, queueing it from the page runs it, and the reference info is drawn on the node."""

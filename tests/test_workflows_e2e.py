@@ -4,7 +4,6 @@ wiring are the files' own; the saved images and each reference's info show which
 import glob
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -20,20 +19,10 @@ API_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*_api.json"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from dreamo_testkit import tiny_workflows
-    from dreamo_testkit.comfyui_runner import Sandbox, Server
-
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    unavailable = tiny_workflows.write_model_files(sandbox.models_dir)
-    for api in API_FILES:  # the sample photos the workflows read; each test requires its own (dreamo_testkit/photos.py)
-        for name in tiny_workflows.input_images(json.load(open(api))):
-            if os.path.isfile(os.path.join(photos.refs_dir(), name)):
-                shutil.copy(os.path.join(photos.refs_dir(), name), os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    srv.unavailable = unavailable
-    yield srv
-    srv.stop()
+def server(session_server):
+    """The session's shared tiny server (tests/conftest.py, session_server): every example workflow's tiny model files and the
+    sample photos found (each test requires its own); `unavailable` names the optional files it could not make."""
+    return session_server
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=[os.path.basename(p) for p in API_FILES])
