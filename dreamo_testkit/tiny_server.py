@@ -95,7 +95,8 @@ def shared_sandbox(root: str):
         if os.path.isfile(os.path.join(folder, name)):
             shutil.copy(os.path.join(folder, name), os.path.join(box.input_dir, name))
     if "perfume.png" in found:
-        Image.open(os.path.join(folder, "perfume.png")).convert("RGBA").save(os.path.join(box.input_dir, "reference.png"))
+        perfume = Image.open(os.path.join(folder, "perfume.png"))
+        perfume.convert("RGBA").save(os.path.join(box.input_dir, "reference.png"))
     else:
         drawn_picture(os.path.join(box.input_dir, "reference.png"))
     if "cat.png" in found:

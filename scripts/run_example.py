@@ -63,8 +63,8 @@ class Stopped(BaseException):
 
 
 def sample_dirs() -> list[str]:
-    """Where the workflows' sample photos are looked for: DREAMO_REFS_DIR (default ../shared/data/refs beside the
-    clone, the tests' photo folder), then the ComfyUI's input folder (where its LoadImage finds them too)."""
+    """Where the workflows' sample photos are looked for: the tests' photo folder (DREAMO_REFS_DIR, by the kit's one
+    lookup), then the ComfyUI's input folder (where its LoadImage finds them too)."""
     from dreamo_testkit import photos  # the one lookup of the sample photos
 
     return [photos.refs_dir(), os.path.join(comfyui_path(), "input")]

@@ -23,7 +23,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "unit: no ComfyUI (set on every test that is not host, server or browser)")
     config.addinivalue_line("markers", "host: needs a real ComfyUI checkout in this process (COMFYUI_PATH)")
     config.addinivalue_line("markers", "server: talks to a real ComfyUI server on loopback")
-    config.addinivalue_line("markers", "browser: drives the real frontend in Chromium (set on *_browser.py; also server)")
+    config.addinivalue_line("markers", "browser: drives the real frontend in Chromium (*_browser.py; also server)")
 
 
 TIERS = ("host", "server", "browser")

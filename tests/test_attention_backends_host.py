@@ -12,8 +12,8 @@ import logging
 import pytest
 import torch
 
-from dreamo_testkit.restricted_backend import (RestrictedKernel, attention_function, install_override, override_like_kjnodes,
-                                rel_err, sdpa_function)
+from dreamo_testkit.restricted_backend import (RestrictedKernel, attention_function, install_override,
+                                               override_like_kjnodes, rel_err, sdpa_function)
 from test_routing import dense_attention, dense_bias
 
 pytestmark = pytest.mark.host

@@ -16,7 +16,8 @@ from PIL import Image
 pytest.importorskip("aiohttp", reason="the fake server needs aiohttp (a ComfyUI requirement)")
 
 from dreamo_testkit import fake_comfy  # noqa: E402  tests/
-from dreamo_testkit.fake_comfy import PNG, FakeComfy, answer, history_entry, huge_body, trickle_body, trickle_headers  # noqa: E402
+from dreamo_testkit.fake_comfy import (PNG, FakeComfy, answer, history_entry, huge_body, trickle_body,
+                                       trickle_headers)  # noqa: E402
 
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # noqa: E402
 from comfyui_dreamo.dreamo_cli.batch import run_jobs  # noqa: E402

@@ -18,9 +18,9 @@ from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the
 from comfyui_dreamo.dreamo_cli.batch import run_jobs
 from comfyui_dreamo.dreamo_cli.client import main, read_jobs
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import REPO, kit_workflow
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 TINY = kit_workflow("dreamo_client_tiny_api.json")
 

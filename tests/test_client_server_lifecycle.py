@@ -21,9 +21,9 @@ from comfyui_dreamo.dreamo_cli.api_workflow import Job, fill, load_workflow
 from comfyui_dreamo.dreamo_cli.batch import run_jobs
 from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import REPO, kit_workflow
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 TINY = kit_workflow("dreamo_client_tiny_api.json")
 LONG = 200  # sampling steps of a prompt that must still be running when the test acts (it is interrupted)

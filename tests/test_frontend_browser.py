@@ -41,7 +41,7 @@ def graph():
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server))."""
+    """The session's shared tiny server (conftest.py))."""
     return session_server
 
 

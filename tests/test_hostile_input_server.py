@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import kit_workflow
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 MULTI = kit_workflow("dreamo_multi_subject_tiny_api.json")
 ROUTE = "/dreamo/check_prompt"
@@ -28,7 +28,7 @@ SHORT = 1_000  # characters: the longest error any of these may give (was 1.9 MB
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server): reference.png and reference2.png are
+    """The session's shared tiny server (conftest.py): reference.png and reference2.png are
     the perfume and the cat."""
     from dreamo_testkit import photos
 

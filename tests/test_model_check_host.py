@@ -59,14 +59,14 @@ def fill():
 
 
 def sdxl():
-    return __import__("tiny_models").sdxl_patcher()
+    return __import__("dreamo_testkit.tiny_models").tiny_models.sdxl_patcher()
 
 
 MODELS = {"flux2": (flux2, r"this is a FLUX\.2 model \(Flux family, but not FLUX\.1\)"),
           "longcat": (longcat, r"this is a LongCat-Image model \(Flux family, but not FLUX\.1\)"),
           "chroma": (chroma, r"this is a Chroma model \(Flux family, but not FLUX\.1\)"),
           "fill": (fill, r"this Flux model has 96 input channels"),
-          "sd3": (lambda: __import__("tiny_models").sd3_patcher(), r"this is an SD3 model"),
+          "sd3": (lambda: __import__("dreamo_testkit.tiny_models").tiny_models.sd3_patcher(), r"this is an SD3 model"),
           "sdxl": (sdxl, r"this is an SDXL model")}
 
 

@@ -27,7 +27,8 @@ def python_files(*folders):
 
 
 def test_no_file_builds_its_own_path_to_the_photos():
-    """Every test, kit module, script and bench finds the photos through dreamo_testkit/photos.py, which honours DREAMO_REFS_DIR."""
+    """Every test, kit module, script and bench finds the photos through dreamo_testkit/photos.py, which honours
+    DREAMO_REFS_DIR."""
     own = re.compile(r'"shared",\s*"data"|shared/data/refs|environ(\.get\(|\[)\s*"DREAMO_REFS_DIR"|\bREFS\s*=')
     offenders = [os.path.relpath(p, REPO) for p in python_files("tests", "dreamo_testkit", "bench", "scripts")
                  if p not in (photos.__file__, __file__) and own.search(open(p, encoding="utf-8").read())]

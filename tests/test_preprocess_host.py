@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamo_testkit.face_fixtures import NoNetwork, image_tensor, load_rgb, require_detector, write_facexlib_folder, write_tiny_remover
+from dreamo_testkit.face_fixtures import (NoNetwork, image_tensor, load_rgb, require_detector, write_facexlib_folder,
+                                          write_tiny_remover)
 
 pytestmark = pytest.mark.host
 

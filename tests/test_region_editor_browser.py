@@ -14,10 +14,9 @@ from PIL import Image
 
 from test_frontend_browser import (Page, artifacts, page, page_without, playwright,  # noqa: F401  (shared fixtures)
                                    vue_nodes_page)
+from dreamo_testkit import kit_workflow
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
-
-from dreamo_testkit import kit_workflow
 
 WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 ROUTING, SIZE, MAP, REGIONS, MASKS = 23, 9, 24, 40, 27
@@ -37,7 +36,7 @@ def workflow():
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server): reference.png and reference2.png are the perfume and
+    """The session's shared tiny server (conftest.py): reference.png and reference2.png are the perfume and
     the cat."""
     from dreamo_testkit import photos
 

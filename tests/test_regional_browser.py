@@ -12,9 +12,9 @@ import requests
 from test_frontend_browser import artifacts, page, page_without, playwright  # noqa: F401  (shared fixtures)
 from test_region_editor_browser import click_button, drag, server, stored  # noqa: F401  (shared fixture)
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import REPO, kit_workflow
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 ROUTING, REPORT, MAP = 23, 90, 24

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import requests
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import REPO
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 REPORT = "90"  # the test-only node reporting the region prompts and what the routing captured
@@ -21,7 +21,7 @@ SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_REGIONAL_MAP")  # copy the routing map
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server): the example workflow's photos and tiny model files."""
+    """The session's shared tiny server (conftest.py): the example workflow's photos and tiny model files."""
     from dreamo_testkit import photos, tiny_workflows
 
     photos.require(*tiny_workflows.input_images(json.load(open(WORKFLOW))))

@@ -10,9 +10,9 @@ import pytest
 import requests
 from PIL import Image
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import REPO, kit_workflow
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay there (the README picture)
@@ -20,7 +20,7 @@ SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay ther
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server): reference.png and reference2.png are the perfume and
+    """The session's shared tiny server (conftest.py): reference.png and reference2.png are the perfume and
     the cat, as RGBA."""
     from dreamo_testkit import photos
 

@@ -9,16 +9,16 @@ import pytest
 import requests
 from PIL import Image
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import kit_workflow
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 FACE_PHOTOS = ("hinton.jpeg", "mountain.png")  # the id tests' photos (dreamo_testkit/photos.py), copied in when present
 
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server): the install check's picture, the face photos found
+    """The session's shared tiny server (conftest.py): the install check's picture, the face photos found
     (the tests that use one require it) and facexlib's tiny files when the offline detector is there."""
     return session_server
 

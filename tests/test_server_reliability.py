@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server), with the pictures of write_pictures added."""
+    """The session's shared tiny server (conftest.py), with the pictures of write_pictures added."""
     from dreamo_testkit import photos
 
     photos.require("perfume.png", "cat.png")  # reference.png and other.png

@@ -9,9 +9,9 @@ import os
 import pytest
 from PIL import Image
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
-
 from dreamo_testkit import REPO
+
+pytestmark = [pytest.mark.host, pytest.mark.server]
 
 WORKFLOWS = os.path.join(REPO, "workflows")
 UI_FILES = sorted(glob.glob(os.path.join(WORKFLOWS, "*.json")))

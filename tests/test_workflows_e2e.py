@@ -10,17 +10,16 @@ import pytest
 from PIL import Image
 
 from dreamo_testkit import photos  # the one lookup of the sample photos
+from dreamo_testkit import REPO
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
-
-from dreamo_testkit import REPO
 
 API_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*_api.json")))
 
 
 @pytest.fixture(scope="module")
 def server(session_server):
-    """The session's shared tiny server (tests/conftest.py, session_server): every example workflow's tiny model files and the
+    """The session's shared tiny server (conftest.py): every example workflow's tiny model files and the
     sample photos found (each test requires its own); `unavailable` names the optional files it could not make."""
     return session_server
 
