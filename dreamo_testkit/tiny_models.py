@@ -31,7 +31,9 @@ def flux_build():
 
     name = "dreamo_bench_flux_build"
     if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "flux_build.py")
+        from . import REPO
+
+        path = os.path.join(REPO, "bench", "flux_build.py")
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

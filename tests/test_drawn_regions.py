@@ -170,7 +170,7 @@ for text in texts:
         assert cov.shape == (128, 128) and cov.sum().item() == (1 / 256 if len(text) < 80 else 128 * 128), slot
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from dreamo_testkit import REPO as repo
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
     out = subprocess.run([sys.executable, "-c", code, repo], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
