@@ -23,17 +23,17 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (registers the package `comfyui_dreamo`)
-import photos  # noqa: E402
-import tiny_server  # noqa: E402
+sys.path.append(REPO)  # the test kit, dreamo_testkit (appended: a ComfyUI checkout put first keeps its nodes.py)
+from dreamo_testkit import comfy_host  # noqa: E402
+
+comfy_host.setup()  # registers the package `comfyui_dreamo`
+from dreamo_testkit import kit_workflow, photos, tiny_server  # noqa: E402
 
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # noqa: E402
 from comfyui_dreamo.dreamo_cli.batch import OutputStore, execute, run_jobs  # noqa: E402
 from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer  # noqa: E402
 
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 SCENARIOS = [  # (label, width, height, batch, steps)
     ("64x48, 1 image, 2 steps", 64, 48, 1, 2),
     ("512x512, 1 image, 4 steps", 512, 512, 1, 4),
@@ -71,7 +71,7 @@ def table(rows) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=3, help="timed jobs per scenario (after one warm-up job)")
-    ap.add_argument("--server", help="a running ComfyUI with this pack and tests/helper_nodes loaded")
+    ap.add_argument("--server", help="a running ComfyUI with this pack and dreamo_testkit/helper_nodes loaded")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench_client_")
     server = None if args.server else tiny_server.start(os.path.join(work, "comfy"))

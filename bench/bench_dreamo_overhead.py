@@ -16,8 +16,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (puts ComfyUI on the path in CPU mode and registers the package)
+sys.path.append(REPO)  # the test kit, dreamo_testkit (appended: a ComfyUI checkout put first keeps its nodes.py)
+from dreamo_testkit import comfy_host  # noqa: E402
+
+comfy_host.setup()  # puts ComfyUI on the path in CPU mode and registers the package
 
 import torch  # noqa: E402
 
@@ -67,11 +69,11 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if not conftest.HOST_READY:
-        sys.exit(conftest.HOST_SKIP_REASON)
+    if not comfy_host.READY:
+        sys.exit(comfy_host.SKIP_REASON)
 
     import node_helpers
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
     from comfyui_dreamo.dreamo_ops.reference import DreamOReference
     from comfyui_dreamo.nodes.apply import DreamOApply

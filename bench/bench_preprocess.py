@@ -20,13 +20,15 @@ import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (registers the package `comfyui_dreamo`)
+sys.path.append(REPO)  # the test kit, dreamo_testkit (appended: a ComfyUI checkout put first keeps its nodes.py)
+from dreamo_testkit import comfy_host  # noqa: E402
+
+comfy_host.setup()  # registers the package `comfyui_dreamo`
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import face_fixtures  # noqa: E402
+from dreamo_testkit import face_fixtures  # noqa: E402
 from comfyui_dreamo.dreamo_ops import face_preprocess as fp  # noqa: E402
 from comfyui_dreamo.dreamo_ops.reference import DreamOPreprocessor, prepare_pixels  # noqa: E402
 

@@ -24,11 +24,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (registers the package comfyui_dreamo)
-import ray_fixtures  # noqa: E402
-import tiny_server  # noqa: E402
+sys.path.append(REPO)  # the test kit, dreamo_testkit (appended: a ComfyUI checkout put first keeps its nodes.py)
+from dreamo_testkit import comfy_host  # noqa: E402
+
+comfy_host.setup()  # registers the package comfyui_dreamo
+from dreamo_testkit import ray_fixtures, tiny_server  # noqa: E402
 from bench_client import table  # noqa: E402  (bench/: the same table layout)
 
 ray_fixtures.import_cli()

@@ -32,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.append(REPO)  # the test kit, dreamo_testkit (appended: a ComfyUI checkout put first keeps its nodes.py)
 
 FULL = dict(hidden=3072, heads=24, context=4096, vec=768, axes=[16, 56, 56], image=1024, ref=512, base=512,
             core_region=256)
@@ -55,7 +55,7 @@ def boxes(side):
 def build(cfg, double, single):
     import torch
 
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
     from comfyui_dreamo.dreamo_ops.reference import DreamOReference
 
@@ -86,7 +86,7 @@ def conditionings(variant, cfg, model, dreamo, refs):
     from comfyui_dreamo.dreamo_ops.regional import Segment, with_region_prompts
     from comfyui_dreamo.nodes.apply import DreamOApply
     from comfyui_dreamo.nodes.routing import DreamORouting
-    from host_sampling import core_nodes
+    from dreamo_testkit.host_sampling import core_nodes
 
     masks = boxes(cfg["image"])
     base = context(cfg, cfg["base"], 0)
@@ -130,7 +130,9 @@ def worker(variant, tiny, double, single, repeats, queue, heads=None, comfy_atte
         # makes core's path use SDPA too, so the comparison is of the work, not of two attention kernels. Set
         # before anything imports comfy.model_management.
         comfy.cli_args.args.use_pytorch_cross_attention = comfy_attention == "pytorch"
-        import conftest  # noqa: F401  (ComfyUI on the path in CPU mode, the package registered)
+        from dreamo_testkit import comfy_host
+
+        comfy_host.setup()  # ComfyUI on the path in CPU mode, the package registered
         queue.put(measure(variant, tiny, double, single, repeats))
     except BaseException as e:  # noqa: BLE001 - reported by the parent, which would otherwise wait forever
         import traceback
@@ -145,7 +147,7 @@ def measure(variant, tiny, double, single, repeats):
     import torch
 
     from bench_routing import rss
-    from host_sampling import one_evaluation
+    from dreamo_testkit.host_sampling import one_evaluation
 
     cfg = TINY if tiny else FULL
     model, dreamo, refs = build(cfg, double, single)

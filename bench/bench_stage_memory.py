@@ -30,7 +30,7 @@ MB = 2 ** 20
 
 def setup_host(comfyui: str):
     sys.path.insert(0, comfyui)
-    sys.path.insert(0, os.path.join(REPO, "tests"))
+    sys.path.append(REPO)  # the test kit, dreamo_testkit (appended: a ComfyUI checkout put first keeps its nodes.py)
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
@@ -67,7 +67,7 @@ def write_files(work: str, args) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     cfg = flux_config(args.hidden, args.depth, args.single)
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 Needs ComfyUI importable (`comfy` on the path). The config comes from ComfyUI's own model detection run on FLUX.1
 key names (BFL layout, as in flux1-dev.safetensors) holding meta tensors, so every field a ComfyUI release adds to
 Flux's config (0.33's `txt_ids_dims`, say) is filled the way that release fills it for a real file; only the sizes
-are then set. Used by bench/gpu_matrix.py (FLUX.1-dev's real sizes on a GPU) and tests/tiny_models.py (tiny).
+are then set. Used by bench/gpu_matrix.py (FLUX.1-dev's real sizes on a GPU) and dreamo_testkit/tiny_models.py (tiny).
 """
 from __future__ import annotations
 

@@ -26,8 +26,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(1, REPO)  # the test kit (dreamo_testkit): its server runner
 
-from comfyui_runner import Sandbox, Server  # noqa: E402
+from dreamo_testkit.comfyui_runner import Sandbox, Server  # noqa: E402
 from workflow_notes import note_text, template_name  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

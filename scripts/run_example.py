@@ -3,7 +3,7 @@
 With your real models present (FLUX.1-dev, its text encoders and VAE, DreamO's v1.1 stage files and the turbo
 LoRA in ComfyUI's model folders; facexlib's weights for id references, BEN2_Base.onnx for ip references) it runs
 workflows/api/dreamo_<workflow>_api.json on them. Otherwise it says what is missing and runs THE SAME workflow
-as an install check on tiny random models it generates (tests/tiny_workflows.py): the workflow's own DreamO
+as an install check on tiny random models it generates (dreamo_testkit/tiny_workflows.py): the workflow's own DreamO
 nodes, settings and reference paths (id, ip, style) run in your ComfyUI; only the model files are tiny, so the
 picture is noise.
 
@@ -29,11 +29,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
-
-sys.path.insert(0, REPO)
-from comfyui_runner import Sandbox, Server, comfyui_path  # noqa: E402
+sys.path.insert(0, REPO)  # dreamo_cli, and the test kit (dreamo_testkit): the server runner, the tiny models
+from dreamo_testkit.comfyui_runner import Sandbox, Server, comfyui_path  # noqa: E402
 from dreamo_cli.comfy_server import ComfyServer, NodeFailed, PromptRejected, ServerUnavailable  # noqa: E402
 
 SAMPLES_URL = "https://github.com/bytedance/DreamO, folder example_inputs"  # where the workflows' samples are from
@@ -66,10 +63,11 @@ class Stopped(BaseException):
 
 
 def sample_dirs() -> list[str]:
-    """Where the workflows' sample photos are looked for: DREAMO_REFS_DIR (default ../shared/data/refs beside the
-    clone, the tests' photo folder), then the ComfyUI's input folder (where its LoadImage finds them too)."""
-    refs = os.environ.get("DREAMO_REFS_DIR") or os.path.join(os.path.dirname(REPO), "shared", "data", "refs")
-    return [refs, os.path.join(comfyui_path(), "input")]
+    """Where the workflows' sample photos are looked for: the tests' photo folder (DREAMO_REFS_DIR, by the kit's one
+    lookup), then the ComfyUI's input folder (where its LoadImage finds them too)."""
+    from dreamo_testkit import photos  # the one lookup of the sample photos
+
+    return [photos.refs_dir(), os.path.join(comfyui_path(), "input")]
 
 
 def garment_slots(name: str, prompt: dict) -> list[tuple[int, str, str]]:
@@ -205,10 +203,10 @@ class Progress:
 
 
 def prepare_tiny(sandbox: Sandbox, prompt: dict) -> dict:
-    import pack_import
+    from dreamo_testkit import pack_import
 
     pack_import.register_package()  # the tiny face/remover files are built with the pack's own code
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
 
     unavailable = tiny_workflows.write_model_files(sandbox.models_dir)
     blocked = {k: v for k, v in unavailable.items() if k in tiny_workflows.needs(prompt)}

@@ -1,7 +1,7 @@
 """Routing on every attention backend: the routed blocks run on the active backend where it takes the folded call,
 and on PyTorch SDPA (one log line) where it does not — never a crash, never an unrouted image.
 
-A stand-in backend that, like SageAttention, takes only 64/96/128-wide heads (tests/restricted_backend.py) is
+A stand-in backend that, like SageAttention, takes only 64/96/128-wide heads (dreamo_testkit/restricted_backend.py) is
 installed the two ways users install Sage: as another pack's override (as KJNodes does) and as the function ComfyUI
 chose. The tiny Flux here has 64-wide heads, so its unrouted blocks fit the stand-in and the routed blocks
 (64 + 8 routing channels) do not. Also ComfyUI's own attention functions (those this machine has) run the folded
@@ -12,8 +12,8 @@ import logging
 import pytest
 import torch
 
-from restricted_backend import (RestrictedKernel, attention_function, install_override, override_like_kjnodes,
-                                rel_err, sdpa_function)
+from dreamo_testkit.restricted_backend import (RestrictedKernel, attention_function, install_override,
+                                               override_like_kjnodes, rel_err, sdpa_function)
 from test_routing import dense_attention, dense_bias
 
 pytestmark = pytest.mark.host
@@ -25,14 +25,14 @@ LOG_TEXT = "DreamO routing: the attention backend"
 
 @pytest.fixture(scope="module")
 def flux():
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     return tiny_models.flux_patcher(seed=5, **TINY64)
 
 
 @pytest.fixture(scope="module")
 def dreamo():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
 
     t = tiny_models.embedding_tensors(seed=6, hidden=HIDDEN)
@@ -67,7 +67,7 @@ class RoutedCalls:
 
 
 def dreamo_model(flux, dreamo, blocks="single", mode="hard"):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from test_routing_host import apply, make_ref, route, stripes
 
     refs = {1: make_ref(6, 6, seed=40), 2: make_ref(4, 6, seed=41)}
@@ -79,7 +79,7 @@ def dreamo_model(flux, dreamo, blocks="single", mode="hard"):
 
 
 def run(model, cond, cfg=2.0):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from test_routing_host import sample
 
     return sample(model, torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4), cfg=cfg,

@@ -8,7 +8,7 @@ import torch
 from comfyui_dreamo.dreamo_ops import background as bg
 from comfyui_dreamo.dreamo_ops.reference import DreamOPreprocessor, prepare_pixels
 
-from face_fixtures import NoNetwork, image_tensor, write_tiny_remover
+from dreamo_testkit.face_fixtures import NoNetwork, image_tensor, write_tiny_remover
 
 
 def needs_rembg():

@@ -1,4 +1,4 @@
-"""dreamo-client against a broken or hostile server (tests/fake_comfy.py on loopback): trickled answers end at
+"""dreamo-client against a broken or hostile server (dreamo_testkit/fake_comfy.py on loopback): trickled answers end at
 the job's --timeout, downloads are streamed to disk under a size cap, the saved extension comes from the
 content, job names never collide, garbage and closed websockets are survived or retried elsewhere, malformed
 answers name the server, and escape sequences never reach the terminal. Every run is bounded in wall time."""
@@ -15,14 +15,16 @@ from PIL import Image
 
 pytest.importorskip("aiohttp", reason="the fake server needs aiohttp (a ComfyUI requirement)")
 
-import fake_comfy  # noqa: E402  tests/
-from fake_comfy import PNG, FakeComfy, answer, history_entry, huge_body, trickle_body, trickle_headers  # noqa: E402
+from dreamo_testkit import fake_comfy  # noqa: E402  tests/
+from dreamo_testkit.fake_comfy import (PNG, FakeComfy, answer, history_entry, huge_body, trickle_body,
+                                       trickle_headers)  # noqa: E402
 
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # noqa: E402
 from comfyui_dreamo.dreamo_cli.batch import run_jobs  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+from dreamo_testkit import REPO, kit_workflow
+
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 BOUND = 60  # seconds: a client that hangs fails its test here instead of hanging the suite
 
 

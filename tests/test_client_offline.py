@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import REPO, kit_workflow
 
 # conftest registers the repo as the package comfyui_dreamo
 from comfyui_dreamo.dreamo_cli import api_workflow
@@ -19,7 +19,7 @@ from comfyui_dreamo.dreamo_cli.batch import Outcome, OutputStore, summary
 from comfyui_dreamo.dreamo_cli.client import main
 from comfyui_dreamo.dreamo_cli.jobs import UsageError, read_jobs
 
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 
 
 def tiny():

@@ -13,16 +13,17 @@ import pytest
 import requests
 from PIL import Image
 
-import tiny_server  # tests/: a sandboxed server with the pack and tiny models
+from dreamo_testkit import tiny_server  # a sandboxed server with the pack and tiny models
 from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the repo as comfyui_dreamo
 from comfyui_dreamo.dreamo_cli.batch import run_jobs
 from comfyui_dreamo.dreamo_cli.client import main
 from comfyui_dreamo.dreamo_cli.jobs import read_jobs
 
+from dreamo_testkit import REPO, kit_workflow
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 
 
 @pytest.fixture(scope="module")

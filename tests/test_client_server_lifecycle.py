@@ -16,15 +16,16 @@ import requests
 import websocket
 from PIL import Image
 
-import tiny_server  # tests/: a sandboxed server with the pack and tiny models
+from dreamo_testkit import tiny_server  # a sandboxed server with the pack and tiny models
 from comfyui_dreamo.dreamo_cli.api_workflow import Job, fill, load_workflow
 from comfyui_dreamo.dreamo_cli.batch import run_jobs
 from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer
 
+from dreamo_testkit import REPO, kit_workflow
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 LONG = 200  # sampling steps of a prompt that must still be running when the test acts (it is interrupted)
 
 

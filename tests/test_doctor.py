@@ -7,8 +7,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-import install_tree as t
-import template_files
+from dreamo_testkit import install_tree as t
+from dreamo_testkit import template_files
 from dreamo_cli import doctor
 
 REPO = t.REPO

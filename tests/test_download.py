@@ -9,9 +9,10 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-import install_tree as t
-from fake_hub import FakeHub
+from dreamo_testkit import install_tree as t
+from dreamo_testkit.fake_hub import FakeHub
 from dreamo_cli import download
+from dreamo_testkit import NETWORK_GUARD
 
 CFG = "dreamo_cfg_distill.safetensors"
 
@@ -240,7 +241,7 @@ def test_login_stored_under_hf_home_is_used(hub, tmp_path):
         root = install_without(tmp_path, "dreamo/" + CFG)
         log = tmp_path / "network_attempts.log"
         env = dict(os.environ, HF_HOME=str(home), HF_ENDPOINT=hub.url, DREAMO_NETWORK_LOG=str(log),
-                   PYTHONPATH=os.path.join(t.REPO, "tests", "network_guard"))
+                   PYTHONPATH=NETWORK_GUARD)
         env.pop("HF_TOKEN", None)
         r = subprocess.run([sys.executable, "-m", "dreamo_cli.download", "--comfyui", root, "--dry-run"],
                            cwd=t.REPO, env=env, capture_output=True, text=True, timeout=120)

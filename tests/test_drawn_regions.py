@@ -109,7 +109,9 @@ def test_the_test_node_reads_routing_where_the_pack_puts_it():
 
     from comfyui_dreamo.dreamo_ops.flux_wrapper import ROUTING_KEY
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper_nodes", "__init__.py")
+    from dreamo_testkit import HELPER_NODES
+
+    path = os.path.join(HELPER_NODES, "__init__.py")
     source = open(path).read()
     assert f'ROUTING_KEY = "{ROUTING_KEY}"' in source
     assert importlib.util.find_spec("comfyui_dreamo.dreamo_ops.drawn_regions") is not None
@@ -152,8 +154,8 @@ def test_the_largest_picture_costs_no_pixel_memory():
 
     code = """
 import os, resource, sys
-sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
-from pack_import import register_package
+sys.path.insert(0, sys.argv[1])
+from dreamo_testkit.pack_import import register_package
 register_package()  # the repo as comfyui_dreamo (no ComfyUI on the path: its ops only)
 import torch
 from comfyui_dreamo.dreamo_ops.drawn_regions import parse
@@ -168,7 +170,7 @@ for text in texts:
         assert cov.shape == (128, 128) and cov.sum().item() == (1 / 256 if len(text) < 80 else 128 * 128), slot
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from dreamo_testkit import REPO as repo
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
     out = subprocess.run([sys.executable, "-c", code, repo], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]

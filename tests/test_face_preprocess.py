@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-import offline_retinaface
+from dreamo_testkit import offline_retinaface
 from comfyui_dreamo.dreamo_ops import face_preprocess as fp
 from comfyui_dreamo.dreamo_ops.resize import long_side_size
 
-from face_fixtures import NO_FACE, PORTRAITS, NoNetwork, load_rgb, offline_preprocessor, require_detector
+from dreamo_testkit.face_fixtures import NO_FACE, PORTRAITS, NoNetwork, load_rgb, offline_preprocessor, require_detector
 
 EYE_TOLERANCE_PX = 10.0  # LMEDS fits 4 degrees of freedom to 5 points: eyes land within ~2% of the crop
 REDETECT_TOLERANCE_PX = 16.0  # a second, independent detection on the crop has its own landmark noise
@@ -242,7 +242,7 @@ def test_pickled_weights_load_with_weights_only(tmp_path):
 
 
 def test_face_models_load_from_safetensors_files(tmp_path, monkeypatch):
-    from face_fixtures import write_facexlib_folder
+    from dreamo_testkit.face_fixtures import write_facexlib_folder
 
     require_detector()
     write_facexlib_folder(str(tmp_path), safetensors=True)
@@ -253,7 +253,7 @@ def test_face_models_load_from_safetensors_files(tmp_path, monkeypatch):
 
 def test_resnet50_detector_file_layout_loads(tmp_path, monkeypatch):
     """The official detector's layout: a resnet50 RetinaFace state dict (random here) saved as facexlib names it."""
-    from face_fixtures import random_parser_state
+    from dreamo_testkit.face_fixtures import random_parser_state
 
     import warnings
 

@@ -8,15 +8,12 @@ The graph needs no Flux model, so it runs on every ComfyUI release the tiny text
 """
 import contextlib
 import os
-import sys
 
 import pytest
 import requests
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 CHROMIUM = "/usr/bin/chromium"
 EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo", "DreamO.RegionEditor",
               "DreamO.RegionWords", "DreamO.WidgetRules"]
@@ -43,12 +40,9 @@ def graph():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_server
-
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")))
-    yield srv
-    srv.stop()
+def server(session_server):
+    """The session's shared tiny server (conftest.py))."""
+    return session_server
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """DreamO on a FLUX.1 loaded by city96's ComfyUI-GGUF pack (Q8_0), in a real ComfyUI.
 
-The pack comes from outside the repo (`COMFYUI_GGUF_PATH`, see tests/gguf_fixtures.py); without it these tests
+The pack comes from outside the repo (`COMFYUI_GGUF_PATH`, see dreamo_testkit/gguf_fixtures.py); without it these tests
 skip with that reason. A FLUX.1-shaped .gguf (one double block) is written the way the pack's tools write one and
 loaded with the pack's own nodes (UnetLoaderGGUF / UnetLoaderGGUFAdvanced). DreamOStageLoader puts DreamO's
 release-format LoRAs on it as ComfyUI patches; the GGUF pack applies them itself while dequantizing, so the
@@ -9,14 +9,14 @@ W + s * scale * up @ down from an independent reference:
   * W: the file's tensors dequantized by the `gguf` package (numpy), rounded to float16 where the pack
     dequantizes Q8_0 in float16 (its default `dequant_dtype`) - Q8_0's int8 x fp16-scale products are exact in
     float32, so that rounding is the only difference;
-  * the LoRA deltas: from the generator's own description of each file (tests/lora_fixtures.py).
+  * the LoRA deltas: from the generator's own description of each file (dreamo_testkit/lora_fixtures.py).
 """
 import os
 
 import pytest
 import torch
 
-import gguf_fixtures as gf
+from dreamo_testkit import gguf_fixtures as gf
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(gf.pack_path() is None, reason=gf.SKIP_REASON)]
 
@@ -27,7 +27,7 @@ GGUF_NAME = "flux1_one_block_Q8_0.gguf"
 
 
 def flux1_dims():
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     p = gf.FLUX1_ONE_BLOCK
     return lf.Dims(hidden=p["hidden_size"], mlp=int(p["hidden_size"] * p["mlp_ratio"]), depth=p["depth"],
@@ -73,8 +73,8 @@ def folders(tmp_path, gguf_file):
 def release(folders):
     """DreamO's v1.1 files and FLUX.1-Turbo-Alpha, FLUX.1-sized, in the formats ByteDance/alimama released."""
     import folder_paths
-    import lora_fixtures as lf
-    import tiny_models
+    from dreamo_testkit import lora_fixtures as lf
+    from dreamo_testkit import tiny_models
 
     d, dims = folders["dreamo"], flux1_dims()
     files = {"main": ("dreamo.safetensors", lf.xlabs(seed=1, sep="_", d=dims)),
@@ -194,8 +194,8 @@ def test_gguf_flux_stage_loader_apply_sampler(gguf_file, release):
     """UnetLoaderGGUF -> DreamOStageLoader -> DreamOApply -> a sampling step (comfy.sample.sample)."""
     import comfy.model_management
     import comfy.sample
-    import tiny_models
-    from host_sampling import add_recorder
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder
     from comfyui_dreamo.dreamo_ops.reference import DreamOReference
     from comfyui_dreamo.nodes.apply import DreamOApply
 

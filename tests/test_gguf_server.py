@@ -1,31 +1,28 @@
 """A real ComfyUI server with city96's ComfyUI-GGUF pack installed next to this one: the user's workflow
 Unet Loader (GGUF) -> DreamO Stage Loader -> DreamO Apply -> KSampler -> VAE Decode on a Q8_0 FLUX.1 file.
 
-The GGUF pack comes from outside the repo (COMFYUI_GGUF_PATH, see tests/gguf_fixtures.py) and is linked into the
+The GGUF pack comes from outside the repo (COMFYUI_GGUF_PATH, see dreamo_testkit/gguf_fixtures.py) and is linked into the
 sandbox's custom_nodes; without it this test skips with that reason.
 """
 import json
 import os
-import sys
 
 import pytest
 from PIL import Image
 
-import gguf_fixtures as gf
+from dreamo_testkit import gguf_fixtures as gf
 
 pytestmark = [pytest.mark.host, pytest.mark.server,
               pytest.mark.skipif(gf.pack_path() is None, reason=gf.SKIP_REASON)]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 GGUF_NAME = "flux1_one_block_Q8_0.gguf"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("gguf")
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.comfyui_runner import Sandbox, Server
 
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy_gguf")), isolated=True, test_nodes=True,
                       extra_nodes={"ComfyUI-GGUF": gf.pack_path()}).prepare()
@@ -41,7 +38,7 @@ def server(tmp_path_factory):
 
 
 def gguf_workflow():
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     prompt = tiny_server.install_check_prompt()
     prompt["1"] = {"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": GGUF_NAME}}

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import REPO
+
 SCRIPT = os.path.join(REPO, "bench", "gpu_matrix.py")
 KINDS = ["plain FLUX.1", "DreamO, 0 refs", "DreamO, 1 ref", "DreamO, 2 refs", "DreamO, 4 refs", "DreamO, 9 refs",
          "DreamO + routing hard, 2 refs", "DreamO + routing soft, 2 refs", "DreamO + routing hard + maps, 2 refs",
@@ -16,7 +17,7 @@ KINDS = ["plain FLUX.1", "DreamO, 0 refs", "DreamO, 1 ref", "DreamO, 2 refs", "D
 
 
 def matrix(*args, timeout=900):
-    from conftest import COMFYUI_PATH
+    from dreamo_testkit.comfy_host import COMFYUI_PATH
 
     env = {**os.environ, "COMFYUI_PATH": COMFYUI_PATH, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env, capture_output=True, text=True,
@@ -98,7 +99,7 @@ def test_bench_does_not_use_the_tests_helpers():
 def test_the_full_size_model_is_flux1_dev_and_random_models_build_in_every_weight_type():
     """What the GPU run builds, checked without a GPU: FLUX.1-dev's architecture through ComfyUI's detection (on the
     meta device: nothing allocated), and the random fill in bf16 and fp8 storage on a small model."""
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     fb = tiny_models.flux_build()
     model = fb.flux_model_config(torch.bfloat16, **fb.FLUX1_DEV).get_model({}, device=torch.device("meta"))

@@ -2,7 +2,6 @@
 answering, DreamO Text Encode refuses hostile prompts quickly with short errors, NaN widget values are refused
 by name, and a drawn_regions value over the largest picture costs no pixel memory."""
 import json
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from dreamo_testkit import kit_workflow
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MULTI = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
+MULTI = kit_workflow("dreamo_multi_subject_tiny_api.json")
 ROUTE = "/dreamo/check_prompt"
 HOSTILE = {  # the texts that froze the server before (about 100,000 characters each)
     "open_brackets": "[ref" * 25_000,  # 62 s
@@ -27,23 +27,21 @@ SHORT = 1_000  # characters: the longest error any of these may give (was 1.9 MB
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_server
+def server(session_server):
+    """The session's shared tiny server (conftest.py): reference.png and reference2.png are
+    the perfume and the cat."""
+    from dreamo_testkit import photos
 
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("hostile")),
-                            {"reference.png": "perfume.png", "reference2.png": "cat.png"})
-    try:
-        # One routed run first, so the memory test measures the routing, not the first model load.
-        warm = drawn_workflow({1: [0, 0, 96, 128], 2: [96, 0, 96, 128]}, 192, 128)
-        result = srv.run(warm, timeout=600)
-        assert result["status"] == "success", result["error"]
-        yield srv
-    finally:
-        srv.stop()
+    photos.require("perfume.png", "cat.png")
+    # One routed run first, so the memory test measures the routing, not the first model load.
+    warm = drawn_workflow({1: [0, 0, 96, 128], 2: [96, 0, 96, 128]}, 192, 128)
+    result = session_server.run(warm, timeout=600)
+    assert result["status"] == "success", result["error"]
+    return session_server
 
 
 def drawn_workflow(boxes, width, height):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     return tiny_server.drawn_regions_prompt(boxes, width, height)
 
@@ -130,7 +128,7 @@ def test_oversized_and_malformed_bodies_are_refused_with_the_reason(server):
 
 @pytest.mark.parametrize("name", ["open_brackets", "unbracketed", "nested"])
 def test_the_node_refuses_hostile_prompts_with_a_short_error(server, name):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     prompt = tiny_server.install_check_prompt()
     prompt["6"]["inputs"]["text"] = HOSTILE[name]

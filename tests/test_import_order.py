@@ -1,21 +1,21 @@
 """`import nodes` gives ComfyUI's nodes.py in every test, whatever ran before: the clone's root (a folder named
-comfyui-dreamo, on sys.path under `python -m pytest` and through tests/install_tree.py) has a `nodes` package of
-its own. Both tests fail when run alone without tests/conftest.py's finder."""
+comfyui-dreamo, on sys.path through pyproject's pytest `pythonpath`, where the test kit imports from) has a `nodes`
+package of its own. Both tests fail when run alone without tests/conftest.py's finder."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.host
+from dreamo_testkit import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.host
 
 
 def test_import_nodes_is_comfyuis_even_with_the_repo_first_on_sys_path():
-    import install_tree  # noqa: F401  (puts the repo's root on sys.path, as the doctor tests do)
+    from dreamo_testkit import install_tree  # noqa: F401  (imported from the repo's root on sys.path)
 
-    assert os.path.dirname(os.path.abspath(install_tree.__file__)) == os.path.join(REPO, "tests")
+    assert os.path.dirname(os.path.abspath(install_tree.__file__)) == os.path.join(REPO, "dreamo_testkit")
     assert REPO in sys.path
     import nodes
 

@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import REPO
+
 RELEASES = 'echo "RELEASES=$DREAMO_RELEASES"'
 
 

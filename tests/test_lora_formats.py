@@ -1,6 +1,6 @@
 """LoRA formats of DreamO's stage files mapped onto FLUX.1 weights (pure torch, no host).
 
-The expected changes come from tests/lora_fixtures.py, which writes each format from its own knowledge of
+The expected changes come from dreamo_testkit/lora_fixtures.py, which writes each format from its own knowledge of
 what the format means; the pack's mapping is checked against them through a small reference consumer of
 `LoraTarget` (weight.narrow(*offset) += strength * scale * up @ down).
 """
@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-import lora_fixtures as lf
-import untrusted_files as uf
+from dreamo_testkit import lora_fixtures as lf
+from dreamo_testkit import untrusted_files as uf
 from comfyui_dreamo.dreamo_ops.lora_formats import (LoraFormatError, check_against_model, parse_lora,
                                                     read_lora_file)
 from comfyui_dreamo.dreamo_ops.weights import WeightFileError

@@ -16,7 +16,7 @@ def patcher_of(config_cls, unet_config):
 
 def flux2():
     import comfy.supported_models
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     if not hasattr(comfy.supported_models, "Flux2"):
         pytest.skip("this ComfyUI release has no FLUX.2 model class (added after 0.3.64)")
@@ -28,7 +28,7 @@ def flux2():
 
 def longcat():
     import comfy.supported_models
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     if not hasattr(comfy.supported_models, "LongCatImage"):
         pytest.skip("this ComfyUI release has no LongCat-Image model class (added after 0.3.64)")
@@ -53,25 +53,25 @@ def chroma():
 
 
 def fill():
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     return tiny_models.flux_patcher(in_channels=96)
 
 
 def sdxl():
-    return __import__("tiny_models").sdxl_patcher()
+    return __import__("dreamo_testkit.tiny_models").tiny_models.sdxl_patcher()
 
 
 MODELS = {"flux2": (flux2, r"this is a FLUX\.2 model \(Flux family, but not FLUX\.1\)"),
           "longcat": (longcat, r"this is a LongCat-Image model \(Flux family, but not FLUX\.1\)"),
           "chroma": (chroma, r"this is a Chroma model \(Flux family, but not FLUX\.1\)"),
           "fill": (fill, r"this Flux model has 96 input channels"),
-          "sd3": (lambda: __import__("tiny_models").sd3_patcher(), r"this is an SD3 model"),
+          "sd3": (lambda: __import__("dreamo_testkit.tiny_models").tiny_models.sd3_patcher(), r"this is an SD3 model"),
           "sdxl": (sdxl, r"this is an SDXL model")}
 
 
 def run_apply(model):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.apply import DreamOApply
 
     dreamo = type("E", (), {"hidden_size": tiny_models.TINY_FLUX["hidden_size"]})()
@@ -116,7 +116,7 @@ def test_non_flux1_models_are_refused_by_name(name, node):
 
 def test_flux1_is_accepted_and_its_module_returned():
     import comfy.ldm.flux.model
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.model_check import check_flux1
 
     assert type(check_flux1("DreamOApply", tiny_models.flux_patcher())) is comfy.ldm.flux.model.Flux

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import lora_fixtures as lf
+from dreamo_testkit import lora_fixtures as lf
 from comfyui_dreamo.dreamo_ops import model_files as mf
 from comfyui_dreamo.dreamo_ops.lora_formats import check_against_model, read_lora_file
 from comfyui_dreamo.dreamo_ops.weights import WeightFileError

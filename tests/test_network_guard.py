@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import NETWORK_GUARD
 
 PROBE = r"""
 import socket, threading
@@ -23,7 +23,7 @@ for target in (("93.184.216.34", 80), ("example.com", 443)):
 
 def test_guard_refuses_and_records_everything_but_loopback(tmp_path):
     log = tmp_path / "attempts.log"
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "tests", "network_guard"), DREAMO_NETWORK_LOG=str(log))
+    env = dict(os.environ, PYTHONPATH=NETWORK_GUARD, DREAMO_NETWORK_LOG=str(log))
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "loopback ok" in out.stdout and "CONNECTED" not in out.stdout

@@ -25,8 +25,8 @@ def same(a, b) -> bool:
 
 def test_apply_routing_and_sampling_leave_their_inputs_untouched():
     import comfy.patcher_extension
-    import tiny_models
-    from host_sampling import sample_once
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.host_sampling import sample_once
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
     from comfyui_dreamo.dreamo_ops.reference import DreamOReference
     from comfyui_dreamo.nodes.apply import DreamOApply

@@ -24,7 +24,7 @@ def dreamo_folder(tmp_path):
 
 def test_dreamo_folder_keeps_extra_model_paths_entries_and_lists_files(dreamo_folder):
     import folder_paths
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.loader import DreamOLoader
     from comfyui_dreamo.nodes.model_folders import register_all
 
@@ -55,13 +55,13 @@ def test_loader_errors_name_node_input_and_fix(dreamo_folder):
 
 @pytest.fixture(scope="module")
 def flux():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     return tiny_models.flux_patcher(seed=1)
 
 
 @pytest.fixture(scope="module")
 def dreamo():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
 
     t = tiny_models.embedding_tensors()
@@ -78,7 +78,7 @@ def dreamo_wrappers(patcher):
 
 
 def test_apply_clones_and_composes(flux, dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.apply import DreamOApply
 
     positive = tiny_models.conditioning()
@@ -95,7 +95,7 @@ def test_apply_clones_and_composes(flux, dreamo):
 
 
 def test_non_flux_model_is_refused(dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.apply import DreamOApply
 
@@ -111,7 +111,7 @@ def test_non_flux_model_is_refused(dreamo):
     ("slot_taken", r"input 'ref_2'\): slot 2 is already used"),
 ])
 def test_apply_errors(flux, dreamo, case, match):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.apply import DreamOApply
@@ -136,8 +136,8 @@ def test_apply_errors(flux, dreamo, case, match):
 
 def test_method_changed_after_apply_stops_sampling_with_an_explanation(flux, dreamo):
     import node_helpers
-    import tiny_models
-    from host_sampling import sample_once
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.host_sampling import sample_once
     from comfyui_dreamo.dreamo_ops.flux_wrapper import DreamOSamplingError
     from comfyui_dreamo.nodes.apply import DreamOApply
 

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import REPO
 
 
 def pyproject():
@@ -118,7 +118,7 @@ def test_install_script_clones_the_declared_floor_release():
 
     script = open(os.path.join(REPO, "scripts", "install_deps.sh")).read()
     assert f'COMFYUI_FLOOR_TAG="v{MIN_COMFYUI}"' in script
-    for folder in ("scripts", ".ci", "dreamo_ops", "nodes", "tests", "bench", "workflows", "web"):
+    for folder in ("scripts", ".ci", "dreamo_ops", "nodes", "tests", "dreamo_testkit", "bench", "workflows", "web"):
         for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
             for name in files:
                 if name.endswith((".py", ".sh", ".json", ".js", ".md")) or folder == ".ci":
@@ -224,10 +224,7 @@ def _venv_with(wheel, tmp_path):
 def test_a_non_editable_install_lists_and_finds_the_workflows(wheel, tmp_path):
     """A `pip install .` copy has no workflows/ folder beside it: the API workflows ship inside the package, so
     `dreamo-client --list-workflows` lists them and `dreamo-doctor --workflow ip` finds them by name."""
-    import sys
-
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    import install_tree as t
+    from dreamo_testkit import install_tree as t
 
     venv, site = _venv_with(wheel, tmp_path)
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import dreamo_cli; print(dreamo_cli.__file__)"],
@@ -275,8 +272,7 @@ def test_the_doctor_extra_is_enough_for_every_check_but_the_face_files(tmp_path)
     (default preset: no face files) as OK: the extra lists what its checks import."""
     import sys
 
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    import install_tree as t
+    from dreamo_testkit import install_tree as t
 
     root = t.full_install(str(tmp_path / "ComfyUI"))
     extra = {n.split(">")[0].split("=")[0] for n in pyproject()["project"]["optional-dependencies"]["doctor"]}

@@ -13,8 +13,8 @@ def rel_err(a, b):
 
 @pytest.fixture(scope="module")
 def host():
-    import tiny_models
-    from official_dreamo_reference import diffusers_flux_from_comfy
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.official_dreamo_reference import diffusers_flux_from_comfy
 
     patcher = tiny_models.flux_patcher(seed=1)
     reference = diffusers_flux_from_comfy(patcher.model.diffusion_model, tiny_models.TINY_FLUX)
@@ -40,7 +40,7 @@ def make_ref(h, w, seed, batch=1):
 
 
 def apply(patcher, dreamo, refs: dict, positive=None):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.apply import DreamOApply
 
     positive = positive if positive is not None else tiny_models.conditioning(seed=3)
@@ -49,7 +49,7 @@ def apply(patcher, dreamo, refs: dict, positive=None):
 
 
 def check_call(call, reference, positive, refs, dreamo, with_dreamo=True):
-    from official_dreamo_reference import dreamo_forward
+    from dreamo_testkit.official_dreamo_reference import dreamo_forward
 
     context, cond = positive[0][0], positive[0][1]
     pairs = [(r.latent, slot) for slot, r in sorted(refs.items())] if with_dreamo else []
@@ -72,8 +72,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_parity_with_official_forward(host, dreamo, case):
-    from host_sampling import add_recorder, sample_once
-    import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
+    from dreamo_testkit import tiny_models
 
     patcher, reference, _ = host
     (h, w), shapes = CASES[case]
@@ -87,8 +87,8 @@ def test_parity_with_official_forward(host, dreamo, case):
 
 
 def test_batch_of_two(host, dreamo):
-    from host_sampling import add_recorder, sample_once
-    import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
+    from dreamo_testkit import tiny_models
 
     patcher, reference, _ = host
     refs = {1: make_ref(6, 6, seed=20), 3: make_ref(4, 8, seed=21)}
@@ -102,8 +102,8 @@ def test_batch_of_two(host, dreamo):
 
 
 def test_cfg_negative_pass_is_plain_flux(host, dreamo):
-    from host_sampling import add_recorder, sample_once
-    import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
+    from dreamo_testkit import tiny_models
 
     patcher, reference, _ = host
     refs = {1: make_ref(6, 6, seed=30), 2: make_ref(4, 4, seed=31)}
@@ -119,9 +119,9 @@ def test_cfg_negative_pass_is_plain_flux(host, dreamo):
 
 
 def test_other_packs_wrapper_and_post_input_patch_still_run(host, dreamo):
-    from host_sampling import add_recorder, sample_once
-    import tiny_models
-    from official_dreamo_reference import dreamo_forward
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.official_dreamo_reference import dreamo_forward
 
     patcher, reference, _ = host
     offset = torch.randn(1, 1, tiny_models.TINY_FLUX["hidden_size"]) * 0.1
@@ -149,8 +149,8 @@ def test_other_packs_wrapper_and_post_input_patch_still_run(host, dreamo):
 
 def test_controlnet_residuals_reach_image_tokens_only(host, dreamo):
     import comfy.patcher_extension
-    import tiny_models
-    from official_dreamo_reference import dreamo_forward
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.official_dreamo_reference import dreamo_forward
 
     patcher, reference, _ = host
     refs = {1: make_ref(6, 6, seed=50), 2: make_ref(4, 4, seed=51)}
@@ -177,8 +177,8 @@ def test_controlnet_residuals_reach_image_tokens_only(host, dreamo):
 @pytest.mark.parametrize("mistake", ["index_off_by_one", "offset_method", "no_condition_embedding"])
 def test_parity_check_catches_deliberate_mistakes(host, dreamo, mistake, monkeypatch):
     """The comparison above must fail when the pack gets DreamO wrong."""
-    from host_sampling import add_recorder, sample_once
-    import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops import condition_embedding, flux_wrapper
     from comfyui_dreamo.nodes import apply as apply_module
 
@@ -214,11 +214,11 @@ forward, on 0.3.64 and 0.33); far below what leaving DreamO out changes (> 1, ch
 def test_bf16_forward_against_float32_official_reference(dreamo, case, record_property):
     """The pack in bfloat16, as users run FLUX.1 (ComfyUI's own bf16 model: weights and activations), against the
     official DreamO forward in float32 on the same (unrounded) weights: the relative error is reported and bounded."""
-    from host_sampling import add_recorder, sample_once
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
     import comfy.model_patcher
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
-    from official_dreamo_reference import diffusers_flux_from_comfy
+    from dreamo_testkit.official_dreamo_reference import diffusers_flux_from_comfy
 
     # weights at a modest scale, as a trained model keeps its activations: the default tiny model (scale 0.1) is
     # chaotic enough that bf16 rounding alone moves plain FLUX.1's output by ~40 %

@@ -1,4 +1,4 @@
-"""The test photos have one lookup (tests/photos.py, DREAMO_REFS_DIR): a missing photo is a skip naming the variable
+"""The test photos have one lookup (dreamo_testkit/photos.py, DREAMO_REFS_DIR): a missing photo is a skip naming the variable
 (a failure in CI), never a substitute, and the suite still collects without them."""
 import os
 import re
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-import photos
+from dreamo_testkit import photos
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import REPO
 
 
 @pytest.fixture
@@ -27,9 +27,10 @@ def python_files(*folders):
 
 
 def test_no_file_builds_its_own_path_to_the_photos():
-    """Every test, helper and bench finds the photos through tests/photos.py, which honours DREAMO_REFS_DIR."""
+    """Every test, kit module, script and bench finds the photos through dreamo_testkit/photos.py, which honours
+    DREAMO_REFS_DIR."""
     own = re.compile(r'"shared",\s*"data"|shared/data/refs|environ(\.get\(|\[)\s*"DREAMO_REFS_DIR"|\bREFS\s*=')
-    offenders = [os.path.relpath(p, REPO) for p in python_files("tests", "bench")
+    offenders = [os.path.relpath(p, REPO) for p in python_files("tests", "dreamo_testkit", "bench", "scripts")
                  if p not in (photos.__file__, __file__) and own.search(open(p, encoding="utf-8").read())]
     assert offenders == []
 
@@ -55,7 +56,7 @@ def test_a_present_photo_is_found_where_the_variable_says(tmp_path, monkeypatch)
 def test_a_test_server_never_substitutes_a_missing_photo(no_photos):
     """tiny_server used to save a red 300x300 picture under the photo's name; now the test is skipped, before any
     server or sandbox is made."""
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     root = no_photos / "server"
     with pytest.raises(pytest.skip.Exception, match="DREAMO_REFS_DIR"):

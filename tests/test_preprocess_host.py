@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from face_fixtures import NoNetwork, image_tensor, load_rgb, require_detector, write_facexlib_folder, write_tiny_remover
+from dreamo_testkit.face_fixtures import (NoNetwork, image_tensor, load_rgb, require_detector, write_facexlib_folder,
+                                          write_tiny_remover)
 
 pytestmark = pytest.mark.host
 
@@ -34,7 +35,7 @@ def folders(tmp_path):
 
 @pytest.fixture(scope="module")
 def vae():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     return tiny_models.vae(seed=0)
 
 
@@ -140,7 +141,7 @@ def test_download_switch_fetches_into_the_facexlib_folder(folders, monkeypatch):
 
     def fake_download(url, dst, hash_prefix=None, progress=True):  # stands in for the network
         fetched.append((url, dst))
-        from face_fixtures import random_parser_state
+        from dreamo_testkit.face_fixtures import random_parser_state
         torch.save(random_parser_state(), dst)
 
     monkeypatch.setattr(misc, "download_url_to_file", fake_download)

@@ -12,8 +12,9 @@ from comfyui_dreamo.dreamo_cli.api_workflow import Job  # conftest registers the
 from comfyui_dreamo.dreamo_cli.client import main
 from comfyui_dreamo.dreamo_cli.jobs import UsageError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "tests", "workflows", "dreamo_client_tiny_api.json")
+from dreamo_testkit import REPO, kit_workflow
+
+TINY = kit_workflow("dreamo_client_tiny_api.json")
 
 
 def cli(code: str):
@@ -21,7 +22,7 @@ def cli(code: str):
 
 
 def pyarrow_or_skip():
-    import ray_fixtures
+    from dreamo_testkit import ray_fixtures
 
     try:
         import pyarrow  # noqa: F401

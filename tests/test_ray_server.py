@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-import ray_fixtures  # tests/: the Ray setup shared with bench/bench_ray.py
+from dreamo_testkit import ray_fixtures  # the Ray setup shared with bench/bench_ray.py
 
 ray_fixtures.require_ray()
 ray_fixtures.import_cli()

@@ -8,7 +8,7 @@ from comfyui_dreamo.dreamo_ops.errors import DreamOError
 from comfyui_dreamo.dreamo_ops.reference import DreamOPreprocessor, prepare_pixels, to_uint8
 from comfyui_dreamo.dreamo_ops.resize import area_size
 
-from face_fixtures import image_tensor, load_rgb, offline_preprocessor
+from dreamo_testkit.face_fixtures import image_tensor, load_rgb, offline_preprocessor
 
 
 @pytest.fixture(scope="module")

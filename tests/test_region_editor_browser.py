@@ -6,7 +6,6 @@ $DREAMO_ARTIFACTS (default: pytest's tmp folder), never the repo."""
 import io
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,12 +14,11 @@ from PIL import Image
 
 from test_frontend_browser import (Page, artifacts, page, page_without, playwright,  # noqa: F401  (shared fixtures)
                                    vue_nodes_page)
+from dreamo_testkit import kit_workflow
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-WORKFLOW = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
+WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 ROUTING, SIZE, MAP, REGIONS, MASKS = 23, 9, 24, 40, 27
 WIDTH, HEIGHT = 192, 128  # the tiny workflow's latent size, in pixels
 
@@ -37,13 +35,13 @@ def workflow():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_server
+def server(session_server):
+    """The session's shared tiny server (conftest.py): reference.png and reference2.png are the perfume and
+    the cat."""
+    from dreamo_testkit import photos
 
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")),
-                            images={"reference.png": "perfume.png", "reference2.png": "cat.png"})
-    yield srv
-    srv.stop()
+    photos.require("perfume.png", "cat.png")
+    return session_server
 
 
 def arrange(page):

@@ -12,9 +12,10 @@ import requests
 from test_frontend_browser import artifacts, page, page_without, playwright  # noqa: F401  (shared fixtures)
 from test_region_editor_browser import click_button, drag, server, stored  # noqa: F401  (shared fixture)
 
+from dreamo_testkit import REPO, kit_workflow
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 ROUTING, REPORT, MAP = 23, 90, 24
 WORDS = {"1": "an old man in a grey coat [ref#1]", "2": "a girl in a yellow raincoat [ref#2], smiling"}
@@ -23,7 +24,7 @@ WORDS = {"1": "an old man in a grey coat [ref#1]", "2": "a girl in a yellow rain
 def workflow():
     """The example regional workflow on tiny models, its id references made ip (no face models in this sandbox),
     nothing drawn, and the test node reporting the region prompts and what the routing captured."""
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
 
     prompt, _ = tiny_workflows.tiny_prompt(json.load(open(WORKFLOW)))
     del prompt["8"]  # the face preprocessor
@@ -31,7 +32,7 @@ def workflow():
         prompt[encode]["inputs"].update(task="ip", resolution=64, id_fallback="ip")
         del prompt[encode]["inputs"]["preprocessor"]
         prompt[str(prompt[encode]["inputs"]["image"][0])]["inputs"]["image"] = image
-    tiny = json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")))
+    tiny = json.load(open(kit_workflow("dreamo_multi_subject_tiny_api.json")))
     prompt["4"]["inputs"] = {**tiny["3"]["inputs"], "model": prompt["4"]["inputs"]["model"]}  # the tiny DreamO file
     prompt["23"]["inputs"]["drawn_regions"] = ""
     prompt[str(REPORT)] = {"class_type": "DreamOTestRegionPrompts",
@@ -66,7 +67,7 @@ def history_run(page, server, drawn):
 
 
 def test_draw_two_boxes_type_their_words_queue_and_read_back(page, playwright, server, artifacts):
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
 
     page.load_api(workflow())
     arrange(page)

@@ -25,7 +25,7 @@ WORDS = {1: "an old man in a grey coat [ref#1]", 2: "a girl in a yellow raincoat
 
 @pytest.fixture(scope="module")
 def clip():
-    import tiny_text_encoders
+    from dreamo_testkit import tiny_text_encoders
 
     return tiny_text_encoders.flux_clip(seed=5)
 
@@ -162,9 +162,9 @@ CASES = {  # regions, reference slots, latent (h, w), batch, cfg, mode, follow
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_region_words_are_routed_like_the_dense_reference(flux, dreamo, clip, monkeypatch, case):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
-    from host_sampling import add_recorder
+    from dreamo_testkit.host_sampling import add_recorder
 
     n, ref_slots, latent_hw, batch, cfg, mode, follow = CASES[case]
     refs = {s: make_ref(4 + 2 * s, 4, seed=10 + s) for s in ref_slots}
@@ -220,7 +220,7 @@ def test_region_words_are_routed_like_the_dense_reference(flux, dreamo, clip, mo
 
 
 def test_soft_region_words_are_monotone_in_strength(flux, dreamo, clip, monkeypatch):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     latent_hw = (8, 12)
     boxes, size = stripes(2, latent_hw)
@@ -244,7 +244,7 @@ def test_soft_region_words_are_monotone_in_strength(flux, dreamo, clip, monkeypa
 
 @pytest.mark.parametrize("cfg", [1.0, 2.0])
 def test_no_region_words_is_bit_identical(flux, dreamo, clip, cfg):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     latent_hw = (8, 12)
     boxes, size = stripes(2, latent_hw)
@@ -263,8 +263,8 @@ def test_no_region_words_is_bit_identical(flux, dreamo, clip, cfg):
 
 
 def test_negative_pass_is_untouched(flux, dreamo, clip):
-    import tiny_models
-    from host_sampling import add_recorder
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder
 
     latent_hw = (8, 12)
     boxes, size = stripes(3, latent_hw)
@@ -284,7 +284,7 @@ def test_negative_pass_is_untouched(flux, dreamo, clip):
 
 
 def test_base_placeholders_follow_their_reference_switchable(flux, dreamo, clip, monkeypatch):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     latent_hw = (8, 12)
     boxes, size = stripes(2, latent_hw)
@@ -307,7 +307,7 @@ def test_base_placeholders_follow_their_reference_switchable(flux, dreamo, clip,
 
 
 def test_routing_map_shows_where_each_regions_words_went(flux, dreamo, clip):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.routing import DreamORoutingMap, routing_spec
 
     latent_hw = (8, 12)
@@ -344,7 +344,7 @@ def masked_path(clip, dreamo, base_text, boxes, texts, size):
     """Core nodes: a DreamO Text Encode per region → ConditioningSetMask → ConditioningCombine, then ours."""
     from comfyui_dreamo.dreamo_ops.drawn_regions import box_mask
     from comfyui_dreamo.nodes.regional import DreamORegionalConditioning
-    from host_sampling import core_nodes
+    from dreamo_testkit.host_sampling import core_nodes
 
     nodes = core_nodes()
     combined = encode(clip, dreamo, base_text)
@@ -380,7 +380,7 @@ def assert_same_routed_conditioning(a, b):
 
 
 def test_masked_conditioning_path_equals_the_editor_path(flux, dreamo, clip):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     latent_hw = (8, 12)
     boxes, size = stripes(3, latent_hw)
@@ -401,7 +401,7 @@ def test_masked_conditioning_path_equals_the_editor_path(flux, dreamo, clip):
 
 
 def core_masked(clip, dreamo, **set_mask):
-    from host_sampling import core_nodes
+    from dreamo_testkit.host_sampling import core_nodes
 
     nodes = core_nodes()
     args = {"set_cond_area": "default", "strength": 1.0, **set_mask}
@@ -476,7 +476,7 @@ def test_bounding_boxes_are_a_region_source_where_core_has_them(flux, dreamo, cl
 
 
 def test_words_need_an_area_and_a_positive_path(flux, dreamo, clip):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.routing import DreamORouting
 

@@ -5,15 +5,14 @@ that path cannot keep, reported by name in /history."""
 import json
 import os
 import shutil
-import sys
 
 import pytest
 import requests
 
+from dreamo_testkit import REPO
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 MAP = "24"  # DreamO Routing Map
 REPORT = "90"  # the test-only node reporting the region prompts and what the routing captured
@@ -22,29 +21,19 @@ SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_REGIONAL_MAP")  # copy the routing map
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import photos
-    import tiny_workflows
-    from comfyui_runner import Sandbox, Server
+def server(session_server):
+    """The session's shared tiny server (conftest.py): the example workflow's photos and tiny model files."""
+    from dreamo_testkit import photos, tiny_workflows
 
-    names = tiny_workflows.input_images(json.load(open(WORKFLOW)))
-    reason = photos.missing_reason(names)
-    if reason:
-        photos.require(*names)
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    unavailable = tiny_workflows.write_model_files(sandbox.models_dir)
-    if "face models (id references)" in unavailable:
-        pytest.skip(unavailable["face models (id references)"])
-    for name in names:
-        shutil.copy(os.path.join(photos.refs_dir(), name), os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    yield srv
-    srv.stop()
+    photos.require(*tiny_workflows.input_images(json.load(open(WORKFLOW))))
+    if "face models (id references)" in session_server.unavailable:
+        pytest.skip(session_server.unavailable["face models (id references)"])
+    return session_server
 
 
 def tiny_regional():
     """The example workflow on tiny models, plus the report node (after the sampler)."""
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
 
     prompt, _ = tiny_workflows.tiny_prompt(json.load(open(WORKFLOW)))
     for node in ("5", "6"):  # shift and size
@@ -145,6 +134,6 @@ def test_what_core_regions_cannot_keep_is_named_in_history(server):
     assert "DreamORegionalConditioning (input 'conditioning'): masked entry 1 (region 1) has set_area_to_bounds" \
         in message and "Fix: set ConditioningSetMask's set_cond_area to 'default'" in message
     history = requests.get(f"{server.url}/history", timeout=30).json()
-    assert any(h["status"]["status_str"] == "error" for h in history.values())
+    assert any(h["status"]["status_str"] == "error" for h in history.values() if h["prompt"][2] == prompt)  # its own
     # the next good prompt runs
     assert server.run(tiny_regional(), timeout=600)["status"] == "success"

@@ -17,14 +17,14 @@ N_BLOCKS = 4  # tiny Flux: 2 double + 2 single
 
 @pytest.fixture(scope="module")
 def flux():
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     return tiny_models.flux_patcher(seed=1)
 
 
 @pytest.fixture(scope="module")
 def dreamo():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
 
     t = tiny_models.embedding_tensors(seed=2)
@@ -139,8 +139,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hard_routing_zeroes_outside_attention_in_every_block(flux, dreamo, monkeypatch, case):
-    import tiny_models
-    from host_sampling import add_recorder
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.host_sampling import add_recorder
 
     latent_hw, shapes, batch, cfg, mask_hw = CASES[case]
     refs = {s: make_ref(h, w, seed=10 + s) for s, (h, w) in shapes.items()}
@@ -168,7 +168,7 @@ def test_hard_routing_zeroes_outside_attention_in_every_block(flux, dreamo, monk
 
 
 def test_isolation_cuts_reference_to_reference(flux, dreamo, monkeypatch):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     refs = {1: make_ref(6, 6, seed=20), 2: make_ref(4, 4, seed=21)}
     model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
@@ -183,7 +183,7 @@ def test_isolation_cuts_reference_to_reference(flux, dreamo, monkeypatch):
 
 
 def test_soft_routing_lowers_outside_attention_monotonically(flux, dreamo, monkeypatch):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     refs = {1: make_ref(6, 6, seed=22)}
     left = stripes(2)[0]
@@ -224,7 +224,7 @@ def with_probe(model):
 
 
 def test_other_override_still_runs_and_reference_values_do_not_reach_outside(flux, dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     refs = {1: make_ref(6, 6, seed=23), 2: make_ref(4, 4, seed=24)}
     left, right = stripes(2)
@@ -247,7 +247,7 @@ def test_other_override_still_runs_and_reference_values_do_not_reach_outside(flu
 
 
 def test_step_range_is_honoured(flux, dreamo, monkeypatch):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     refs = {1: make_ref(6, 6, seed=25)}
     model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
@@ -275,7 +275,7 @@ def test_step_range_is_honoured(flux, dreamo, monkeypatch):
 @pytest.mark.parametrize("regions", ["none", "all_ones"])
 @pytest.mark.parametrize("capture", [False, True])
 def test_no_constraint_is_bit_identical(flux, dreamo, regions, capture):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     refs = {1: make_ref(6, 6, seed=26), 2: make_ref(4, 8, seed=27)}
     model, cond = apply(flux, dreamo, refs, tiny_models.conditioning(seed=3))
@@ -289,7 +289,7 @@ def test_no_constraint_is_bit_identical(flux, dreamo, regions, capture):
 
 
 def test_routing_changes_the_image_and_works_in_either_order(flux, dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     refs = {1: make_ref(6, 6, seed=28), 2: make_ref(4, 4, seed=29)}
     left, right = stripes(2)
@@ -303,7 +303,7 @@ def test_routing_changes_the_image_and_works_in_either_order(flux, dreamo):
 
 
 def test_region_for_an_empty_slot_and_missing_dreamo_are_errors(flux, dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
 
     refs = {1: make_ref(6, 6, seed=30)}
@@ -316,7 +316,7 @@ def test_region_for_an_empty_slot_and_missing_dreamo_are_errors(flux, dreamo):
 
 
 def test_routing_maps_from_the_node(flux, dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.routing import DreamORoutingMap, routing_spec
 
     refs = {1: make_ref(6, 6, seed=31), 2: make_ref(4, 4, seed=32)}
@@ -351,7 +351,7 @@ def test_routing_maps_from_the_node(flux, dreamo):
 
 
 def region_peak_column(flux, dreamo, mask, mode):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.routing import routing_spec
 
     refs = {1: make_ref(6, 6, seed=33)}
@@ -373,7 +373,7 @@ def test_routing_map_peak_follows_the_region(flux, dreamo, mode):
 
 
 def test_routing_refuses_a_tenth_region():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.routing import DreamORouting
 
@@ -422,7 +422,7 @@ def test_bad_drawn_regions_are_named_errors(flux, text, words):
 
 
 def test_a_box_drawn_for_an_empty_slot_is_reported_as_drawn(flux, dreamo):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
 
     refs = {1: make_ref(6, 6, seed=30)}

@@ -4,36 +4,28 @@ import io
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
+from dreamo_testkit import REPO, kit_workflow
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-WORKFLOW = os.path.join(REPO, "tests", "workflows", "dreamo_multi_subject_tiny_api.json")
+WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay there (the README picture)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import photos
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
+def server(session_server):
+    """The session's shared tiny server (conftest.py): reference.png and reference2.png are the perfume and
+    the cat, as RGBA."""
+    from dreamo_testkit import photos
 
-    sources = {"reference.png": photos.photo("perfume.png"), "reference2.png": photos.photo("cat.png")}
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    for name, path in sources.items():
-        Image.open(path).convert("RGBA").save(os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    yield srv
-    srv.stop()
+    photos.require("perfume.png", "cat.png")
+    return session_server
 
 
 def by_prefix(server, outputs, prefix):
@@ -89,6 +81,7 @@ def test_routing_nodes_are_registered(server):
     assert info["output"] == ["MASK", "IMAGE"] and list(info["input"]["optional"]) == ["image"]
 
 
+@pytest.mark.browser
 def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
     """The multi-subject template (UI format, made by the real frontend from the API file) queues exactly
     what workflows/api/dreamo_multi_subject_api.json does."""
@@ -97,7 +90,7 @@ def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
 
     if not os.path.isfile(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    import template_files
+    from dreamo_testkit import template_files
 
     ui = json.load(open(template_files.ui_path("dreamo_multi_subject")))
     api = json.load(open(os.path.join(REPO, "workflows", "api", "dreamo_multi_subject_api.json")))
@@ -114,7 +107,7 @@ def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
 
 
 def drawn_workflow(boxes, width=192, height=128):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     return tiny_server.drawn_regions_prompt(boxes, width, height)
 

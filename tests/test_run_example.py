@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-import photos  # tests/: the one lookup of the sample photos
+from dreamo_testkit import photos  # the one lookup of the sample photos
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+from dreamo_testkit import REPO
 
 
 def touch(root, *parts):
@@ -151,7 +150,7 @@ def test_a_garment_goes_to_the_garment_slot(fake_checkout, monkeypatch, tmp_path
 @pytest.mark.host
 @pytest.mark.server
 def test_id_tryon_install_check_runs_the_id_and_tryon_paths(tmp_path, capsys):
-    import offline_retinaface
+    from dreamo_testkit import offline_retinaface
     import run_example
 
     ok, why = offline_retinaface.available()

@@ -28,9 +28,9 @@ PICKLES = ("evil.pt", "evil.bin", "evil.ckpt")
 
 
 def write_bad_files(sandbox, marker):
-    import lora_fixtures as lf
-    import tiny_models
-    import untrusted_files as uf
+    from dreamo_testkit import lora_fixtures as lf
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit import untrusted_files as uf
 
     dreamo = os.path.join(sandbox.models_dir, "dreamo")
     good = os.path.join(dreamo, "dreamo_tiny.safetensors")
@@ -67,7 +67,7 @@ def marker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, marker):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     srv = tiny_server.start(str(tmp_path_factory.mktemp("bad_files")), {"reference.png": "perfume.png",
                                                                          "woman.png": "woman1.png"},
@@ -81,7 +81,7 @@ SEEDS = itertools.count(100)
 
 
 def good_prompt():
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     p = tiny_server.install_check_prompt()
     p["10"]["inputs"]["seed"] = next(SEEDS)  # sampled again each time, not served from the cache
@@ -221,7 +221,7 @@ def test_a_bad_file_or_model_is_named_with_the_fix_and_the_server_keeps_serving(
 def test_pickle_files_are_never_offered_nor_opened(server, marker, name, node, field):
     """.pt/.bin/.ckpt in models/loras: ComfyUI lists them there, the pack's nodes never offer them, and a workflow
     naming one is refused before anything runs."""
-    import untrusted_files as uf
+    from dreamo_testkit import untrusted_files as uf
 
     assert uf.unpickling_runs_code(marker + ".control")  # the payload is live: unpickled, it writes its marker
     info = server.object_info("DreamOStageLoader")["DreamOStageLoader"]["input"]["required"]

@@ -3,47 +3,28 @@ websocket, read /history and check the saved images."""
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
+from dreamo_testkit import kit_workflow
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-FACE_PHOTOS = ("hinton.jpeg", "mountain.png")  # the id tests' photos (tests/photos.py), copied in when present
+FACE_PHOTOS = ("hinton.jpeg", "mountain.png")  # the id tests' photos (dreamo_testkit/photos.py), copied in when present
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_models
-    from comfyui_runner import Sandbox, Server
-
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    os.makedirs(os.path.join(sandbox.models_dir, "dreamo"))
-    tiny_models.write_dreamo_file(os.path.join(sandbox.models_dir, "dreamo", "dreamo_tiny.safetensors"))
-    import face_fixtures
-    import offline_retinaface
-    import photos
-    import tiny_server
-
-    tiny_server.drawn_picture(os.path.join(sandbox.input_dir, "reference.png"))  # the install check's picture
-    if offline_retinaface.available()[0]:
-        face_fixtures.write_facexlib_folder(os.path.join(sandbox.models_dir, "facexlib"))
-    for name in FACE_PHOTOS:  # the tests that use one require it (a skip naming DREAMO_REFS_DIR when missing)
-        source = os.path.join(photos.refs_dir(), name)
-        if os.path.isfile(source):
-            Image.open(source).convert("RGB").save(os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    yield srv
-    srv.stop()
+def server(session_server):
+    """The session's shared tiny server (conftest.py): the install check's picture, the face photos found
+    (the tests that use one require it) and facexlib's tiny files when the offline detector is there."""
+    return session_server
 
 
 def install_check():
-    return json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
+    return json.load(open(kit_workflow("dreamo_install_check_api.json")))
 
 
 def test_nodes_are_registered_with_their_public_inputs(server):
@@ -139,8 +120,8 @@ def id_workflow(image: str, fallback: str = "ip"):
 
 
 def require_face_inputs(server, *names):
-    import offline_retinaface
-    import photos
+    from dreamo_testkit import offline_retinaface
+    from dreamo_testkit import photos
 
     ok, reason = offline_retinaface.available()
     if not ok:
@@ -173,7 +154,7 @@ def test_an_id_reference_without_a_face_falls_back_or_stops(server):
 def test_unet_loader_stage_loader_apply_ksampler_on_an_fp8_flux_file(server):
     """The stock loader path: UNETLoader (fp8) -> DreamOStageLoader -> DreamOApply -> KSampler, on a generated
     FLUX.1-shaped file (UNETLoader only detects Flux at hidden size 3072; the file has one block)."""
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     unet_dir = os.path.join(server.sandbox.models_dir, "diffusion_models")
     os.makedirs(unet_dir, exist_ok=True)
@@ -200,6 +181,7 @@ def test_unet_loader_stage_loader_apply_ksampler_on_an_fp8_flux_file(server):
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.browser
 def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(server, tmp_path):
     """The real ComfyUI frontend in headless Chromium: our extension loads without errors, the API workflow
     loads on the canvas, queueing it from the page runs it, and the reference info is shown in the node."""

@@ -25,9 +25,9 @@ RSS_GROWTH_LIMIT_MB = 200  # tiny models: a per-prompt leak of even a few MB wou
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import face_fixtures
-    import offline_retinaface
-    import tiny_server
+    from dreamo_testkit import face_fixtures
+    from dreamo_testkit import offline_retinaface
+    from dreamo_testkit import tiny_server
 
     if not offline_retinaface.available()[0]:
         pytest.skip(offline_retinaface.available()[1])
@@ -40,7 +40,7 @@ def server(tmp_path_factory):
 
 def variant(i: int) -> dict:
     """Prompt i: slot 1..9, image, task (id through the preprocessor for the portraits), size, batch 1 or 2."""
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     p = tiny_server.install_check_prompt()
     slot, image = 1 + i % 9, IMAGES[i % len(IMAGES)]

@@ -14,13 +14,13 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_server
+def server(session_server):
+    """The session's shared tiny server (conftest.py), with the pictures of write_pictures added."""
+    from dreamo_testkit import photos
 
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("reliability")),
-                            {"reference.png": "perfume.png", "other.png": "cat.png"}, prepare=write_pictures)
-    yield srv
-    srv.stop()
+    photos.require("perfume.png", "cat.png")  # reference.png and other.png
+    write_pictures(session_server.sandbox)
+    return session_server
 
 
 def write_pictures(sandbox):
@@ -42,7 +42,7 @@ def write_pictures(sandbox):
 
 
 def dreamo_prompt(image="reference.png", prefix="dreamo", steps=2):
-    import tiny_server
+    from dreamo_testkit import tiny_server
 
     p = tiny_server.install_check_prompt()
     p["4"]["inputs"]["image"] = image

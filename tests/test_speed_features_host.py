@@ -17,14 +17,14 @@ STEPS = tuple(float(s) for s in torch.linspace(0.95, 0.0, 9))  # 8 steps
 
 @pytest.fixture(scope="module")
 def flux():
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     return tiny_models.flux_patcher(seed=1, scale=0.05)
 
 
 @pytest.fixture(scope="module")
 def dreamo():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
 
     t = tiny_models.embedding_tensors(seed=2)
@@ -77,9 +77,9 @@ def test_step_caches_skip_steps_but_every_computed_step_is_dreamo_with_routing(f
     """EasyCache / LazyCache replace some steps by the last computed step's change. Those changes were computed by
     DreamO with its references and routing, so nothing is dropped: every model call that runs has DreamO's
     embeddings and routed blocks, and the routing maps average the computed steps."""
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.routing import routing_spec
-    from host_sampling import add_recorder
+    from dreamo_testkit.host_sampling import add_recorder
 
     left, right = stripes(2)
     pos, neg = tiny_models.conditioning(seed=3), tiny_models.conditioning(seed=4)
@@ -108,16 +108,16 @@ def test_step_caches_skip_steps_but_every_computed_step_is_dreamo_with_routing(f
 
 @pytest.mark.parametrize("order", ["kv_cache_last", "kv_cache_first"])
 def test_flux_kv_cache_is_refused_by_name_before_any_step(flux, dreamo, order):
-    from gguf_fixtures import _comfyui_nodes_module
+    from dreamo_testkit.gguf_fixtures import _comfyui_nodes_module
 
     _comfyui_nodes_module()  # comfy_extras import ComfyUI's `nodes`, which this repo's `nodes` package shadows
     import comfy_extras.nodes_flux as nodes_flux
 
     if not hasattr(nodes_flux, "FluxKVCache"):
         pytest.skip("this ComfyUI has no FluxKVCache (added after 0.3.64)")
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
-    from host_sampling import add_recorder
+    from dreamo_testkit.host_sampling import add_recorder
 
     def kv(m):
         out = nodes_flux.FluxKVCache.execute(m)
@@ -141,11 +141,11 @@ def test_user_lora_stacks_with_the_stage_loader(folders, release, order):  # noq
     weights ComfyUI computes hold both, exactly, and DreamO on that model matches the official forward on the merged
     weights (so the references are used)."""
     import folder_paths
-    import lora_fixtures as lf
-    import tiny_models
-    from gguf_fixtures import _comfyui_nodes_module
-    from host_sampling import add_recorder, sample_once
-    from official_dreamo_reference import diffusers_flux_from_comfy
+    from dreamo_testkit import lora_fixtures as lf
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.gguf_fixtures import _comfyui_nodes_module
+    from dreamo_testkit.host_sampling import add_recorder, sample_once
+    from dreamo_testkit.official_dreamo_reference import diffusers_flux_from_comfy
     from test_parity_host import check_call
 
     flux = tiny_models.flux_patcher(seed=1)
@@ -183,7 +183,7 @@ def test_user_lora_stacks_with_the_stage_loader(folders, release, order):  # noq
 def fp8_patcher(src, fast: bool):
     """The tiny Flux as UNETLoader's fp8_e4m3fn (fast: fp8_e4m3fn_fast, i.e. fp8 matmuls) loads it, on the CPU."""
     import comfy.model_patcher
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     model = tiny_models.flux_model_config(torch.float8_e4m3fn, torch.float32, fp8_matmul=fast).get_model({})
     model.load_model_weights(src.model.state_dict(), "diffusion_model.")
@@ -199,7 +199,7 @@ def test_fp8_matmul_path_runs_dreamo_and_routing(flux, dreamo, monkeypatch):
     far from the same fp8 model without DreamO. Speed and the GPU kernels themselves: bench/gpu_matrix.py."""
     import comfy.model_management
     import comfy.ops
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     monkeypatch.setattr(comfy.model_management, "SUPPORT_FP8_OPS", True)
     scaled = []  # fp8 matmuls that ran (ComfyUI falls back to a cast matmul, logging at info, when one fails)

@@ -3,7 +3,7 @@
 Release-like files are written in the formats ByteDance used (XLabs for the main/cfg/quality LoRAs, diffusers
 for SFT/DPO and FLUX.1-Turbo-Alpha) with tiny Flux shapes. The weights ComfyUI computes when it loads the
 patched clone (`ModelPatcher.patch_model`) are compared, per weight, with W + s * scale * (up @ down) worked out
-from the generator's own description of each file (tests/lora_fixtures.py).
+from the generator's own description of each file (dreamo_testkit/lora_fixtures.py).
 """
 import pytest
 import torch
@@ -40,7 +40,7 @@ def folders(tmp_path):
 def release(folders):
     """ByteDance/DreamO's files (+ turbo in loras/) as {stage: changes}; formats as released."""
     import folder_paths
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     d, loras = folders["dreamo"], folders["loras"]
     (d / "v1.1").mkdir()
@@ -65,7 +65,7 @@ def release(folders):
 
 @pytest.fixture(scope="module")
 def flux():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     return tiny_models.flux_patcher(seed=1)
 
 
@@ -107,7 +107,7 @@ def patched_weights(patcher):
 
 
 def expected(base, changes, strengths):
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     out = base
     for stage, s in strengths.items():
@@ -130,7 +130,7 @@ def assert_weights(got, want, base, changes, stages):
 # ------------------------------------------------------------------------------------ weights, presets
 
 def test_v1_1_defaults_apply_main_cfg_turbo_sft_dpo_exactly(flux, release):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     base = base_weights(flux)
     model, dreamo = run(flux)
@@ -145,7 +145,7 @@ def test_v1_1_defaults_apply_main_cfg_turbo_sft_dpo_exactly(flux, release):
 
 
 def test_v1_preset_uses_the_quality_pair_and_leaves_untargeted_rows_alone(flux, release):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     base = base_weights(flux)
     model, _ = run(flux, version="v1", turbo=False)
@@ -203,7 +203,7 @@ def test_custom_and_explicit_files_override_the_preset(flux, release):
 @pytest.mark.parametrize("fmt", ["kohya", "bfl", "bfl_lora_A_no_prefix", "diffusers_alpha"])
 def test_every_format_through_comfyui_patches(flux, folders, release, fmt):
     import folder_paths
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     make = {"kohya": lambda: lf.kohya(seed=40, alpha=2.0), "bfl": lambda: lf.bfl(seed=41, alpha=8.0),
             "bfl_lora_A_no_prefix": lambda: lf.bfl(seed=42, prefix="", names=("lora_B", "lora_A"), alpha=None),
@@ -233,8 +233,8 @@ def to_comfyui_copy(tensors):
 
 def test_preconverted_comfyui_copies_and_standalone_embeddings(flux, folders, release):
     import folder_paths
-    import lora_fixtures as lf
-    import tiny_models
+    from dreamo_testkit import lora_fixtures as lf
+    from dreamo_testkit import tiny_models
 
     copies = folders["dreamo"] / "comfyui"
     copies.mkdir()
@@ -254,7 +254,7 @@ def test_preconverted_comfyui_copies_and_standalone_embeddings(flux, folders, re
 def test_diffusers_mapping_agrees_with_comfyuis_own_key_map(flux):
     """ComfyUI maps diffusers Flux names itself (comfy.lora.model_lora_keys_unet); ours must agree."""
     import comfy.lora
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
     from comfyui_dreamo.dreamo_ops.lora_formats import map_base, part_offset, split_role
 
     h = flux.model.diffusion_model.hidden_size
@@ -275,7 +275,7 @@ def test_diffusers_mapping_agrees_with_comfyuis_own_key_map(flux):
 
 def fp8_flux(seed=1):
     import comfy.model_patcher
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     src = tiny_models.flux_patcher(seed=seed)
     # what UNETLoader's fp8_e4m3fn does on CPU
@@ -288,8 +288,8 @@ def fp8_flux(seed=1):
 def test_fp8_base_model_gets_the_patches_through_comfyui(release):
     import comfy.float
     import comfy.model_patcher
-    import tiny_models
-    from host_sampling import sample_once
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.host_sampling import sample_once
 
     fp8 = fp8_flux()
     qkv = fp8.model.diffusion_model.double_blocks[0].img_attn.qkv
@@ -328,7 +328,7 @@ def node_error(match, model, **inputs):
 
 def test_lora_for_another_model_is_named_with_its_file_and_key(flux, folders, release):
     import folder_paths
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     lf.save(folders["loras"] / "sdxl_style.safetensors", lf.sdxl_lora())
     folder_paths.filename_list_cache.clear()
@@ -341,7 +341,7 @@ def test_lora_for_another_model_is_named_with_its_file_and_key(flux, folders, re
 
 def test_unknown_key_rank_and_shape_mismatch(flux, folders, release):
     import folder_paths
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     tensors, _ = lf.xlabs(seed=50)
     tensors["double_blocks.1.processor.style_lora.up.weight"] = torch.zeros(48, 4)
@@ -365,7 +365,7 @@ def test_truncated_file_and_pickle_are_refused(flux, folders, release):
 
     data = (folders["dreamo"] / "dreamo_cfg_distill.safetensors").read_bytes()
     (folders["dreamo"] / "cut.safetensors").write_bytes(data[: len(data) // 2])
-    import untrusted_files as uf
+    from dreamo_testkit import untrusted_files as uf
 
     marker = folders["loras"].parent / "unpickled.marker"
     payload = uf.pickle_payload(str(marker))
@@ -384,7 +384,7 @@ def test_truncated_file_and_pickle_are_refused(flux, folders, release):
 
 def test_missing_official_files_say_where_to_get_them(flux, folders):
     import folder_paths
-    import lora_fixtures as lf
+    from dreamo_testkit import lora_fixtures as lf
 
     node_error(r"'dreamo_file'\): no dreamo\.safetensors was found.*huggingface\.co/ByteDance/DreamO", flux)
     lf.save(folders["dreamo"] / "dreamo.safetensors", lf.with_embeddings(lf.xlabs(seed=1)[0]))
@@ -402,10 +402,10 @@ def test_missing_official_files_say_where_to_get_them(flux, folders):
 
 
 def test_not_a_flux_model(folders, release):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     if not hasattr(tiny_models, "sd3_patcher"):
-        pytest.skip("tests/tiny_models.py has no sd3_patcher")
+        pytest.skip("dreamo_testkit/tiny_models.py has no sd3_patcher")
     node_error(r"'model'\): DreamO works on FLUX\.1 models only; this is an SD3 model", tiny_models.sd3_patcher())
 
 
@@ -427,7 +427,7 @@ def test_workflow_stage_loader_apply_ksampler(release):
     """UNETLoader's output -> DreamOStageLoader -> DreamOApply -> one KSampler step (comfy.sample.sample)."""
     import comfy.model_management
     import comfy.sample
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.reference import DreamOReference
     from comfyui_dreamo.nodes.apply import DreamOApply
 

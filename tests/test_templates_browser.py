@@ -11,18 +11,16 @@ import glob
 import json
 import os
 import shutil
-import sys
 import time
 
 import pytest
 import requests
 
+from dreamo_testkit import REPO
 from test_frontend_browser import CHROMIUM, artifacts, playwright  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 API_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*_api.json")))
 PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the template route's module name
 WINDOW = {"width": 1280, "height": 800}
@@ -35,9 +33,9 @@ def key_of(path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import photos
-    import tiny_server
-    import tiny_workflows
+    from dreamo_testkit import photos
+    from dreamo_testkit import tiny_server
+    from dreamo_testkit import tiny_workflows
     from export_ui_workflows import model_file_names
 
     pictures = sorted({name for p in API_FILES for name in tiny_workflows.input_images(json.load(open(p)))})
@@ -182,7 +180,7 @@ def queue_for_page(server, page, prompt, timeout=600):
 
 @pytest.mark.parametrize("path", API_FILES, ids=key_of)
 def test_template_reads_well_before_and_after_one_run(server, browser, artifacts, path):  # noqa: F811
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
     from workflow_notes import template_name
 
     key, name = key_of(path), template_name(key_of(path))

@@ -35,7 +35,7 @@ def vectors():
 @pytest.fixture(scope="module")
 def t5_pair(vectors):
     """A tiny random ComfyUI T5 and DreamO's HF reference with the same weights."""
-    import tiny_text_encoders as tte
+    from dreamo_testkit import tiny_text_encoders as tte
 
     comfy_t5 = tte.comfy_t5(seed=3, scale=0.05)
     reference = tte.dreamo_reference_t5(tte.hf_t5_from_comfy(comfy_t5), vectors)
@@ -43,7 +43,7 @@ def t5_pair(vectors):
 
 
 def reference_encode(reference, ids, length):
-    import tiny_text_encoders as tte
+    from dreamo_testkit import tiny_text_encoders as tte
 
     with torch.no_grad():
         return reference(input_ids=torch.tensor([tte.official_padded(ids, length)])).last_hidden_state
@@ -146,7 +146,7 @@ def test_placeholder_rows_ignore_weights_around_them(t5_pair, tok, vectors):
 
 
 def test_fp8_t5_weights_work_with_placeholder_vectors(tok, vectors):
-    import tiny_text_encoders as tte
+    from dreamo_testkit import tiny_text_encoders as tte
 
     full = tte.comfy_t5(seed=3, scale=0.05)
     fp8 = tte.comfy_t5(seed=3, scale=0.05, dtype=torch.float8_e4m3fn)
@@ -161,14 +161,14 @@ def test_fp8_t5_weights_work_with_placeholder_vectors(tok, vectors):
 
 @pytest.fixture(scope="module")
 def clip():
-    import tiny_text_encoders as tte
+    from dreamo_testkit import tiny_text_encoders as tte
 
     return tte.flux_clip(seed=1, scale=0.05)
 
 
 @pytest.fixture(scope="module")
 def dreamo(vectors):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
 
     t = tiny_models.embedding_tensors(seed=2)
@@ -206,7 +206,7 @@ def test_node_schema_is_documented():
 
 
 def test_node_t5_matches_dreamo_and_clip_l_reads_the_raw_text(clip, dreamo, tok):
-    import tiny_text_encoders as tte
+    from dreamo_testkit import tiny_text_encoders as tte
 
     text = CASES["two_refs"]["text"]
     before = {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
@@ -273,7 +273,7 @@ def test_placeholder_width_must_match_t5(clip, dreamo):
 def test_text_encoder_without_t5_is_refused(dreamo):
     import comfy.sd
     import comfy.sd1_clip
-    import tiny_text_encoders as tte
+    from dreamo_testkit import tiny_text_encoders as tte
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
 
     class SD1Target:
@@ -293,7 +293,7 @@ def test_text_encoder_without_t5_is_refused(dreamo):
 
 @pytest.fixture(scope="module")
 def flux():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     return tiny_models.flux_patcher(seed=1)
 
 
@@ -311,7 +311,7 @@ def sample_one_step(flux, dreamo, positive, negative, refs, seed=0):
 def test_workflow_two_references_placeholder_prompt_end_to_end(flux, clip, dreamo):
     from dataclasses import replace
 
-    from host_sampling import core_nodes
+    from dreamo_testkit.host_sampling import core_nodes
 
     nodes = core_nodes()  # ComfyUI's stock nodes
     from comfy_extras.nodes_flux import FluxGuidance

@@ -21,7 +21,7 @@ SIGMAS = (0.9, 0.5, 0.0)
 
 @pytest.fixture(scope="module")
 def parts():
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
 
     t = tiny_models.embedding_tensors(seed=2)
@@ -42,7 +42,7 @@ def rel_err(a, b):
 
 
 def configured(base, dreamo, refs, regions=None, **routing):
-    import tiny_models
+    from dreamo_testkit import tiny_models
 
     model, cond = apply(base, dreamo, refs, tiny_models.conditioning(seed=3))
     if regions is not None:
@@ -51,7 +51,7 @@ def configured(base, dreamo, refs, regions=None, **routing):
 
 
 def run(model, cond):
-    import tiny_models
+    from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.routing import routing_spec
     from test_routing_host import sample
 

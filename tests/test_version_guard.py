@@ -2,11 +2,10 @@
 import json
 import os
 import shutil
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dreamo_testkit import kit_workflow
 
 
 @pytest.mark.parametrize("text,parsed", [("0.3.64", (0, 3, 64)), ("v0.33.0", (0, 33, 0)), ("0.4", (0, 4, 0)),
@@ -49,9 +48,8 @@ def test_on_an_old_release_every_node_loads_but_refuses_to_run():
 def test_install_check_fails_on_a_comfyui_that_reports_an_old_release(tmp_path, monkeypatch):
     """A copy of the real checkout whose comfyui_version.py says 0.3.56: the server starts, the pack loads, the
     install check is refused by the first DreamO node with the reason (not a silent non-DreamO picture)."""
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    import tiny_models
-    from comfyui_runner import Sandbox, Server, comfyui_path
+    from dreamo_testkit import tiny_models
+    from dreamo_testkit.comfyui_runner import Sandbox, Server, comfyui_path
 
     old = tmp_path / "comfyui-old"
     top_level_skip = {".venv", "models", "output", "input", "temp", "user", "custom_nodes", ".git"}
@@ -66,7 +64,7 @@ def test_install_check_fails_on_a_comfyui_that_reports_an_old_release(tmp_path, 
     from PIL import Image
 
     Image.new("RGB", (64, 64), (200, 30, 30)).save(os.path.join(sandbox.input_dir, "reference.png"))
-    prompt = json.load(open(os.path.join(REPO, "tests", "workflows", "dreamo_install_check_api.json")))
+    prompt = json.load(open(kit_workflow("dreamo_install_check_api.json")))
     with Server(sandbox) as server:
         result = server.run(prompt, timeout=300)
         log = open(server.log_path).read()

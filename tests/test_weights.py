@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import untrusted_files as uf
+from dreamo_testkit import untrusted_files as uf
 from comfyui_dreamo.dreamo_ops.weights import WeightFileError, read_embeddings
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from template_files import API_FILES, REPO, UI_FILES, WORKFLOWS, api_path, key_of, ui_path
+from dreamo_testkit.template_files import API_FILES, REPO, UI_FILES, WORKFLOWS, api_path, key_of, ui_path
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 # node class -> the title it carries in every example workflow (README: "Workflow inputs the API client fills")

@@ -5,18 +5,16 @@ canvas; its UI file queues exactly its API twin; every node type exists in Comfy
 $DREAMO_ARTIFACTS (else pytest's tmp dir)."""
 import json
 import os
-import sys
 from urllib.parse import quote
 
 import pytest
 from PIL import Image
 
-from template_files import API_FILES, UI_FILES, key_of, ui_path
+from dreamo_testkit import REPO
+from dreamo_testkit.template_files import API_FILES, UI_FILES, key_of, ui_path
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the template route's module name
@@ -30,7 +28,7 @@ def name_of(path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from comfyui_runner import Sandbox, Server
+    from dreamo_testkit.comfyui_runner import Sandbox, Server
     from export_ui_workflows import model_file_names
 
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True).prepare()  # no test-only nodes

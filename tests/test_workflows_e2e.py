@@ -1,45 +1,32 @@
 """Every example workflow users get (workflows/api/*_api.json) runs end to end in a real ComfyUI server, with
-tiny generated models substituted for the real files (tests/tiny_workflows.py): DreamO's own nodes, settings and
+tiny generated models substituted for the real files (dreamo_testkit/tiny_workflows.py): DreamO's own nodes, settings and
 wiring are the files' own; the saved images and each reference's info show which paths ran."""
 import glob
 import json
 import os
-import shutil
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import photos  # tests/: the one lookup of the sample photos
+from dreamo_testkit import photos  # the one lookup of the sample photos
+from dreamo_testkit import REPO
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 API_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*_api.json")))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import tiny_workflows
-    from comfyui_runner import Sandbox, Server
-
-    sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True, test_nodes=True).prepare()
-    unavailable = tiny_workflows.write_model_files(sandbox.models_dir)
-    for api in API_FILES:  # the sample photos the workflows read; each test requires its own (tests/photos.py)
-        for name in tiny_workflows.input_images(json.load(open(api))):
-            if os.path.isfile(os.path.join(photos.refs_dir(), name)):
-                shutil.copy(os.path.join(photos.refs_dir(), name), os.path.join(sandbox.input_dir, name))
-    srv = Server(sandbox).start()
-    srv.unavailable = unavailable
-    yield srv
-    srv.stop()
+def server(session_server):
+    """The session's shared tiny server (conftest.py): every example workflow's tiny model files and the
+    sample photos found (each test requires its own); `unavailable` names the optional files it could not make."""
+    return session_server
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=[os.path.basename(p) for p in API_FILES])
 def test_example_workflow_runs_on_tiny_models(request, path):
-    import tiny_workflows
+    from dreamo_testkit import tiny_workflows
 
     api = json.load(open(path))
     photos.require(*tiny_workflows.input_images(api))  # before the server starts: no server for skipped tests
