@@ -4,7 +4,7 @@ real frontend (headless Debian Chromium, real server), then run once on tiny mod
 Before and after the run: the view is readable (scale ≥ 0.6, the frontend's text threshold), no two node rectangles
 overlap, every node is in view, and nothing of this pack is drawn outside its node (what DreamO nodes draw on the
 canvas is recorded while the frontend draws them; their DOM widgets must lie inside the node). The run is the
-template's own API twin with tiny models (tests/tiny_workflows.py), queued for this page, so the page shows its
+template's own API twin with tiny models (dreamo_testkit/tiny_workflows.py), queued for this page, so the page shows its
 outputs as after a real run. Screenshots of each template before and after go to $DREAMO_ARTIFACTS (else pytest's
 tmp folder)."""
 import glob
