@@ -97,13 +97,13 @@ def conditionings(variant, cfg, model, dreamo, refs):
             (masked,) = nodes.ConditioningSetMask().append(context(cfg, cfg["core_region"], k), mask[None],
                                                            "default", 1.0)
             (combined,) = nodes.ConditioningCombine().combine(combined, masked)
-        return DreamOApply().apply(model, combined, dreamo, **refs)
+        return DreamOApply().apply(model, combined, dreamo, **refs)["result"]
     segments = [Segment(k, context(cfg, n, 10 + k)[0][0], mask, f"region {k}")
                 for k, (n, mask) in enumerate(zip(WORDS, masks), start=1)]
     positive = with_region_prompts(base, segments, True, "bench", "conditioning", comfy.conds.CONDConstant)
     routed, _ = DreamORouting().route(model, "hard", 4.0, True, 0.0, 1.0, "all", False,
                                       region_1=masks[0], region_2=masks[1])
-    return DreamOApply().apply(routed, positive, dreamo, **refs)
+    return DreamOApply().apply(routed, positive, dreamo, **refs)["result"]
 
 
 class Calls:

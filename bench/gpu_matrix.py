@@ -213,7 +213,8 @@ class Bench:
         if row.dreamo and row.refs == 0:
             model = patch_model(model, self.embeddings)  # DreamO's wrapper, no reference: its overhead alone
         elif row.dreamo:
-            model, positive = DreamOApply().apply(model, positive, self.embeddings, **self.references(row.refs))
+            applied = DreamOApply().apply(model, positive, self.embeddings, **self.references(row.refs))
+            model, positive = applied["result"]
         if row.routing is not None:
             regions = stripes(row.refs, self.device)
             model = DreamORouting().route(model, mode=row.routing["mode"], strength=row.routing.get("strength", 4.0),
