@@ -89,7 +89,9 @@ def test_one_job_writes_its_outputs_and_shows_progress(servers, pictures, tmp_pa
     manifest = json.loads((out / "single.json").read_text())
     # ComfyUI 0.33 may merge progress messages of quick steps: at least one arrives, and the bar reaches 3/3
     assert manifest["server"] == a.url and 1 <= manifest["events"]["progress"] <= 3
-    assert manifest["events"]["executing"] >= 10
+    # nodes run: at least the sampler, the decode and the save (the loaders may be cached from an earlier prompt on
+    # this server, so the count depends on what ran before; the seed and size here are this test's own)
+    assert manifest["events"]["executing"] >= 3
     assert "sampler: 3/3" in r.stderr  # the progress bar names the node being run and the step
     assert "single: 2 image(s)" in r.stdout
     history = requests.get(f"{a.url}/history/{manifest['prompt_id']}", timeout=10).json()[manifest["prompt_id"]]
