@@ -337,7 +337,7 @@ def wait_for_pictures(page, node_ids, count=1):
 
 def test_reference_previews_are_shown_on_their_nodes_after_a_run(page, artifacts):
     workflow = graph()
-    workflow["5"]["inputs"]["resolution"] = 80  # not run before in this server: nothing comes from the cache
+    workflow["5"]["inputs"]["resolution"] = 80  # unique on the shared server (e2e uses 144): not cached
     workflow["15"]["inputs"]["resolution"] = 96
     workflow["8"]["inputs"]["ref_3"] = ["15", 0]
     workflow["6"]["inputs"].update(ref_3=["15", 0], text="the bottle [ref#1] in the style of [ref#3]")

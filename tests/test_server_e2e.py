@@ -203,7 +203,7 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
                                timeout=60000)
         assert page.evaluate("() => app.extensions.some(e => e.name === 'DreamO.ReferenceInfo')")
         workflow = install_check()
-        workflow["5"]["inputs"]["resolution"] = 80  # not run before in this server: nothing comes from the cache
+        workflow["5"]["inputs"]["resolution"] = 144  # unique on the shared server: not cached
         page.evaluate("async (wf) => { await app.loadApiJson(wf, 'dreamo_install_check_api.json'); }", workflow)
         types = page.evaluate("() => app.graph._nodes.map(n => n.type)")
         assert sorted(types) == sorted(n["class_type"] for n in workflow.values())
@@ -212,7 +212,7 @@ def test_in_the_browser_the_workflow_loads_runs_and_shows_the_reference_info(ser
                                " && n.dreamoFeedback?.get('info').length)", timeout=120000)
         info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'DreamORefEncode').dreamoFeedback"
                              ".element.innerText")
-        assert "background kept: the mask input keeps the whole picture" in info and "-> 80x80" in info
+        assert "background kept: the mask input keeps the whole picture" in info and "-> 144x144" in info
         page.keyboard.press("Escape")  # the first-run template dialog
         page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'DreamORefEncode');
                                  app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }""")
