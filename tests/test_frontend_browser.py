@@ -72,6 +72,8 @@ class Page:
         self.errors = []
         self.page.on("pageerror", lambda e: self._error(f"{e}\n{getattr(e, 'stack', '')}"))
         self.page.on("console", lambda m: m.type == "error" and self._error(m.text))
+        # no first-run template dialog over the canvas (on a busy machine it may open after the Escape below)
+        requests.post(f"{server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
         self.page.goto(server.url, wait_until="domcontentloaded")
         self.page.wait_for_function("() => window.app?.graph && window.app.extensions?.length > 0", timeout=60000)
         self.page.wait_for_timeout(1500)  # let the default graph load before ours replaces it
