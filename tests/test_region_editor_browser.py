@@ -60,6 +60,10 @@ def client(page, px, py):
 
 
 def drag(page, a, b, steps=12):
+    # draw the canvas now, so the DOM widgets below the editor (words, feedback) sit where the node is laid out
+    # today: on a busy page they may still cover part of the preview from an earlier, shorter layout
+    page.js("() => app.canvas.draw(true, true)")
+    page.settle(300)
     x0, y0 = client(page, *a)
     x1, y1 = client(page, *b)
     mouse = page.page.mouse
@@ -71,6 +75,14 @@ def drag(page, a, b, steps=12):
         mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
         page.page.wait_for_timeout(15)
     page.page.wait_for_timeout(150)  # a busy page handles the last move before the release
+    # ... and the box the moves draw is stored live: wait until it stops changing (at most 3 s)
+    last = None
+    for _ in range(30):
+        now = page.js("() => app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions').value")
+        if now == last:
+            break
+        last = now
+        page.page.wait_for_timeout(100)
     mouse.up()
     page.settle(150)
 
