@@ -17,3 +17,8 @@ NETWORK_GUARD = os.path.join(KIT, "network_guard")  # put first on a test server
 def kit_workflow(name: str) -> str:
     """The path of one of the kit's test-only API workflows (`dreamo_install_check_api.json`, ...)."""
     return os.path.join(WORKFLOWS, name)
+
+
+def rel_err(a, b) -> float:
+    """‖a − b‖ / ‖b‖ (Frobenius) of two tensors, in float64: the measure of the suite's numerical claims."""
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()

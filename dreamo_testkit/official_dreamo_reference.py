@@ -115,3 +115,16 @@ def dreamo_forward(model: FluxTransformer2DModel, x, sigma, context, pooled, gui
         for hook in hooks:
             hook.remove()
     return unpack(out[:, :n_img], h, w)[:, :, :h0, :w0]
+
+
+def check_call(call, reference, positive, refs, dreamo, with_dreamo=True):
+    """Relative error of one recorded model call (host_sampling.Recorder) against the official forward on the same
+    inputs: the references in slot order with DreamO's embeddings (or none: plain Flux)."""
+    from . import rel_err
+
+    context, cond = positive[0][0], positive[0][1]
+    pairs = [(r.latent, slot) for slot, r in sorted(refs.items())] if with_dreamo else []
+    expected = dreamo_forward(reference, call["x"], call["t"][:1], context.expand(call["x"].shape[0], -1, -1),
+                              cond["pooled_output"].expand(call["x"].shape[0], -1), cond["guidance"],
+                              refs=pairs, task=dreamo.task, idx=dreamo.index)
+    return rel_err(call["out"], expected)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-import torch
 import torch.nn.functional as F
+
 
 SAGE_WIDTHS = (64, 96, 128)
 
@@ -115,5 +115,3 @@ def sdpa_function():
     return attention_sdpa
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()

@@ -28,16 +28,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(1, REPO)  # the test kit (dreamo_testkit): its server runner
 
+from dreamo_testkit.browser import launch  # noqa: E402
 from dreamo_testkit.comfyui_runner import Sandbox, Server  # noqa: E402
 from workflow_notes import note_text, template_name  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 API_DIR = os.path.join(REPO, "workflows", "api")
 UI_DIR = os.path.join(REPO, "workflows")
 def open_frontend(playwright, url: str, viewport=(1600, 1000)):
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    browser = launch(playwright)
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_function("() => window.app && window.app.graph && window.app.extensions?.length > 0",

@@ -24,6 +24,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "host: needs a real ComfyUI checkout in this process (COMFYUI_PATH)")
     config.addinivalue_line("markers", "server: talks to a real ComfyUI server on loopback")
     config.addinivalue_line("markers", "browser: drives the real frontend in Chromium (*_browser.py; also server)")
+    config.addinivalue_line("markers", "photos(*names): the module's `server` needs these sample photos (a skip "
+                            "naming DREAMO_REFS_DIR without them)")
 
 
 TIERS = ("host", "server", "browser")
@@ -62,6 +64,126 @@ def session_server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def flux():
+    """The tiny Flux (seed 1) in a ModelPatcher, for one module (host tests)."""
+    from dreamo_testkit import tiny_models
+
+    return tiny_models.flux_patcher(seed=1)
+
+
+@pytest.fixture(scope="module")
+def dreamo():
+    """DreamO's embeddings for the tiny Flux (seed 2), with the placeholder vectors."""
+    from dreamo_testkit import tiny_models
+    from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
+
+    t = tiny_models.embedding_tensors(seed=2)
+    return DreamOEmbeddings(task=t["dreamo_task_embedding.weight"], index=t["dreamo_idx_embedding.weight"],
+                            placeholders=t["dreamo_t5_embedding.weight"][-10:])
+
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Empty dreamo/ and loras/ model folders standing in for ComfyUI's (restored afterwards)."""
+    import folder_paths
+
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    paths = {}
+    for name in ("dreamo", "loras"):
+        paths[name] = tmp_path / name
+        paths[name].mkdir()
+        folder_paths.folder_names_and_paths[name] = ([str(paths[name])], {".safetensors", ".ckpt", ".pt"})
+    folder_paths.filename_list_cache.clear()
+    yield paths
+    folder_paths.folder_names_and_paths.clear()
+    folder_paths.folder_names_and_paths.update(saved)
+    folder_paths.filename_list_cache.clear()
+
+
+@pytest.fixture
+def release(folders):
+    """ByteDance/DreamO's files (+ turbo in loras/) as {stage: changes}; formats as released."""
+    import folder_paths
+    from dreamo_testkit import lora_fixtures as lf
+
+    d, loras = folders["dreamo"], folders["loras"]
+    (d / "v1.1").mkdir()
+    (loras / "FLUX.1-Turbo-Alpha").mkdir()
+    files = {"main": (d / "dreamo.safetensors", lf.xlabs(seed=1, sep="_")),
+             "cfg_distill": (d / "dreamo_cfg_distill.safetensors", lf.xlabs(seed=2, sep=".")),
+             "quality_pos": (d / "dreamo_quality_lora_pos.safetensors", lf.xlabs(seed=3, sep="_")),
+             "quality_neg": (d / "dreamo_quality_lora_neg.safetensors", lf.xlabs(seed=4, sep="_")),
+             "sft": (d / "v1.1" / "dreamo_sft_lora.safetensors", lf.diffusers(seed=5, full=False)),
+             "dpo": (d / "v1.1" / "dreamo_dpo_lora.safetensors", lf.diffusers(seed=6, full=False)),
+             "turbo": (loras / "FLUX.1-Turbo-Alpha" / "diffusion_pytorch_model.safetensors",
+                       lf.diffusers(seed=7, full=True))}
+    changes = {}
+    for stage, (path, (tensors, ch)) in files.items():
+        if stage == "main":
+            tensors = lf.with_embeddings(tensors, seed=8)
+        lf.save(path, tensors)
+        changes[stage] = ch
+    folder_paths.filename_list_cache.clear()
+    return changes
+
+
+
+@pytest.fixture(scope="module")
+def server(request, session_server):
+    """The server a server or browser module talks to: the session's shared one, unless the module defines its
+    own `server`. A module marked `photos(*names)` (pytestmark) is skipped, naming DREAMO_REFS_DIR, without them:
+    the shared sandbox has reference.png / reference2.png as the perfume and the cat only when the photos exist."""
+    marker = request.node.get_closest_marker("photos")
+    if marker is not None:
+        from dreamo_testkit import photos
+
+        photos.require(*marker.args)
+    return session_server
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """Where browser tests put their screenshots: $DREAMO_ARTIFACTS, else pytest's tmp folder (never the repo)."""
+    folder = os.environ.get("DREAMO_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright's sync API for one module (started and stopped inside it: tests elsewhere may run asyncio)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    from dreamo_testkit.browser import CHROMIUM
+
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    """One headless Chromium per module; each Page opens its own context (an empty profile)."""
+    from dreamo_testkit.browser import launch
+
+    b = launch(playwright)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A frontend page on the module's `server`; fails the test on a console error of this pack."""
+    from dreamo_testkit.browser import Page
+
+    p = Page(browser, server)
+    yield p
+    p.close()
+    assert not p.errors, p.errors
 
 
 def pytest_sessionfinish(session, exitstatus):

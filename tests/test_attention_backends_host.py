@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from dreamo_testkit.restricted_backend import (RestrictedKernel, attention_function, install_override,
-                                               override_like_kjnodes, rel_err, sdpa_function)
-from test_routing import dense_attention, dense_bias
+                                               override_like_kjnodes, sdpa_function)
+from dreamo_testkit import rel_err
+from dreamo_testkit.dense_routing import dense_attention, dense_bias
 
 pytestmark = pytest.mark.host
 
@@ -68,7 +69,7 @@ class RoutedCalls:
 
 def dreamo_model(flux, dreamo, blocks="single", mode="hard"):
     from dreamo_testkit import tiny_models
-    from test_routing_host import apply, make_ref, route, stripes
+    from dreamo_testkit.host_graph import apply, make_ref, route, stripes
 
     refs = {1: make_ref(6, 6, seed=40), 2: make_ref(4, 6, seed=41)}
     left, right = stripes(2)
@@ -80,7 +81,7 @@ def dreamo_model(flux, dreamo, blocks="single", mode="hard"):
 
 def run(model, cond, cfg=2.0):
     from dreamo_testkit import tiny_models
-    from test_routing_host import sample
+    from dreamo_testkit.host_graph import sample
 
     return sample(model, torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4), cfg=cfg,
                   sigmas=(0.9, 0.5, 0.0))

@@ -6,15 +6,15 @@ links and slots, the same workflow loaded and queued without the extension, the 
 thumbnails after a run. Screenshots go to $DREAMO_ARTIFACTS (default: pytest's tmp folder), never the repo.
 The graph needs no Flux model, so it runs on every ComfyUI release the tiny text encoders run on.
 """
-import contextlib
 import os
 
 import pytest
 import requests
 
+from dreamo_testkit.browser import inside, page_without, vue_nodes_page
+
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-CHROMIUM = "/usr/bin/chromium"
 EXTENSIONS = ["DreamO.GrowingInputs", "DreamO.PromptBox", "DreamO.ReferenceInfo", "DreamO.RegionEditor",
               "DreamO.RegionWords", "DreamO.WidgetRules"]
 
@@ -39,121 +39,6 @@ def graph():
     }
 
 
-@pytest.fixture(scope="module")
-def server(session_server):
-    """The session's shared tiny server (conftest.py))."""
-    return session_server
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    folder = os.environ.get("DREAMO_ARTIFACTS") or str(tmp_path_factory.mktemp("artifacts"))
-    os.makedirs(folder, exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        yield p
-
-
-class Page:
-    """One browser page on the server, collecting this pack's console errors."""
-
-    def __init__(self, playwright, server):
-        from export_ui_workflows import BROWSER_ARGS
-
-        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        self.page = self.browser.new_page(viewport={"width": 1600, "height": 1000})
-        self.errors = []
-        self.page.on("pageerror", lambda e: self._error(f"{e}\n{getattr(e, 'stack', '')}"))
-        self.page.on("console", lambda m: m.type == "error" and self._error(m.text))
-        # no first-run template dialog over the canvas (on a busy machine it may open after the Escape below)
-        requests.post(f"{server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
-        self.page.goto(server.url, wait_until="domcontentloaded")
-        self.page.wait_for_function("() => window.app?.graph && window.app.extensions?.length > 0", timeout=60000)
-        self.page.wait_for_timeout(1500)  # let the default graph load before ours replaces it
-        self.page.keyboard.press("Escape")  # the first-run template dialog
-
-    def _error(self, text):
-        # Only errors from this pack count: the bare frontend logs a few of its own in a fresh profile.
-        if "dreamo" in text.lower():
-            self.errors.append(text)
-
-    def js(self, script, arg=None):
-        return self.page.evaluate(script, arg)
-
-    def load_api(self, workflow):
-        self.js("async (wf) => { await app.loadApiJson(wf, 'dreamo_frontend_test.json'); }", workflow)
-        self.settle()
-
-    def settle(self, ms=200):
-        self.page.wait_for_timeout(ms)
-
-    def inputs(self, node_id):
-        """The node's input sockets (not widget inputs): name, plus '*' when connected."""
-        return self.js("""(id) => app.graph.getNodeById(id).inputs.filter(i => !i.widget)
-                                 .map(i => i.name + (i.link != null ? '*' : ''))""", node_id)
-
-    def origins(self, node_id):
-        return self.js("""(id) => { const n = app.graph.getNodeById(id); const out = {};
-            for (const i of n.inputs) { if (i.link == null) continue;
-              const l = app.graph.links.get?.(i.link) ?? app.graph.links[i.link];
-              out[i.name] = [String(l.origin_id), l.origin_slot, n.inputs[l.target_slot]?.name]; }
-            return out; }""", node_id)
-
-    def prompt(self):
-        return self.js("async () => (await app.graphToPrompt()).output")
-
-    def client_pos(self, node_id, kind, name):
-        """Screen position of a node's input/output socket (canvas coordinates through the canvas transform)."""
-        return self.js("""([id, kind, name]) => {
-            const n = app.graph.getNodeById(id);
-            const slots = kind === 'input' ? n.inputs : n.outputs;
-            const i = slots.findIndex(s => s.name === name);
-            const p = kind === 'input' ? n.getInputPos(i) : n.getOutputPos(i);
-            const o = app.canvas.ds.convertCanvasToOffset(p);
-            const r = app.canvas.canvas.getBoundingClientRect();
-            return [r.left + o[0], r.top + o[1]]; }""", [node_id, kind, name])
-
-    def drag_link(self, from_id, output, to_id, input_name):
-        x0, y0 = self.client_pos(from_id, "output", output)
-        x1, y1 = self.client_pos(to_id, "input", input_name)
-        mouse = self.page.mouse
-        mouse.move(x0, y0)
-        self.page.wait_for_timeout(100)
-        mouse.down()
-        self.page.wait_for_timeout(100)
-        for step in range(1, 21):
-            mouse.move(x0 + (x1 - x0) * step / 20, y0 + (y1 - y0) * step / 20)
-            self.page.wait_for_timeout(20)
-        mouse.up()
-        self.settle()
-
-    def show(self, node_ids, path, below=140):
-        """Screenshot of the canvas around these nodes (and what is drawn under them), as it is on screen."""
-        box = self.js("""(ids) => {
-            app.canvas.setDirty(true, true);
-            const r = app.canvas.canvas.getBoundingClientRect(), ds = app.canvas.ds, T = LiteGraph.NODE_TITLE_HEIGHT;
-            const pts = ids.flatMap(id => { const n = app.graph.getNodeById(id);
-              return [ds.convertCanvasToOffset([n.pos[0], n.pos[1] - T]),
-                      ds.convertCanvasToOffset([n.pos[0] + n.size[0], n.pos[1] + n.size[1]])]; });
-            return [r.left + Math.min(...pts.map(p => p[0])), r.top + Math.min(...pts.map(p => p[1])),
-                    r.left + Math.max(...pts.map(p => p[0])), r.top + Math.max(...pts.map(p => p[1]))]; }""",
-                      node_ids)
-        self.settle(300)
-        x0, y0 = max(0, box[0] - 20), max(0, box[1] - 40)
-        x1, y1 = min(1600, box[2] + 20), min(1000, box[3] + below)
-        self.page.screenshot(path=path, clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0})
-
-    def close(self):
-        self.browser.close()
-
-
 def arrange(page):
     """Place the nodes where the mouse can reach every socket at scale 1."""
     page.js("""() => {
@@ -162,14 +47,6 @@ def arrange(page):
         for (const [id, pos] of Object.entries(at)) app.graph.getNodeById(+id).pos = pos;
         app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true); }""")
     page.settle(300)
-
-
-@pytest.fixture
-def page(playwright, server):
-    p = Page(playwright, server)
-    yield p
-    p.close()
-    assert not p.errors, p.errors
 
 
 def test_extension_loads_and_sockets_grow_and_shrink_as_references_connect(page, artifacts):
@@ -204,7 +81,7 @@ def test_extension_loads_and_sockets_grow_and_shrink_as_references_connect(page,
     assert page.origins(6)["ref_2"] == ["15", 0, "ref_2"]
 
 
-def test_saved_workflow_reloads_with_its_links_and_slots_and_runs_without_the_extension(page, playwright,
+def test_saved_workflow_reloads_with_its_links_and_slots_and_runs_without_the_extension(page, browser,
                                                                                          server, artifacts):
     workflow = graph()
     workflow["8"]["inputs"]["ref_3"] = ["15", 0]  # slot 3 with slot 2 empty
@@ -232,7 +109,7 @@ def test_saved_workflow_reloads_with_its_links_and_slots_and_runs_without_the_ex
     page.show([4, 6, 8], os.path.join(artifacts, "reloaded.png"))
 
     # The same file in a frontend without the extension: every input back, same links, same prompt.
-    with page_without(playwright, server, EXTENSIONS, saved) as bare:
+    with page_without(browser, server, EXTENSIONS, saved) as bare:
         assert bare.inputs(8) == ["model", "positive", "dreamo*", "ref_1*", "ref_2", "ref_3*"] + \
             [f"ref_{i}" for i in range(4, 10)]
         assert {8: bare.origins(8), 6: bare.origins(6)} == origins
@@ -491,67 +368,10 @@ def test_prompt_check_route_answers_and_refuses_bad_requests(server):
     assert requests.get(server.url + "/system_stats", timeout=10).ok
 
 
-@contextlib.contextmanager
-def page_without(playwright, server, extensions, workflow):
-    """A Page with `extensions` disabled (ComfyUI's own setting) and the saved UI `workflow` loaded; the
-    extensions are enabled again afterwards."""
-    off = requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=extensions, timeout=10)
-    assert off.ok
-    try:
-        bare = Page(playwright, server)
-        try:
-            bare.js("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", workflow)
-            bare.settle()
-            yield bare
-        finally:
-            bare.close()
-    finally:
-        requests.post(f"{server.url}/settings/Comfy.Extension.Disabled", json=[], timeout=10)
-
-
-@contextlib.contextmanager
-def vue_nodes_page(playwright, server):
-    """A Page with the Vue node renderer ("Nodes 2.0", a setting of frontend 1.49) on; skips on frontends without
-    a usable one; the setting is turned off again afterwards."""
-    setting = "Comfy.VueNodes.Enabled"
-    probe = Page(playwright, server)
-    try:
-        has_vue = probe.js("() => 'vueNodesMode' in LiteGraph")
-        version = probe.js("() => window.__COMFYUI_FRONTEND_VERSION__ ?? '0'")
-    finally:
-        probe.close()
-    if not has_vue:
-        pytest.skip("this frontend has no Vue node renderer")
-    if tuple(int(x) for x in version.split(".")[:2]) < (1, 49):
-        # Measured on 1.27.10: after loadApiJson its Vue nodes still show the previous graph's node with the same
-        # id, so there is no text box of ours to mark (the canvas renderer, tested above, works there).
-        pytest.skip(f"the Vue node renderer of frontend {version} is an early preview")
-    assert requests.post(f"{server.url}/settings/{setting}", json=True, timeout=10).ok
-    try:
-        page = Page(playwright, server)
-        try:
-            assert page.js("() => LiteGraph.vueNodesMode") is True
-            yield page
-            assert not page.errors, page.errors
-        finally:
-            page.close()
-    finally:
-        requests.post(f"{server.url}/settings/{setting}", json=False, timeout=10)
-
-
-def inside(page, node_id, locator):
-    """The element is drawn inside the node's own element (Vue-nodes view)."""
-    node = page.page.locator(f'[data-node-id="{node_id}"]').first.bounding_box()
-    shown = locator.bounding_box()
-    assert shown and shown["height"] > 5, shown
-    assert node["x"] - 1 <= shown["x"] and shown["x"] + shown["width"] <= node["x"] + node["width"] + 1, (node, shown)
-    assert node["y"] - 1 <= shown["y"] and shown["y"] + shown["height"] <= node["y"] + node["height"] + 1, (node, shown)
-
-
-def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(playwright, server, artifacts):
+def test_with_vue_nodes_sockets_grow_and_the_prompt_is_marked(browser, server, artifacts):
     """Frontends with the Vue node renderer ("Nodes 2.0", a setting) draw nodes and widgets as DOM components: the
     sockets grow, the prompt is marked, and what the nodes say (error, pictures, notes) shows inside them."""
-    with vue_nodes_page(playwright, server) as page:
+    with vue_nodes_page(browser, server) as page:
         workflow = graph()
         workflow["6"]["inputs"]["text"] = "a [ref#2] and [REF#1]"
         page.load_api(workflow)

@@ -54,12 +54,6 @@ def test_loader_errors_name_node_input_and_fix(dreamo_folder):
 
 
 @pytest.fixture(scope="module")
-def flux():
-    from dreamo_testkit import tiny_models
-    return tiny_models.flux_patcher(seed=1)
-
-
-@pytest.fixture(scope="module")
 def dreamo():
     from dreamo_testkit import tiny_models
     from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings

@@ -296,3 +296,24 @@ def test_install_deps_installs_the_nodes_runtime():
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     nodes = pyproject()["project"]["optional-dependencies"]["nodes"]
     assert set(out) >= {n for n in nodes if not n.startswith("torch")} and "facexlib>=0.3.0" in out
+
+
+def test_tests_share_code_through_conftest_and_the_kit_only():
+    """No test module imports another (shared fixtures live in tests/conftest.py, shared helpers in
+    dreamo_testkit/), and nothing outside tests/ imports from it."""
+    import ast
+    import glob
+
+    offenders = []
+    for path in sorted(glob.glob(os.path.join(REPO, "**", "*.py"), recursive=True)):
+        rel = os.path.relpath(path, REPO)
+        if rel.split(os.sep)[0] in (".git", ".venv", "build", "dist"):
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), rel)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top == "tests" or top.startswith("test_") or top == "conftest":
+                    offenders.append(f"{rel}:{node.lineno} imports {name}")
+    assert not offenders, offenders

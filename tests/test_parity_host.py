@@ -2,13 +2,13 @@
 import pytest
 import torch
 
+from dreamo_testkit import rel_err
+from dreamo_testkit.host_graph import apply, make_ref
+from dreamo_testkit.official_dreamo_reference import check_call
+
 pytestmark = pytest.mark.host
 
 REL_TOL = 1e-5
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -29,34 +29,6 @@ def dreamo(host):
     t = host[2]
     return DreamOEmbeddings(task=t["dreamo_task_embedding.weight"], index=t["dreamo_idx_embedding.weight"],
                             placeholders=t["dreamo_t5_embedding.weight"][-10:])
-
-
-def make_ref(h, w, seed, batch=1):
-    from comfyui_dreamo.dreamo_ops.reference import DreamOReference
-
-    g = torch.Generator().manual_seed(seed)
-    latent = torch.randn(batch, 16, h, w, generator=g)
-    return DreamOReference(latent=latent, task="ip", pixels=torch.zeros(batch, h * 8, w * 8, 3))
-
-
-def apply(patcher, dreamo, refs: dict, positive=None):
-    from dreamo_testkit import tiny_models
-    from comfyui_dreamo.nodes.apply import DreamOApply
-
-    positive = positive if positive is not None else tiny_models.conditioning(seed=3)
-    kwargs = {f"ref_{slot}": ref for slot, ref in refs.items()}
-    return DreamOApply().apply(patcher, positive, dreamo, **kwargs)["result"]
-
-
-def check_call(call, reference, positive, refs, dreamo, with_dreamo=True):
-    from dreamo_testkit.official_dreamo_reference import dreamo_forward
-
-    context, cond = positive[0][0], positive[0][1]
-    pairs = [(r.latent, slot) for slot, r in sorted(refs.items())] if with_dreamo else []
-    expected = dreamo_forward(reference, call["x"], call["t"][:1], context.expand(call["x"].shape[0], -1, -1),
-                              cond["pooled_output"].expand(call["x"].shape[0], -1), cond["guidance"],
-                              refs=pairs, task=dreamo.task, idx=dreamo.index)
-    return rel_err(call["out"], expected)
 
 
 CASES = {

@@ -12,11 +12,11 @@ import pytest
 import requests
 from PIL import Image
 
-from test_frontend_browser import (Page, artifacts, page, page_without, playwright,  # noqa: F401  (shared fixtures)
-                                   vue_nodes_page)
 from dreamo_testkit import kit_workflow
+from dreamo_testkit.browser import Page, click_button, client, drag, page_without, stored, vue_nodes_page
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
+# the shared server's reference.png and reference2.png are these two (conftest.py: server)
+pytestmark = [pytest.mark.host, pytest.mark.server, pytest.mark.photos("perfume.png", "cat.png")]
 
 WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 ROUTING, SIZE, MAP, REGIONS, MASKS = 23, 9, 24, 40, 27
@@ -34,79 +34,12 @@ def workflow():
     return prompt
 
 
-@pytest.fixture(scope="module")
-def server(session_server):
-    """The session's shared tiny server (conftest.py): reference.png and reference2.png are the perfume and
-    the cat."""
-    from dreamo_testkit import photos
-
-    photos.require("perfume.png", "cat.png")
-    return session_server
-
-
 def arrange(page):
     page.js("""() => { let far = 0;
         for (const n of app.graph._nodes) n.pos = [1700 + 10 * far, 60 + 40 * far++];  // off screen, out of the way
         app.graph.getNodeById(23).pos = [80, 140]; app.graph.getNodeById(24).pos = [480, 140];
         app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true); }""")
     page.settle(300)
-
-
-def client(page, px, py):
-    """Screen position of preview pixel (px, py) of the region editor."""
-    return page.js("""([px, py]) => { const e = app.graph.getNodeById(23).dreamoRegionEditor;
-        const o = app.canvas.ds.convertCanvasToOffset(e.canvasPoint(px, py));
-        const r = app.canvas.canvas.getBoundingClientRect(); return [r.left + o[0], r.top + o[1]]; }""", [px, py])
-
-
-def drag(page, a, b, steps=12):
-    # draw the canvas now, so the DOM widgets below the editor (words, feedback) sit where the node is laid out
-    # today: on a busy page they may still cover part of the preview from an earlier, shorter layout
-    page.js("() => app.canvas.draw(true, true)")
-    page.settle(300)
-    x0, y0 = client(page, *a)
-    x1, y1 = client(page, *b)
-    mouse = page.page.mouse
-    mouse.move(x0, y0)
-    page.page.wait_for_timeout(50)
-    mouse.down()
-    page.page.wait_for_timeout(50)
-    for i in range(1, steps + 1):
-        mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-        page.page.wait_for_timeout(15)
-    page.page.wait_for_timeout(150)  # a busy page handles the last move before the release
-    # ... and the box the moves draw is stored live: wait until it stops changing (at most 3 s)
-    last = None
-    for _ in range(30):
-        now = page.js("() => app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions').value")
-        if now == last:
-            break
-        last = now
-        page.page.wait_for_timeout(100)
-    mouse.up()
-    page.settle(150)
-
-
-def click_button(page, label):
-    """Click the editor's slot button (a number) or 'clear'. A slot button is clicked again (at most twice more)
-    until that slot is the chosen one: a busy page may draw the node once more between the position read here
-    and the click, and a missed click is not what these tests are about."""
-    for _ in range(3):
-        x, y = page.js("""(label) => { const n = app.graph.getNodeById(23), e = n.dreamoRegionEditor;
-            const b = e.buttons().find(b => label === 'clear' ? b.clear : b.slot === label);
-            const p = [n.pos[0] + b.x + b.w / 2, n.pos[1] + e.top + b.y + b.h / 2];
-            const o = app.canvas.ds.convertCanvasToOffset(p); const r = app.canvas.canvas.getBoundingClientRect();
-            return [r.left + o[0], r.top + o[1]]; }""", label)
-        page.page.mouse.click(x, y)
-        page.settle(150)
-        if label == "clear" or page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.active") == label:
-            return
-    raise AssertionError(f"the editor's button {label} did not take the click")
-
-
-def stored(page):
-    text = page.js("() => app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions').value")
-    return json.loads(text) if text else None
 
 
 def near(box, expected, tol):
@@ -119,7 +52,7 @@ def view(server, entry):
     return np.asarray(Image.open(io.BytesIO(res.content)).convert("RGB"))
 
 
-def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server, artifacts):
+def test_draw_two_regions_queue_and_read_back_the_masks(page, browser, server, artifacts):
     page.load_api(workflow())
     arrange(page)
     # The editor replaces the text field; the preview has the sampler's latent size; colours from the node definition.
@@ -144,25 +77,25 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
     assert read == {"width": 192, "height": 128, "boxes": {"2": [0, 6, 7, 8], "9": [1, 2, 3, 4]}}
 
     # Draw ref 1's region, then pick slot 2 and draw its region, with the mouse.
-    drag(page, (8, 8), (70, 110))
-    assert stored(page)["width"] == WIDTH and stored(page)["height"] == HEIGHT
-    assert near(stored(page)["boxes"]["1"], [8, 8, 62, 102], tol)
-    click_button(page, 2)
-    drag(page, (100, 20), (150, 70))
+    drag(page, ROUTING, (8, 8), (70, 110))
+    assert stored(page, ROUTING)["width"] == WIDTH and stored(page, ROUTING)["height"] == HEIGHT
+    assert near(stored(page, ROUTING)["boxes"]["1"], [8, 8, 62, 102], tol)
+    click_button(page, ROUTING, 2)
+    drag(page, ROUTING, (100, 20), (150, 70))
     # Move box 2 right by 30 and resize it by its bottom-right corner to (184, 120).
-    drag(page, (125, 45), (155, 45))
-    assert near(stored(page)["boxes"]["2"], [130, 20, 50, 50], tol)
-    x, y, w, h = stored(page)["boxes"]["2"]
-    drag(page, (x + w, y + h), (184, 120))
-    boxes = stored(page)["boxes"]
+    drag(page, ROUTING, (125, 45), (155, 45))
+    assert near(stored(page, ROUTING)["boxes"]["2"], [130, 20, 50, 50], tol)
+    x, y, w, h = stored(page, ROUTING)["boxes"]["2"]
+    drag(page, ROUTING, (x + w, y + h), (184, 120))
+    boxes = stored(page, ROUTING)["boxes"]
     assert set(boxes) == {"1", "2"}
     assert near(boxes["1"], [8, 8, 62, 102], tol) and near(boxes["2"], [x, y, 184 - x, 120 - y], tol)
     # A box drawn for slot 3 and cleared again leaves the others as they were.
-    click_button(page, 3)
-    drag(page, (80, 96), (120, 124))
-    assert set(stored(page)["boxes"]) == {"1", "2", "3"}
-    click_button(page, "clear")
-    assert stored(page)["boxes"] == boxes
+    click_button(page, ROUTING, 3)
+    drag(page, ROUTING, (80, 96), (120, 124))
+    assert set(stored(page, ROUTING)["boxes"]) == {"1", "2", "3"}
+    click_button(page, ROUTING, "clear")
+    assert stored(page, ROUTING)["boxes"] == boxes
     page.show([23], os.path.join(artifacts, "region_editor_drawn.png"), below=20)
 
     # What the canvas queues: the node's own inputs, drawn_regions holding the text; not the editor widget.
@@ -179,7 +112,7 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
     saved_node = next(n for n in saved["nodes"] if n["id"] == 23)
     # only the node's own widgets are saved: ..., drawn_regions, base_placeholders_follow
     assert saved_node["widgets_values"][-2:] == [routing["drawn_regions"], True]
-    with page_without(playwright, server, ["DreamO.RegionEditor"], saved) as bare:
+    with page_without(browser, server, ["DreamO.RegionEditor"], saved) as bare:
         assert bare.js("() => app.graph.getNodeById(23).dreamoRegionEditor === undefined") is True
         assert bare.js("""() => { const w = app.graph.getNodeById(23).widgets.find(w => w.name === 'drawn_regions');
                                 return [!!w.hidden, w.value]; }""") == [False, routing["drawn_regions"]]
@@ -222,10 +155,10 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, playwright, server
     page.show([23, 24], os.path.join(artifacts, "region_editor_routing_map.png"), below=40)
 
 
-def test_with_vue_nodes_the_editor_is_hosted_and_draws(playwright, server, artifacts):
+def test_with_vue_nodes_the_editor_is_hosted_and_draws(browser, server, artifacts):
     """The Vue node renderer ("Nodes 2.0", a setting of newer frontends) hosts canvas widgets in a canvas of their
     own: the editor is drawn there and takes the mouse; the text field stays visible above it."""
-    with vue_nodes_page(playwright, server) as page:
+    with vue_nodes_page(browser, server) as page:
         page.load_api(workflow())
         arrange(page)
         page.settle(1000)
@@ -242,7 +175,7 @@ def test_with_vue_nodes_the_editor_is_hosted_and_draws(playwright, server, artif
             page.page.wait_for_timeout(20)
         mouse.up()
         page.settle(300)
-        drawn = stored(page)
+        drawn = stored(page, ROUTING)
         assert drawn["width"] == WIDTH and drawn["height"] == HEIGHT
         scale = page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale")
         assert near(drawn["boxes"]["1"], [20, 16, 70, 96], 2 / scale + 1)
@@ -263,7 +196,7 @@ def test_with_vue_nodes_the_editor_is_hosted_and_draws(playwright, server, artif
 def test_a_connected_mask_wins_and_the_editor_says_so(page, artifacts):
     page.load_api(workflow())
     arrange(page)
-    drag(page, (10, 10), (90, 120))
+    drag(page, ROUTING, (10, 10), (90, 120))
     editor = "app.graph.getNodeById(23).dreamoRegionEditor"
     assert page.js(f"() => {editor}.hint()") == f"{WIDTH}×{HEIGHT} (from size) · drag to draw ref 1's region"
     page.js("""() => { const mask = LiteGraph.createNode('SolidMask'); mask.pos = [80, 760]; app.graph.add(mask);
@@ -292,20 +225,20 @@ def test_a_new_region_can_be_drawn_over_a_covered_preview(page, artifacts):
     arrange(page)
     covered = {"1": [0, 0, 96, 128], "2": [96, 0, 96, 128]}
     set_regions(page, covered)
-    click_button(page, 3)
+    click_button(page, ROUTING, 3)
     editor = "app.graph.getNodeById(23).dreamoRegionEditor"
     assert page.js(f"() => {editor}.hint()").endswith("drag to draw ref 3's region (over the others too)")
-    drag(page, (40, 30), (150, 100))
-    boxes = stored(page)["boxes"]
+    drag(page, ROUTING, (40, 30), (150, 100))
+    boxes = stored(page, ROUTING)["boxes"]
     tol = 2 / page.js(f"() => {editor}.previewRect().scale") + 1
     assert set(boxes) == {"1", "2", "3"} and near(boxes["3"], [40, 30, 110, 70], tol)
     assert boxes["1"] == covered["1"] and boxes["2"] == covered["2"]
     assert page.js(f"() => {editor}.active") == 3
     page.show([23], os.path.join(artifacts, "region_editor_drawn_over.png"), below=20)
     # Slot 3 has its box now: a click on box 2 (outside box 3) chooses slot 2 and changes no box.
-    page.page.mouse.click(*client(page, 180, 10))
+    page.page.mouse.click(*client(page, ROUTING, 180, 10))
     page.settle(150)
-    assert page.js(f"() => {editor}.active") == 2 and stored(page)["boxes"] == boxes
+    assert page.js(f"() => {editor}.active") == 2 and stored(page, ROUTING)["boxes"] == boxes
 
 
 def test_regions_for_slots_without_a_reference_are_marked_before_queueing_and_stop_at_routing(page, server,
@@ -338,11 +271,11 @@ def test_regions_for_slots_without_a_reference_are_marked_before_queueing_and_st
     assert not page.js("() => app.graph.getNodeById(23).dreamoFeedback.get('slots')")
 
 
-def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geometry(playwright, server,
+def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geometry(browser, server,
                                                                                       artifacts):
     """ComfyUI's properties panel (frontend 1.49) draws the editor a second time. Dragging a corner on the canvas with
     the panel open resizes that box, as with the panel closed; the panel names the editor, not its stored JSON."""
-    page = Page(playwright, server)
+    page = Page(browser, server)
     toggle = page.page.get_by_role("button", name="Toggle properties panel")
     opened = False
     try:
@@ -358,9 +291,9 @@ def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geo
         panel_canvases = page.js("() => [...document.querySelectorAll('canvas')].filter(c => c !== app.canvas.canvas"
                                  " && !c.className.includes('minimap')).length")
         assert panel_canvases >= 1  # the panel's own drawing of the editor
-        click_button(page, 1)
-        drag(page, (70, 110), (100, 120))  # ref 1's bottom-right corner, on the canvas
-        boxes = stored(page)["boxes"]
+        click_button(page, ROUTING, 1)
+        drag(page, ROUTING, (70, 110), (100, 120))  # ref 1's bottom-right corner, on the canvas
+        boxes = stored(page, ROUTING)["boxes"]
         tol = 2 / page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale") + 1
         assert near(boxes["1"], [8, 8, 92, 112], tol) and boxes["2"] == [130, 20, 50, 50]
         # The same press and drag right after the panel drew the editor, before the canvas draws again (events can
@@ -382,10 +315,10 @@ def test_with_the_properties_panel_open_each_drawing_of_the_editor_keeps_its_geo
         assert "regions" in panel and '"boxes"' not in panel and "dreamo_region_editor" not in panel
         assert "dreamo_region_words" not in panel
         # The region's words field (regional prompts) still edits the chosen slot's words, boxes untouched.
-        click_button(page, 2)
+        click_button(page, ROUTING, 2)
         page.page.locator("textarea.dreamo-region-words").first.fill("a red car")
         page.settle(200)
-        value = stored(page)
+        value = stored(page, ROUTING)
         assert value["texts"] == {"2": "a red car"} and value["boxes"]["1"] == boxes["1"]
         page.page.screenshot(path=os.path.join(artifacts, "region_editor_properties_panel.png"))
         assert not page.errors, page.errors

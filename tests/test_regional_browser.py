@@ -9,12 +9,11 @@ import os
 import pytest
 import requests
 
-from test_frontend_browser import artifacts, page, page_without, playwright  # noqa: F401  (shared fixtures)
-from test_region_editor_browser import click_button, drag, server, stored  # noqa: F401  (shared fixture)
-
 from dreamo_testkit import REPO, kit_workflow
+from dreamo_testkit.browser import click_button, drag, page_without, stored
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
+# the shared server's reference.png and reference2.png are these two (conftest.py: server)
+pytestmark = [pytest.mark.host, pytest.mark.server, pytest.mark.photos("perfume.png", "cat.png")]
 
 WORKFLOW = os.path.join(REPO, "workflows", "api", "dreamo_regional_api.json")
 ROUTING, REPORT, MAP = 23, 90, 24
@@ -66,7 +65,7 @@ def history_run(page, server, drawn):
     return []
 
 
-def test_draw_two_boxes_type_their_words_queue_and_read_back(page, playwright, server, artifacts):
+def test_draw_two_boxes_type_their_words_queue_and_read_back(page, browser, server, artifacts):
     from dreamo_testkit import tiny_workflows
 
     page.load_api(workflow())
@@ -79,15 +78,15 @@ def test_draw_two_boxes_type_their_words_queue_and_read_back(page, playwright, s
     assert "region 1" in page.page.locator("textarea.dreamo-region-words").get_attribute("placeholder")
 
     # Box 1 on the left, its words; then slot 2, box 2 on the right, its words.
-    drag(page, (2, 2), (width // 2 - 2, height - 2))
+    drag(page, ROUTING, (2, 2), (width // 2 - 2, height - 2))
     type_words(page, WORDS["1"])
-    click_button(page, 2)
+    click_button(page, ROUTING, 2)
     assert page.page.locator("textarea.dreamo-region-words").input_value() == ""
-    drag(page, (width // 2 + 2, 2), (width - 2, height - 2))
+    drag(page, ROUTING, (width // 2 + 2, 2), (width - 2, height - 2))
     type_words(page, WORDS["2"])
-    drawn = stored(page)
+    drawn = stored(page, ROUTING)
     assert set(drawn["boxes"]) == {"1", "2"} and drawn["texts"] == WORDS
-    click_button(page, 1)  # back on slot 1: the field shows region 1's words again
+    click_button(page, ROUTING, 1)  # back on slot 1: the field shows region 1's words again
     assert page.page.locator("textarea.dreamo-region-words").input_value() == WORDS["1"]
     page.show([ROUTING], os.path.join(artifacts, "regional_words_typed.png"), below=20)
 
@@ -98,7 +97,7 @@ def test_draw_two_boxes_type_their_words_queue_and_read_back(page, playwright, s
     assert json.loads(routing["drawn_regions"]) == drawn
     # Without the extensions the saved workflow is a plain text field with the same text: the same prompt.
     saved = page.js("() => app.graph.serialize()")
-    with page_without(playwright, server, ["DreamO.RegionEditor", "DreamO.RegionWords"], saved) as bare:
+    with page_without(browser, server, ["DreamO.RegionEditor", "DreamO.RegionWords"], saved) as bare:
         assert bare.js("() => document.querySelectorAll('textarea.dreamo-region-words').length") == 0
         assert bare.prompt() == prompt
 

@@ -10,13 +10,12 @@ import json
 import pytest
 import torch
 
-from test_routing_host import apply, dreamo, flux, make_ref  # noqa: F401  (shared fixtures and helpers)
-from test_routing_host import Spy as RoutingSpy
-from test_routing_host import sample as sample_steps
+from dreamo_testkit.host_graph import N_BLOCKS, apply, make_ref
+from dreamo_testkit.host_graph import Spy as RoutingSpy
+from dreamo_testkit.host_graph import sample as sample_steps
 
 pytestmark = pytest.mark.host
 
-N_BLOCKS = 4  # tiny Flux: 2 double + 2 single
 TOL = 1e-5
 BASE = "a rainy street at dusk, [ref#1] and [ref#2]"
 WORDS = {1: "an old man in a grey coat [ref#1]", 2: "a girl in a yellow raincoat [ref#2]", 3: "a red car",

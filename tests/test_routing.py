@@ -8,12 +8,10 @@ from comfyui_dreamo.dreamo_ops.routing import (RoutedAttention, RoutingCapture, 
                                                capture_reference_maps, region_to_tokens, routed_attention,
                                                routing_channels)
 from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
+from dreamo_testkit import rel_err
+from dreamo_testkit.dense_routing import dense_attention, dense_bias, ref_spans
 
 TOL = 1e-5
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 # ----------------------------------------------------------------------------- independent references
@@ -33,49 +31,6 @@ def supersampled_coverage(mask, latent_hw, patch=2):
             cell = fine[r * ry:(r + 1) * ry, c * rx:(c + 1) * rx]
             out[r, c] = cell.mean()
     return out.float()
-
-
-def ref_spans(layout, txt_len):
-    spans, start = {}, txt_len + layout.image_count
-    for r in layout.refs:
-        spans[r.slot] = range(start, start + r.count)
-        start += r.count
-    return spans
-
-
-def dense_bias(layout, txt_len, coverage, mode, strength, isolate):
-    """The routing bias written out token by token (L×L), −inf for cuts."""
-    L = txt_len + layout.total_count
-    bias = torch.zeros(L, L, dtype=torch.float64)
-    img = range(txt_len, txt_len + layout.image_count)
-    spans = ref_spans(layout, txt_len)
-    for slot, span in spans.items():
-        if slot not in coverage:
-            continue
-        cov = coverage[slot].reshape(-1)
-        for n, j in enumerate(img):
-            if mode == "hard":
-                value = 0.0 if cov[n] >= 0.5 else float("-inf")
-            else:
-                value = -strength * (1.0 - float(cov[n]))
-            for i in span:
-                bias[i, j] = value
-                bias[j, i] = value
-    if isolate:
-        for a, sa in spans.items():
-            for b, sb in spans.items():
-                if a != b:
-                    for i in sa:
-                        for j in sb:
-                            bias[i, j] = float("-inf")
-    return bias
-
-
-def dense_attention(q, k, v, bias, extra_mask=None):
-    s = (q.double() @ k.double().transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias
-    if extra_mask is not None:
-        s = s + extra_mask.double()
-    return (torch.softmax(s, dim=-1) @ v.double()).float()
 
 
 def make_case(seed=0, batch=1, heads=3, dim=16, txt=5, image_hw=(6, 8), refs=((4, 4), (2, 6)), slots=(1, 2)):

@@ -12,20 +12,11 @@ from PIL import Image
 
 from dreamo_testkit import REPO, kit_workflow
 
-pytestmark = [pytest.mark.host, pytest.mark.server]
+# the shared server's reference.png and reference2.png are these two (conftest.py: server)
+pytestmark = [pytest.mark.host, pytest.mark.server, pytest.mark.photos("perfume.png", "cat.png")]
 
 WORKFLOW = kit_workflow("dreamo_multi_subject_tiny_api.json")
 SAVE_MAP_TO = os.environ.get("DREAMO_SAVE_ROUTING_MAP")  # copy the overlay there (the README picture)
-
-
-@pytest.fixture(scope="module")
-def server(session_server):
-    """The session's shared tiny server (conftest.py): reference.png and reference2.png are the perfume and
-    the cat, as RGBA."""
-    from dreamo_testkit import photos
-
-    photos.require("perfume.png", "cat.png")
-    return session_server
 
 
 def by_prefix(server, outputs, prefix):
@@ -82,23 +73,14 @@ def test_routing_nodes_are_registered(server):
 
 
 @pytest.mark.browser
-def test_ui_workflow_gives_the_same_prompt_as_the_api_file(server):
+def test_ui_workflow_gives_the_same_prompt_as_the_api_file(page):
     """The multi-subject template (UI format, made by the real frontend from the API file) queues exactly
     what workflows/api/dreamo_multi_subject_api.json does."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    from export_ui_workflows import CHROMIUM, open_frontend
-
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from dreamo_testkit import template_files
 
     ui = json.load(open(template_files.ui_path("dreamo_multi_subject")))
     api = json.load(open(os.path.join(REPO, "workflows", "api", "dreamo_multi_subject_api.json")))
-    with sync_api.sync_playwright() as p:
-        browser, page = open_frontend(p, server.url)
-        prompt = page.evaluate("async (wf) => { await app.loadGraphData(wf); return (await app.graphToPrompt()).output; }",
-                               ui)
-        browser.close()
+    prompt = page.js("async (wf) => { await app.loadGraphData(wf); return (await app.graphToPrompt()).output; }", ui)
     assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
         {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
     titles = {v["_meta"]["title"] for v in api.values()}

@@ -6,9 +6,8 @@ file (test_torch_compile_host.py). Each test fails when DreamO's references or r
 import pytest
 import torch
 
-from test_routing_host import N_BLOCKS, apply, make_ref, route, sample, stripes
-from test_stage_loader_host import (OFFICIAL, assert_weights, base_weights, expected, folders, patched_weights,  # noqa: F401
-                                    release, run)
+from dreamo_testkit.host_graph import N_BLOCKS, apply, make_ref, route, sample, stripes
+from dreamo_testkit.stage_weights import OFFICIAL, assert_weights, base_weights, expected, patched_weights, run
 
 pytestmark = pytest.mark.host
 
@@ -146,7 +145,7 @@ def test_user_lora_stacks_with_the_stage_loader(folders, release, order):  # noq
     from dreamo_testkit.gguf_fixtures import _comfyui_nodes_module
     from dreamo_testkit.host_sampling import add_recorder, sample_once
     from dreamo_testkit.official_dreamo_reference import diffusers_flux_from_comfy
-    from test_parity_host import check_call
+    from dreamo_testkit.official_dreamo_reference import check_call
 
     flux = tiny_models.flux_patcher(seed=1)
     tensors, user = lf.kohya(seed=21)

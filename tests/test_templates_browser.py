@@ -17,7 +17,6 @@ import pytest
 import requests
 
 from dreamo_testkit import REPO
-from test_frontend_browser import CHROMIUM, artifacts, playwright  # noqa: F401  (shared fixtures)
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -55,15 +54,6 @@ def server(tmp_path_factory):
     srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")), prepare=prepare)
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):  # noqa: F811
-    from export_ui_workflows import BROWSER_ARGS
-
-    b = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-    yield b
-    b.close()
 
 
 # Node rectangles as the frontend computes them (title bar included), the visible canvas area, and what a DreamO
@@ -179,7 +169,7 @@ def queue_for_page(server, page, prompt, timeout=600):
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=key_of)
-def test_template_reads_well_before_and_after_one_run(server, browser, artifacts, path):  # noqa: F811
+def test_template_reads_well_before_and_after_one_run(server, browser, artifacts, path):
     from dreamo_testkit import tiny_workflows
     from workflow_notes import template_name
 

@@ -291,12 +291,6 @@ def test_text_encoder_without_t5_is_refused(dreamo):
 
 # --- end to end: text -> stock Flux nodes -> DreamOApply -> sampler ----------------------------------------------
 
-@pytest.fixture(scope="module")
-def flux():
-    from dreamo_testkit import tiny_models
-    return tiny_models.flux_patcher(seed=1)
-
-
 def sample_one_step(flux, dreamo, positive, negative, refs, seed=0):
     import comfy.sample
     from comfyui_dreamo.nodes.apply import DreamOApply

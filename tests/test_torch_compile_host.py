@@ -11,7 +11,8 @@ and recompiles must stay bounded (counted).
 import pytest
 import torch
 
-from test_routing_host import apply, make_ref, route, stripes
+from dreamo_testkit import rel_err
+from dreamo_testkit.host_graph import apply, make_ref, route, stripes
 
 pytestmark = pytest.mark.host
 
@@ -37,10 +38,6 @@ def compile_node(model, backend):
     return out.result[0] if hasattr(out, "result") else out[0]
 
 
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
 def configured(base, dreamo, refs, regions=None, **routing):
     from dreamo_testkit import tiny_models
 
@@ -53,7 +50,7 @@ def configured(base, dreamo, refs, regions=None, **routing):
 def run(model, cond):
     from dreamo_testkit import tiny_models
     from comfyui_dreamo.nodes.routing import routing_spec
-    from test_routing_host import sample
+    from dreamo_testkit.host_graph import sample
 
     out = sample(model, torch.zeros(1, 16, 8, 8), cond, tiny_models.conditioning(seed=4), sigmas=SIGMAS)
     spec = routing_spec(model)

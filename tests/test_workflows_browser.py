@@ -10,12 +10,10 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
-from dreamo_testkit import REPO
 from dreamo_testkit.template_files import API_FILES, UI_FILES, key_of, ui_path
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 PACK = "comfyui_dreamo"  # the folder name the runner links the pack as: the template route's module name
 CATEGORY = "DreamO"  # what the dialog calls it (locales/en/main.json)
@@ -47,26 +45,11 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
-    from export_ui_workflows import BROWSER_ARGS
-
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        # A new user's first page shows the first-run template browser (recorded in the server's user
-        # settings): meet it once here, so each test opens the Templates dialog itself.
-        Page(b, server.url).page.close()
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def artifacts(tmp_path):
-    folder = os.environ.get("DREAMO_ARTIFACTS") or str(tmp_path)
-    os.makedirs(folder, exist_ok=True)
-    return folder
+def browser(browser, server):
+    """conftest.py's Chromium, after a new user's first page: it shows the first-run template browser (recorded
+    in the server's user settings), met once here so each test opens the Templates dialog itself."""
+    Page(browser, server.url).page.close()
+    return browser
 
 
 class Page:

@@ -17,13 +17,6 @@ pytestmark = [pytest.mark.host, pytest.mark.server]
 API_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*_api.json")))
 
 
-@pytest.fixture(scope="module")
-def server(session_server):
-    """The session's shared tiny server (conftest.py): every example workflow's tiny model files and the
-    sample photos found (each test requires its own); `unavailable` names the optional files it could not make."""
-    return session_server
-
-
 @pytest.mark.parametrize("path", API_FILES, ids=[os.path.basename(p) for p in API_FILES])
 def test_example_workflow_runs_on_tiny_models(request, path):
     from dreamo_testkit import tiny_workflows
