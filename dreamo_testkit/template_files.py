@@ -2,6 +2,7 @@
 workflows/<card title>.json (the title comes from scripts/workflow_notes.py: the Templates dialog shows the file
 name as the card's title)."""
 import glob
+import json
 import os
 
 from dreamo_testkit import REPO
@@ -30,3 +31,27 @@ def ui_path(key: str) -> str:
 
 def api_path(key: str) -> str:
     return os.path.join(WORKFLOWS, "api", f"{key}_api.json")
+
+
+def model_file_names(api_files) -> dict[str, set[str]]:
+    """{models subfolder: file names} the workflows' loaders name, so their menus list them (empty files)."""
+    folders = {"unet_name": "diffusion_models", "vae_name": "vae", "clip_name1": "text_encoders",
+               "clip_name2": "text_encoders", "clip_name": "text_encoders", "background_remover": "rembg"}
+    names: dict[str, set[str]] = {}
+    for path in api_files:
+        for node in json.load(open(path)).values():
+            for key, value in node["inputs"].items():
+                if key in folders and isinstance(value, str) and value != "none":
+                    names.setdefault(folders[key], set()).add(value)
+    return names
+
+
+def write_menu_files(models_dir: str, api_files=API_FILES) -> None:
+    """Empty files under the names the workflows' loaders pick, so their menus list them as on a user's machine
+    (a file of that name already there, e.g. a tiny model, is kept). Nothing ever loads them."""
+    for folder, names in model_file_names(api_files).items():
+        os.makedirs(os.path.join(models_dir, folder), exist_ok=True)
+        for name in names:
+            path = os.path.join(models_dir, folder, name)
+            if not os.path.exists(path):
+                open(path, "wb").close()

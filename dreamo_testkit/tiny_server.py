@@ -82,13 +82,14 @@ def shared_sandbox(root: str):
 
     from PIL import Image
 
-    from . import photos, tiny_models, tiny_workflows
+    from . import photos, template_files, tiny_models, tiny_workflows
     from .comfyui_runner import Sandbox
 
     box = Sandbox(root, isolated=True, test_nodes=True).prepare()
     os.makedirs(os.path.join(box.models_dir, "dreamo"), exist_ok=True)
     tiny_models.write_dreamo_file(os.path.join(box.models_dir, "dreamo", "dreamo_tiny.safetensors"))
     unavailable = tiny_workflows.write_model_files(box.models_dir)
+    template_files.write_menu_files(box.models_dir)  # what the templates' loaders pick, listed as for a user
     folder = photos.refs_dir()
     found = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     for name in found:

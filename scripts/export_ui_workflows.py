@@ -30,6 +30,7 @@ sys.path.insert(1, REPO)  # the test kit (dreamo_testkit): its server runner
 
 from dreamo_testkit.browser import launch  # noqa: E402
 from dreamo_testkit.comfyui_runner import Sandbox, Server  # noqa: E402
+from dreamo_testkit.template_files import write_menu_files  # noqa: E402
 from workflow_notes import note_text, template_name  # noqa: E402
 
 API_DIR = os.path.join(REPO, "workflows", "api")
@@ -280,19 +281,6 @@ def thumbnail(api: dict, title: str, path: str, size=(640, 400)) -> None:
     card.save(path, quality=88)
 
 
-def model_file_names(api_files) -> dict[str, set[str]]:
-    """{models subfolder: file names} the workflows' loaders name, so their menus list them (empty files)."""
-    folders = {"unet_name": "diffusion_models", "vae_name": "vae", "clip_name1": "text_encoders",
-               "clip_name2": "text_encoders", "clip_name": "text_encoders", "background_remover": "rembg"}
-    names: dict[str, set[str]] = {}
-    for path in api_files:
-        for node in json.load(open(path)).values():
-            for key, value in node["inputs"].items():
-                if key in folders and isinstance(value, str) and value != "none":
-                    names.setdefault(folders[key], set()).add(value)
-    return names
-
-
 def main(names: list[str] | None = None) -> int:
     """Export every API workflow, or only those named (without _api.json)."""
     from playwright.sync_api import sync_playwright
@@ -305,10 +293,7 @@ def main(names: list[str] | None = None) -> int:
             return 2
         api_files = [p for p in api_files if os.path.basename(p).removesuffix("_api.json") in names]
     sandbox = Sandbox(tempfile.mkdtemp(prefix="dreamo_export_"), isolated=True).prepare()
-    for folder, names in model_file_names(api_files).items():
-        os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
-        for name in names:  # only listed by the loaders' menus, never loaded
-            open(os.path.join(sandbox.models_dir, folder, name), "wb").close()
+    write_menu_files(sandbox.models_dir, api_files)  # only listed by the loaders' menus, never loaded
     from PIL import Image
 
     for api_path in api_files:  # blank stand-ins under the pictures' names, so LoadImage lists them

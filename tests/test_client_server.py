@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -27,29 +26,13 @@ TINY = kit_workflow("dreamo_client_tiny_api.json")
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    """Two servers, started side by side."""
-    roots = [str(tmp_path_factory.mktemp(f"comfy_{name}")) for name in "ab"]
-    started, errors = {}, []
-
-    def start(i):
-        try:
-            started[i] = tiny_server.start(roots[i])
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def servers(session_server, tmp_path_factory):
+    """Two servers: the session's shared one (conftest.py) and one of this module's own."""
+    own = tiny_server.start(str(tmp_path_factory.mktemp("comfy_b")))
     try:
-        if errors:
-            raise errors[0]
-        yield [started[0], started[1]]
+        yield [session_server, own]
     finally:
-        for srv in started.values():
-            srv.stop()
+        own.stop()
 
 
 @pytest.fixture(scope="module")

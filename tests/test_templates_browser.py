@@ -10,7 +10,6 @@ tmp folder)."""
 import glob
 import json
 import os
-import shutil
 import time
 
 import pytest
@@ -31,29 +30,14 @@ def key_of(path):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(session_server):
+    """The session's shared tiny server (conftest.py): every example workflow's tiny model files, the loaders' menu
+    files and the sample photos; each template needs its own pictures."""
     from dreamo_testkit import photos
-    from dreamo_testkit import tiny_server
     from dreamo_testkit import tiny_workflows
-    from export_ui_workflows import model_file_names
 
-    pictures = sorted({name for p in API_FILES for name in tiny_workflows.input_images(json.load(open(p)))})
-    photos.require(*pictures)
-
-    def prepare(sandbox):
-        tiny_workflows.write_model_files(sandbox.models_dir)
-        for folder, names in model_file_names(API_FILES).items():  # listed in the loaders' menus, never loaded
-            os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
-            for name in names:
-                path = os.path.join(sandbox.models_dir, folder, name)
-                if not os.path.exists(path):
-                    open(path, "wb").close()
-        for name in pictures:
-            shutil.copy(photos.photo(name), os.path.join(sandbox.input_dir, name))
-
-    srv = tiny_server.start(str(tmp_path_factory.mktemp("comfy")), prepare=prepare)
-    yield srv
-    srv.stop()
+    photos.require(*sorted({name for p in API_FILES for name in tiny_workflows.input_images(json.load(open(p)))}))
+    return session_server
 
 
 # Node rectangles as the frontend computes them (title bar included), the visible canvas area, and what a DreamO

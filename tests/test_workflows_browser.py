@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
-from dreamo_testkit.template_files import API_FILES, UI_FILES, key_of, ui_path
+from dreamo_testkit.template_files import API_FILES, UI_FILES, key_of, ui_path, write_menu_files
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 
@@ -27,13 +27,9 @@ def name_of(path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from dreamo_testkit.comfyui_runner import Sandbox, Server
-    from export_ui_workflows import model_file_names
 
     sandbox = Sandbox(str(tmp_path_factory.mktemp("comfy")), isolated=True).prepare()  # no test-only nodes
-    for folder, names in model_file_names(API_FILES).items():  # listed in the loaders' menus, never loaded
-        os.makedirs(os.path.join(sandbox.models_dir, folder), exist_ok=True)
-        for name in names:
-            open(os.path.join(sandbox.models_dir, folder, name), "wb").close()
+    write_menu_files(sandbox.models_dir)  # listed in the loaders' menus, never loaded
     for path in API_FILES:  # the files the LoadImage menus list: drawn, since nothing here runs or shows them
         for node in json.load(open(path)).values():
             if node["class_type"] == "LoadImage":
