@@ -13,7 +13,7 @@ from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.face_preprocess import DETECTORS, DownloadFailedError, FacePreprocessor, MissingWeightsError
 from ..dreamo_ops.reference import DreamOPreprocessor
 from .model_folders import FACEXLIB_FOLDER, REMBG_FOLDER
-from .ref_encode import PREPROCESSOR_TYPE
+from .sockets import PREPROCESSOR_TYPE
 
 NODE_ID = "DreamOPreprocessorLoader"
 NONE = "none"

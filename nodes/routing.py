@@ -15,8 +15,8 @@ from ..dreamo_ops.regional import Segment, parse_bboxes, region_prompts_of, with
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
 from ..dreamo_ops.routing_map import SLOT_COLOURS, draw_legend, normalise, overlay, upsample_map
 from ..dreamo_ops.token_layout import MAX_SLOTS
-from .loader import DREAMO_TYPE
 from .model_check import check_flux1
+from .sockets import DREAMO_TYPE
 from .widget_rules import shown_if
 from .ref_encode import save_temp_images
 from .text_encode import MINIMAL, encode_prompt

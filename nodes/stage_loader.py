@@ -20,9 +20,10 @@ from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.lora_formats import (LoraFormatError, ParsedLora, check_against_model, file_keys,
                                        read_lora_file)
 from ..dreamo_ops.weights import INDEX_KEY, TASK_KEY, WeightFileError
-from .loader import DREAMO_TYPE, load_embeddings
+from .loader import load_embeddings
 from .model_check import check_flux1
 from .model_folders import WEIGHT_FOLDERS, resolve_weight_file, weight_file_names
+from .sockets import DREAMO_TYPE
 from .widget_rules import follows, shown_if
 
 NODE_ID = "DreamOStageLoader"

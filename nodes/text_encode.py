@@ -10,9 +10,7 @@ from ..dreamo_ops.regional import TEXT_KEY
 from ..dreamo_ops.slot_agreement import RECORD_KEY, make_record
 from ..dreamo_ops.t5_placeholder_tokenizer import (COMFYUI_T5_LENGTH, DREAMO_T5_LENGTH, PlaceholderMismatch,
                                                    TokenizerSetupError, load_tokenizer, t5_tokens)
-from .apply import REF_INPUTS
-from .loader import DREAMO_TYPE
-from .ref_encode import DREAMO_REF_TYPE
+from .sockets import DREAMO_REF_TYPE, DREAMO_TYPE, REF_INPUTS
 
 NODE_ID = "DreamOTextEncode"
 MINIMAL = "minimal"
