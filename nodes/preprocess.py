@@ -115,6 +115,7 @@ class DreamOPreprocessorLoader:
         }
 
     def load(self, face_detector, background_remover, download_missing_weights=False):
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if face_detector != NONE and face_detector not in DETECTORS:
             raise DreamOError(NODE_ID, "face_detector", f"unknown face detector '{face_detector}'.",
                               f"choose one of {', '.join(list(DETECTORS) + [NONE])}.")

@@ -168,6 +168,7 @@ class DreamORouting:
               prompt=None, unique_id=None, **regions):
         refuse_unknown_inputs(ROUTING_ID, regions, REGION_INPUTS)
         check_flux1(ROUTING_ID, model)
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if mode not in MODES:
             raise DreamOError(ROUTING_ID, "mode", f"unknown mode '{mode}'.", f"choose one of {', '.join(MODES)}.")
         if blocks not in BLOCKS:

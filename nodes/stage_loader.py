@@ -174,6 +174,7 @@ class DreamOStageLoader:
     def load(self, model, dreamo_file, version, main_strength, cfg_distill_file, cfg_distill_strength, turbo,
              turbo_file, turbo_strength, sft_file, sft_strength, dpo_file, dpo_strength, quality_pos_file,
              quality_pos_strength, quality_neg_file, quality_neg_strength, embedding_file=st.AUTO):
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if version not in st.VERSIONS:
             raise DreamOError(NODE_ID, "version", f"unknown version '{version}'.",
                               f"choose one of {', '.join(st.VERSIONS)}.")

@@ -123,6 +123,7 @@ class DreamOTextEncode:
 
     def encode(self, clip, dreamo, text, t5_length=T5_LENGTHS[0], add_style_instruction=True, **refs):
         refuse_unknown_inputs(NODE_ID, refs, REF_INPUTS)
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if str(t5_length) not in T5_LENGTHS:
             raise DreamOError(NODE_ID, "t5_length", f"'{t5_length}' is not a choice.",
                               f"choose one of {', '.join(T5_LENGTHS)}.")
