@@ -11,13 +11,10 @@ from ..dreamo_ops.flux_wrapper import (APPLY_SLOTS_KEY, REQUIRED_METHOD, ROUTING
                                        DreamOFluxWrapper,
                                         ReferenceBatchCheck)
 from ..dreamo_ops.slot_agreement import RECORD_KEY, check_apply, fingerprint, style_note
-from ..dreamo_ops.token_layout import MAX_SLOTS
-from .loader import DREAMO_TYPE
 from .model_check import check_flux1
-from .ref_encode import DREAMO_REF_TYPE
+from .sockets import DREAMO_REF_TYPE, DREAMO_TYPE, REF_INPUTS
 
 NODE_ID = "DreamOApply"
-REF_INPUTS = tuple(f"ref_{i}" for i in range(1, MAX_SLOTS + 1))
 
 
 def check_model(model, dreamo):

@@ -4,8 +4,7 @@ from __future__ import annotations
 from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.weights import UnreadableFileError, WeightFileError, read_embeddings
 from .model_folders import resolve_weight_file, weight_file_names
-
-DREAMO_TYPE = "DREAMO"
+from .sockets import DREAMO_TYPE
 
 
 def load_embeddings(node: str, input_name: str, name: str):

@@ -13,7 +13,7 @@ from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.face_preprocess import DETECTORS, DownloadFailedError, FacePreprocessor, MissingWeightsError
 from ..dreamo_ops.reference import DreamOPreprocessor
 from .model_folders import FACEXLIB_FOLDER, REMBG_FOLDER
-from .ref_encode import PREPROCESSOR_TYPE
+from .sockets import PREPROCESSOR_TYPE
 
 NODE_ID = "DreamOPreprocessorLoader"
 NONE = "none"
@@ -115,6 +115,7 @@ class DreamOPreprocessorLoader:
         }
 
     def load(self, face_detector, background_remover, download_missing_weights=False):
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if face_detector != NONE and face_detector not in DETECTORS:
             raise DreamOError(NODE_ID, "face_detector", f"unknown face detector '{face_detector}'.",
                               f"choose one of {', '.join(list(DETECTORS) + [NONE])}.")

@@ -10,9 +10,8 @@ import comfy.model_management
 
 from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.reference import ID_FALLBACKS, TASKS, DreamOReference, prepare_pixels, to_uint8
+from .sockets import DREAMO_REF_TYPE, PREPROCESSOR_TYPE
 
-DREAMO_REF_TYPE = "DREAMO_REF"
-PREPROCESSOR_TYPE = "DREAMO_PREPROCESSOR"
 NODE_ID = "DreamORefEncode"
 PREVIEWS_KEY = "dreamo_previews"  # the `ui` key of the pictures the node shows: what was encoded, then the found faces
 

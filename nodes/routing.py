@@ -15,8 +15,8 @@ from ..dreamo_ops.regional import Segment, parse_bboxes, region_prompts_of, with
 from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
 from ..dreamo_ops.routing_map import SLOT_COLOURS, draw_legend, normalise, overlay, upsample_map
 from ..dreamo_ops.token_layout import MAX_SLOTS
-from .loader import DREAMO_TYPE
 from .model_check import check_flux1
+from .sockets import DREAMO_TYPE
 from .widget_rules import shown_if
 from .ref_encode import save_temp_images
 from .text_encode import MINIMAL, encode_prompt
@@ -168,6 +168,7 @@ class DreamORouting:
               prompt=None, unique_id=None, **regions):
         refuse_unknown_inputs(ROUTING_ID, regions, REGION_INPUTS)
         check_flux1(ROUTING_ID, model)
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if mode not in MODES:
             raise DreamOError(ROUTING_ID, "mode", f"unknown mode '{mode}'.", f"choose one of {', '.join(MODES)}.")
         if blocks not in BLOCKS:

@@ -20,9 +20,10 @@ from ..dreamo_ops.errors import DreamOError, finite_numbers
 from ..dreamo_ops.lora_formats import (LoraFormatError, ParsedLora, check_against_model, file_keys,
                                        read_lora_file)
 from ..dreamo_ops.weights import INDEX_KEY, TASK_KEY, WeightFileError
-from .loader import DREAMO_TYPE, load_embeddings
+from .loader import load_embeddings
 from .model_check import check_flux1
 from .model_folders import WEIGHT_FOLDERS, resolve_weight_file, weight_file_names
+from .sockets import DREAMO_TYPE
 from .widget_rules import follows, shown_if
 
 NODE_ID = "DreamOStageLoader"
@@ -173,6 +174,7 @@ class DreamOStageLoader:
     def load(self, model, dreamo_file, version, main_strength, cfg_distill_file, cfg_distill_strength, turbo,
              turbo_file, turbo_strength, sft_file, sft_strength, dpo_file, dpo_strength, quality_pos_file,
              quality_pos_strength, quality_neg_file, quality_neg_strength, embedding_file=st.AUTO):
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if version not in st.VERSIONS:
             raise DreamOError(NODE_ID, "version", f"unknown version '{version}'.",
                               f"choose one of {', '.join(st.VERSIONS)}.")

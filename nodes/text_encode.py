@@ -10,9 +10,7 @@ from ..dreamo_ops.regional import TEXT_KEY
 from ..dreamo_ops.slot_agreement import RECORD_KEY, make_record
 from ..dreamo_ops.t5_placeholder_tokenizer import (COMFYUI_T5_LENGTH, DREAMO_T5_LENGTH, PlaceholderMismatch,
                                                    TokenizerSetupError, load_tokenizer, t5_tokens)
-from .apply import REF_INPUTS
-from .loader import DREAMO_TYPE
-from .ref_encode import DREAMO_REF_TYPE
+from .sockets import DREAMO_REF_TYPE, DREAMO_TYPE, REF_INPUTS
 
 NODE_ID = "DreamOTextEncode"
 MINIMAL = "minimal"
@@ -125,6 +123,7 @@ class DreamOTextEncode:
 
     def encode(self, clip, dreamo, text, t5_length=T5_LENGTHS[0], add_style_instruction=True, **refs):
         refuse_unknown_inputs(NODE_ID, refs, REF_INPUTS)
+        # ComfyUI checks a dropdown's widget value, not one linked from an any-type output (switch nodes)
         if str(t5_length) not in T5_LENGTHS:
             raise DreamOError(NODE_ID, "t5_length", f"'{t5_length}' is not a choice.",
                               f"choose one of {', '.join(T5_LENGTHS)}.")

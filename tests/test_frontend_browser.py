@@ -49,6 +49,25 @@ def arrange(page):
     page.settle(300)
 
 
+def test_the_node_ids_reach_the_page_from_the_server(page, server):
+    """web/node_ids.js holds what the server says, and the modules key their nodes by it."""
+    from comfyui_dreamo.nodes import FRONTEND_ROLES
+
+    ids = {role: cls.NODE_ID for role, cls in FRONTEND_ROLES.items()}
+    seen = page.js("""async () => {
+        const url = (await (await fetch('api/extensions')).json()).find((u) => u.endsWith('/node_ids.js'));
+        const base = url.slice(0, -'node_ids.js'.length);
+        const { NODE_IDS } = await import(url);
+        const { GROWING_INPUTS } = await import(base + 'growing_inputs.js');
+        const { FEEDBACK } = await import(base + 'dreamo.js');
+        return { ids: { ...NODE_IDS }, growing: Object.keys(GROWING_INPUTS).sort(),
+                 feedback: Object.keys(FEEDBACK).sort() };
+    }""")
+    assert seen["ids"] == ids
+    assert seen["growing"] == sorted([ids["apply"], ids["text"], ids["routing"]])
+    assert seen["feedback"] == sorted([ids["reference"], ids["apply"], ids["text"], ids["routing"]])
+
+
 def test_extension_loads_and_sockets_grow_and_shrink_as_references_connect(page, artifacts):
     assert sorted(page.js("() => app.extensions.map(e => e.name).filter(n => n.startsWith('DreamO.'))")) == EXTENSIONS
     page.load_api(graph())

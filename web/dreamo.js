@@ -10,11 +10,10 @@
 // Nothing is stored in the nodes' inputs: saved workflows and prompts are the same as without this extension.
 import { app } from "../../scripts/app.js";
 import { connectedSlots, getLink } from "./growing_inputs.js";
-import { APPLY_NODE, REFERENCE_NODE, REF_PREFIX, ROUTING_NODE, TEXT_NODE, appliesOfText, downstream,
-         modelChainSlots, referenceOrigins, upstreamSignature } from "./dreamo_nodes.js";
+import { APPLY_NODE, REFERENCE_NODE, REF_PREFIX, REGIONAL_NODE, ROUTING_NODE, TEXT_NODE, appliesOfText,
+         downstream, modelChainSlots, referenceOrigins, upstreamSignature } from "./dreamo_nodes.js";
 import { feedback, viewUrl } from "./feedback.js";
 
-const REGIONAL_NODE = "DreamORegionalConditioning";
 const INFO_KEY = "dreamo_info"; // the `ui` keys the Python nodes return
 const PREVIEWS_KEY = "dreamo_previews"; // DreamO Reference Encode: what it encoded, then the faces it found
 export const FEEDBACK = {

@@ -1,12 +1,9 @@
 // DreamO for ComfyUI: the pack's node ids as the frontend modules use them, and the graph walks they share.
-// The ids are the Python classes' NODE_ID (nodes/*.py); they are kept in this one module until the Python side hands
-// them to the page.
+// The ids come from the Python side (web/node_ids.js).
 import { connectedSlots, getLink } from "./growing_inputs.js";
+import { APPLY_NODE } from "./node_ids.js";
 
-export const REFERENCE_NODE = "DreamORefEncode";
-export const APPLY_NODE = "DreamOApply";
-export const TEXT_NODE = "DreamOTextEncode";
-export const ROUTING_NODE = "DreamORouting";
+export { APPLY_NODE, REFERENCE_NODE, REGIONAL_NODE, ROUTING_NODE, TEXT_NODE } from "./node_ids.js";
 export const REF_PREFIX = "ref_";
 
 /** The node feeding `node`'s input `name`, or null. */

@@ -6,12 +6,13 @@
 // node really has; ComfyUI's frontend puts any missing ones back (in the node's own order) when it loads the
 // workflow without this extension, and the API prompt is the same either way (unconnected inputs are not in it).
 import { app } from "../../scripts/app.js";
+import { APPLY_NODE, ROUTING_NODE, TEXT_NODE } from "./node_ids.js";
 
 // Node id -> prefix of its growing inputs. Another node opts in with one entry (e.g. regions: "region_").
 export const GROWING_INPUTS = {
-  DreamOApply: "ref_",
-  DreamOTextEncode: "ref_",
-  DreamORouting: "region_",
+  [APPLY_NODE]: "ref_",
+  [TEXT_NODE]: "ref_",
+  [ROUTING_NODE]: "region_",
 };
 
 export function slotNumber(name, prefix) {

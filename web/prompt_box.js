@@ -1,4 +1,4 @@
-// DreamO for ComfyUI: the placeholder-aware prompt box of DreamOTextEncode.
+// DreamO for ComfyUI: the placeholder-aware prompt box of DreamO Text Encode.
 // - [ref#k] and [res] are highlighted in the text box (a see-through layer over the textarea, same font and wrap).
 // - Typing `[` offers the placeholders of the connected slots (and [res]); arrows + Enter/Tab or a click insert one.
 // - A placeholder whose slot is empty, or a near miss ([REF#1], [ref 1], [ref#10]), is marked while the prompt is
@@ -56,7 +56,7 @@ function codePointOffsets(text) {
   return offsets;
 }
 
-/** {slot: task} of the references the prompt is checked against (task read from a DreamORefEncode upstream, "ip"
+/** {slot: task} of the references the prompt is checked against (task read from a DreamO Reference Encode upstream, "ip"
  *  otherwise): the node's own, else those of the DreamO Apply it feeds. */
 export function connectedReferences(node) {
   const refs = {};

@@ -1,4 +1,4 @@
-// DreamO for ComfyUI: the region editor of DreamORouting.
+// DreamO for ComfyUI: the region editor of DreamO Routing.
 // One rectangle per reference slot, drawn, moved and resized with the mouse over a preview of the output size,
 // in the slot colours of DreamO Routing Map's legend (read from the node definition: the `dreamo_slot_colours`
 // option of the drawn_regions input, so Python is their one source).
@@ -19,9 +19,8 @@
 //   a mouse event is read in the geometry of the drawing it happened on.
 import { app } from "../../scripts/app.js";
 import { connectedSlots, getLink } from "./growing_inputs.js";
-import { modelChainSlots } from "./dreamo_nodes.js";
+import { ROUTING_NODE as NODE, modelChainSlots } from "./dreamo_nodes.js";
 
-const NODE = "DreamORouting";
 const TEXT_WIDGET = "drawn_regions";
 const EDITOR_WIDGET = "dreamo_region_editor";
 const COLOUR_OPTION = "dreamo_slot_colours";

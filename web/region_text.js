@@ -1,12 +1,12 @@
-// DreamO for ComfyUI: the words of each region (regional prompts) on DreamORouting, under the region editor.
+// DreamO for ComfyUI: the words of each region (regional prompts) on DreamO Routing, under the region editor.
 // One text field edits the words of the slot chosen in the editor (its slot buttons, or a click on a box); the words
 // are stored with the boxes in the node's own `drawn_regions` value ("texts": {"1": "..."}), so the saved workflow,
 // the API prompt and a frontend without this extension carry them the same way. DreamO Routing encodes them and
 // appends them to its positive output, each routed to its region. The field itself is never saved nor queued.
 import { app } from "../../scripts/app.js";
 import "./region_editor.js"; // registers first, so its editor exists when this field is added
+import { ROUTING_NODE as NODE } from "./node_ids.js";
 
-const NODE = "DreamORouting";
 const FIELD_WIDGET = "dreamo_region_words";
 const FIELD_HEIGHT = 64;
 

@@ -226,7 +226,31 @@ class DreamOTestRegionPrompts:
         return {"ui": {"dreamo_region_prompts": [text]}, "result": (text,)}
 
 
+class AnyType(str):
+    """The "any type" many custom node packs give an output: a type no input refuses (ComfyUI compares types with
+    `!=`). ComfyUI checks a linked value's type only, never a dropdown's choices."""
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = str.__hash__
+
+
+class DreamOTestAnyValue:
+    CATEGORY = "DreamO/testing"
+    FUNCTION = "give"
+    RETURN_TYPES = (AnyType("*"),)
+    DESCRIPTION = "Gives its text on an any-type output, as switch and primitive nodes of custom packs do; tests only."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"default": ""})}}
+
+    def give(self, value):
+        return (value,)
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (DreamOTestTinyFlux, DreamOTestTinySDXL, DreamOTestTinyVAE,
                                                DreamOTestTinySDXLVAE, DreamOTestPicture, DreamOTestConditioning,
                                                DreamOTestTinyFluxCLIP, DreamOTestRoutingRegions,
-                                               DreamOTestRegionPrompts)}
+                                               DreamOTestRegionPrompts, DreamOTestAnyValue)}
