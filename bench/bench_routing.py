@@ -48,9 +48,10 @@ def load_routing():
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
         spec.loader.exec_module(mod)
+    import dreamo_ops.areas as areas
     import dreamo_ops.routing as routing
     import dreamo_ops.token_layout as token_layout
-    return routing, token_layout
+    return routing, token_layout, areas
 
 
 def backend(q, k, v, heads, mask=None, skip_reshape=True, **kwargs):
@@ -59,7 +60,7 @@ def backend(q, k, v, heads, mask=None, skip_reshape=True, **kwargs):
 
 
 def setup(size, device, dtype):
-    routing, token_layout = load_routing()
+    routing, token_layout, areas = load_routing()
     txt, rows, cols, ref = SIZES[size]
     layout = token_layout.reference_layout((rows * 2, cols * 2), [(ref * 2, ref * 2)] * 2, (1, 2))
     length = txt + layout.total_count
@@ -68,16 +69,18 @@ def setup(size, device, dtype):
     left = torch.zeros(64, 64)
     left[:, :32] = 1
     regions = {1: left, 2: 1 - left}
-    coverage = {s: routing.region_to_tokens(m, (rows * 2, cols * 2)) for s, m in regions.items()}
+    coverage = {s: areas.region_to_tokens(m, (rows * 2, cols * 2)) for s, m in regions.items()}
     return routing, layout, regions, coverage, (q, k, v)
 
 
 def make_call(variant, routing, layout, regions, coverage, latent_hw):
     if variant == "plain":
         return lambda q, k, v: backend(q, k, v, HEADS)
+    from dreamo_ops.routing_map import RoutingCapture  # the package load_routing() loaded
+
     spec = routing.RoutingSpec(regions=regions, mode="soft" if variant == "soft" else "hard", strength=4.0,
                                isolate=variant == "hard+isolate",
-                               capture=routing.RoutingCapture() if variant == "hard+capture" else None)
+                               capture=RoutingCapture() if variant == "hard+capture" else None)
 
     def call(q, k, v):
         ov = routing.RoutedAttention(spec, layout, coverage, n_double=1, latent_hw=latent_hw)

@@ -434,10 +434,10 @@ class Report:
         self.save()
 
     def data(self) -> dict:
-        from comfyui_dreamo.dreamo_ops import routing
+        from comfyui_dreamo.dreamo_ops import routing_backends
 
         return {"environment": self.env, "rows": [asdict(r) for r in self.rows],
-                "routed_blocks_backends": routing.BACKENDS.report(), **self.extra}
+                "routed_blocks_backends": routing_backends.BACKENDS.report(), **self.extra}
 
     def save(self):
         if not self.args.json_out:

@@ -10,7 +10,7 @@ in pixels of a W×H picture (the editor's preview of the output size). Each box 
 [x, x + w) × [y, y + h) (edges rounded to whole pixels) of that picture, 1 inside and 0 elsewhere, which DreamO
 Routing stretches over the image like any region mask. An empty text means nothing drawn.
 
-Bounded cost: a box reaches the routing as its geometry (`routing.Rectangle`), whose token coverage is computed
+Bounded cost: a box reaches the routing as its geometry (`areas.Rectangle`), whose token coverage is computed
 from the rectangle's edges, so a 16384 × 16384 picture (the largest, ComfyUI's MAX_RESOLUTION) costs what a
 64 × 64 one does; no pixel mask is built. The text is at most MAX_TEXT characters, and malformed, deeply nested
 or oversized values are named errors whose messages quote at most a few characters of the text.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import DreamOError
-from .routing import Rectangle
+from .areas import Rectangle
 from .token_layout import MAX_SLOTS
 
 INPUT = "drawn_regions"

@@ -1,7 +1,13 @@
 """One error type whose message always names the node, the input and the fix, and the input checks every node
-shares (unknown linked inputs, non-finite numbers)."""
+shares (unknown linked inputs, non-finite numbers).
+
+dreamo_ops knows no node ids: its code raises the error with the input it concerns, the problem and the fix, and the
+node words it with its own id (`in_node` around the call, or a `node` argument). What goes wrong during sampling,
+where no DreamO node is running, is the same error, naming the node id that the node which built the wrapper or the
+settings handed over (`DreamOFluxWrapper.node`, `RoutingSpec.node`, `RegionPrompts.node`)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -10,14 +16,35 @@ from typing import Callable, Mapping, Optional
 
 
 class DreamOError(ValueError):
-    """A user-facing error. ComfyUI shows the message in its error dialog, so it must say what to do."""
+    """A user-facing error, at a node's call or during sampling. ComfyUI shows the message in its error dialog, so it
+    says which node and input to look at and what to do. `node` is None until a node names itself (`in_node`)."""
 
-    def __init__(self, node: str, input_name: str, problem: str, fix: str):
+    def __init__(self, node: Optional[str], input_name: str, problem: str, fix: str):
         self.node = node
         self.input_name = input_name
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{node} (input '{input_name}'): {problem} Fix: {fix}")
+        super().__init__(node, input_name, problem, fix)
+
+    def __str__(self) -> str:
+        where = f"input '{self.input_name}'" if self.node is None else f"{self.node} (input '{self.input_name}')"
+        return f"{where}: {self.problem} Fix: {self.fix}"
+
+
+def input_error(input_name: str, problem: str, fix: str) -> DreamOError:
+    """The error dreamo_ops raises about one input of the node calling it; that node names itself (`in_node`)."""
+    return DreamOError(None, input_name, problem, fix)
+
+
+@contextlib.contextmanager
+def in_node(node: str):
+    """Around a node's call into dreamo_ops: a DreamOError raised inside without a node names `node`."""
+    try:
+        yield
+    except DreamOError as e:
+        if e.node is None:
+            e.node = node
+        raise
 
 
 def refuse_unknown_inputs(node: str, given, known) -> None:

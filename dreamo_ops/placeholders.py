@@ -327,7 +327,7 @@ def _near_miss_problem(near: list[NearMiss]) -> tuple[str, str]:
             "brackets, slots 1 to 9.")
 
 
-def prompt_error(node: str, input_name: str, problems: list[tuple[str, str]]) -> DreamOError:
+def prompt_error(node: str | None, input_name: str, problems: list[tuple[str, str]]) -> DreamOError:
     """One error naming every problem of a prompt (each with its fix), so fixing one does not reveal the next."""
     if len(problems) == 1:
         return DreamOError(node, input_name, *problems[0])
@@ -359,11 +359,12 @@ def _too_long(text: str, node: str, input_name: str) -> Optional[DreamOError]:
 
 
 def build_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_style_instruction: bool = True,
-                 node: str = "DreamOTextEncode", input_name: str = "text") -> PromptPlan:
+                 node: str | None = None, input_name: str = "text") -> PromptPlan:
     """Check a prompt and plan how T5 reads it.
 
     `references` maps each connected slot to its task ("ip", "id", "style"); None means no reference was
-    connected, so slots are not checked. Raises DreamOError naming the node, the placeholder and the fix.
+    connected, so slots are not checked. Raises DreamOError naming `node` (the caller's id; None: the caller names
+    itself), the input, the placeholder and the fix.
     """
     if not isinstance(text, str):
         raise DreamOError(node, input_name, f"the prompt must be text, got {type(text).__name__}.",
@@ -406,7 +407,7 @@ def _build(text: str, references, add_style_instruction: bool, node: str, input_
 
 
 def check_prompt(text: str, references: Optional[Mapping[int, str]] = None, add_style_instruction: bool = True,
-                 node: str = "DreamOTextEncode", input_name: str = "text") -> dict:
+                 node: str | None = None, input_name: str = "text") -> dict:
     """What `build_prompt` would say about a prompt, as plain data for the editor (JSON-ready).
 
     `error` is the exact message `build_prompt` raises (None when the prompt is accepted), `notes` its notes;

@@ -34,7 +34,7 @@ class BadRequest(ValueError):
     pass
 
 
-def answer(body, node: str) -> dict:
+def answer(body, node: str | None) -> dict:
     """The check for one request body (already decoded JSON), in the words of node `node`."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
@@ -61,7 +61,7 @@ def answer(body, node: str) -> dict:
     return check_prompt(text, references or None, bool(add_style), node=node)
 
 
-def answer_bytes(raw: bytes, node: str) -> tuple[int, str]:
+def answer_bytes(raw: bytes, node: str | None) -> tuple[int, str]:
     """(HTTP status, JSON text) for a request body as received."""
     try:
         try:
@@ -90,7 +90,7 @@ def decode_answer_head(head: bytes) -> tuple[int, int]:
 ANSWER_HEAD = _ANSWER.size
 
 
-def serve(inp, out, node: str) -> None:
+def serve(inp, out, node: str | None) -> None:
     """The worker's loop: one answer per request until the input ends (the server closed it, or went away)."""
     try:
         import resource
@@ -131,7 +131,7 @@ def _main() -> None:
     sys.modules[name] = package
     spec.loader.exec_module(package)
     module = importlib.import_module(f"{name}.prompt_check")
-    module.serve(sys.stdin.buffer, sys.stdout.buffer, sys.argv[1] if len(sys.argv) > 1 else "DreamOTextEncode")
+    module.serve(sys.stdin.buffer, sys.stdout.buffer, sys.argv[1] if len(sys.argv) > 1 else None)
 
 
 if __name__ == "__main__":

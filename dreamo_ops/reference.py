@@ -14,13 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DreamOError
+from .errors import input_error
 from .face_preprocess import LONG_SIDE, DETECTION_THRESHOLD, IdCrop, draw_faces
 from .resize import area_size, resize_uint8
 
 TASKS = ("ip", "id", "style")
 ID_FALLBACKS = ("ip", "strict")
-NODE = "DreamORefEncode"
 
 
 @dataclass(frozen=True)
@@ -86,26 +85,26 @@ def foreground_from_inputs(image: torch.Tensor, mask, notes: list[str] | None = 
         m = mask if mask.ndim == 3 else mask.unsqueeze(0)
         m = m.float().cpu()
         if m.ndim != 3 or m.shape[0] == 0 or min(m.shape[-2:]) == 0:
-            raise DreamOError(NODE, "mask", f"expected a MASK (B, H, W), got shape {tuple(mask.shape)}.",
+            raise input_error("mask", f"expected a MASK (B, H, W), got shape {tuple(mask.shape)}.",
                               "connect a mask of the reference picture, or disconnect 'mask'.")
         if not torch.isfinite(m).all():
-            raise DreamOError(NODE, "mask", "the mask has NaN or infinite values.",
+            raise input_error("mask", "the mask has NaN or infinite values.",
                               "connect a mask with values between 0 and 1.")
         mh, mw = m.shape[-2:]
         ih, iw = image.shape[1:3]
         uniform = bool((m == m.reshape(m.shape[0], -1)[:, :1, None]).all())  # e.g. LoadImage's 64x64 default
         if not uniform and abs(mh / mw - ih / iw) > 0.01 * (ih / iw) + 1.0 / min(mh, mw):
-            raise DreamOError(NODE, "mask", f"the mask is {mw}x{mh} but the picture is {iw}x{ih} (another aspect "
+            raise input_error("mask", f"the mask is {mw}x{mh} but the picture is {iw}x{ih} (another aspect "
                               "ratio), so it cannot be laid over the picture.",
                               "connect the mask made from this picture (same size), or disconnect 'mask'.")
         if image.shape[0] % m.shape[0] != 0:
-            raise DreamOError(NODE, "mask", f"{m.shape[0]} masks for {image.shape[0]} pictures.",
+            raise input_error("mask", f"{m.shape[0]} masks for {image.shape[0]} pictures.",
                               "give one mask, or one per picture of the batch.")
         if m.amax() <= 0:
-            raise DreamOError(NODE, "mask", "the mask is all zeros: nothing would be kept and the reference would "
+            raise input_error("mask", "the mask is all zeros: nothing would be kept and the reference would "
                               "be a white picture (LoadImage's mask is empty for a picture without transparency).",
                               "connect a mask that is 1 on the subject (e.g. from a background-removal node), or "
-                              "disconnect 'mask' and load a background remover in DreamOPreprocessorLoader.")
+                              "disconnect 'mask' and load a background remover in DreamO Preprocessor Loader.")
         if (mh, mw) != (ih, iw):
             m = F.interpolate(m.unsqueeze(1), size=(ih, iw), mode="bilinear").squeeze(1)
             if notes is not None and not uniform:
@@ -128,15 +127,15 @@ def checked_image(image: torch.Tensor, notes: list[str]) -> torch.Tensor:
     16-bit pictures read by LoadImage arrive scaled to [0, 257] (it divides by 255): they are brought back to
     [0, 1] with a note; other values outside [0, 1] are clipped with a note; NaN/inf are errors."""
     if image.shape[1] == 0 or image.shape[2] == 0:
-        raise DreamOError(NODE, "image", f"the picture is empty ({image.shape[2]}x{image.shape[1]} pixels).",
+        raise input_error("image", f"the picture is empty ({image.shape[2]}x{image.shape[1]} pixels).",
                           "connect a real picture (check the file LoadImage reads).")
     if min(image.shape[1], image.shape[2]) < MIN_SIDE:
-        raise DreamOError(NODE, "image", f"the picture is only {image.shape[2]}x{image.shape[1]} pixels: too small "
+        raise input_error("image", f"the picture is only {image.shape[2]}x{image.shape[1]} pixels: too small "
                           f"to be a reference (DreamO sees 16x16-pixel patches).",
                           f"use a picture at least {MIN_SIDE} pixels on its short side (256 or more gives detail).")
     image = image.float().cpu()
     if not torch.isfinite(image).all():
-        raise DreamOError(NODE, "image", "the picture has NaN or infinite values (an upstream node produced "
+        raise input_error("image", "the picture has NaN or infinite values (an upstream node produced "
                           "invalid pixels).", "fix or remove the node that feeds 'image'; values must be in 0..1.")
     if image.shape[-1] == 1:
         image = image.expand(-1, -1, -1, 3)
@@ -188,7 +187,7 @@ def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes:
     if fg is not None and bool((fg >= 1.0).all()):
         notes.append(f"{task}: background kept: the {source} keeps the whole picture (nothing to replace), but "
                      "DreamO expects the subject on white; connect a background-removal mask to 'mask', or load a "
-                     "remover in DreamOPreprocessorLoader")
+                     "remover in DreamO Preprocessor Loader")
     elif fg is not None:
         rgb = paste_on_white(rgb, fg)
         notes.append(f"{task}: background replaced with white using the {source}")
@@ -198,11 +197,11 @@ def _prepare_ip(image: torch.Tensor, resolution: int, mask, preprocessor, notes:
     else:
         notes.append(f"{task}: background kept (no mask input, no alpha channel, no background remover): the "
                      "picture is encoded as is, but DreamO expects the subject on white; connect a "
-                     "background-removal mask to 'mask', or load a remover in DreamOPreprocessorLoader")
+                     "background-removal mask to 'mask', or load a remover in DreamO Preprocessor Loader")
     try:
         pixels = resize_batch_to_area(rgb, resolution)
     except ValueError as e:
-        raise DreamOError(NODE, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
+        raise input_error("resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
     notes.append(f"{task}: resized {image.shape[2]}x{image.shape[1]} -> {pixels.shape[2]}x{pixels.shape[1]}")
     notes.extend(upscale_warning(image, pixels))
     return pixels
@@ -227,12 +226,12 @@ def _face_note(crop: IdCrop, source_hw: tuple[int, int], label: str) -> str:
 
 def _prepare_id(image, resolution, mask, preprocessor, id_fallback, device, notes, detections):
     if preprocessor is None:
-        raise DreamOError(NODE, "preprocessor", "'id' references need face detection, alignment and parsing.",
-                          "connect a DreamOPreprocessorLoader to 'preprocessor' (its face models, from facexlib: "
+        raise input_error("preprocessor", "'id' references need face detection, alignment and parsing.",
+                          "connect a DreamO Preprocessor Loader to 'preprocessor' (its face models, from facexlib: "
                           "detection_Resnet50_Final.pth and parsing_bisenet.pth, go in models/facexlib).")
     if getattr(preprocessor, "face", None) is None:
-        raise DreamOError(NODE, "preprocessor", "this preprocessor was loaded without face models.",
-                          "choose a face detector in DreamOPreprocessorLoader.")
+        raise input_error("preprocessor", "this preprocessor was loaded without face models.",
+                          "choose a face detector in DreamO Preprocessor Loader.")
     batch = image.shape[0]
     arr = to_uint8(image[..., :3])
     crops = [preprocessor.face.prepare_id(a, device) for a in arr]
@@ -244,11 +243,11 @@ def _prepare_id(image, resolution, mask, preprocessor, id_fallback, device, note
         which = ", ".join(str(k + 1) for k in missing)
         where = f"image(s) {which} of the batch" if batch > 1 else "the image"
         if id_fallback == "strict":
-            raise DreamOError(NODE, "id_fallback", f"no face was found in {where} (RetinaFace, confidence > "
+            raise input_error("id_fallback", f"no face was found in {where} (RetinaFace, confidence > "
                               f"{DETECTION_THRESHOLD}).", "use a picture with a clear, unobstructed face, or set "
                               "'id_fallback' to 'ip' to use it as a subject reference instead.")
         if len(missing) < batch:
-            raise DreamOError(NODE, "image", f"a face was found in some images of the batch but not in {where}; "
+            raise input_error("image", f"a face was found in some images of the batch but not in {where}; "
                               "the references of one batch must all be faces or all be used as ip.",
                               "remove the images without a face, split the batch, or set task 'ip'.")
         notes.append(f"id: no face found in {where}, so it fell back to ip (official behaviour; set "
@@ -263,16 +262,17 @@ def _prepare_id(image, resolution, mask, preprocessor, id_fallback, device, note
 
 def prepare_pixels(image: torch.Tensor, task: str, resolution: int, mask=None, preprocessor=None,
                    id_fallback: str = "ip", device=None) -> PreparedPixels:
-    """Pixels DreamO sees for a reference batch, plus notes on what was done. Raises DreamOError on bad input."""
+    """Pixels DreamO sees for a reference batch, plus notes on what was done. Raises a DreamOError naming the input
+    (the calling node names itself) on bad input."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4) \
             or image.shape[0] == 0:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise DreamOError(NODE, "image", f"expected an IMAGE batch (B, H, W, 3), got {shape}.",
+        raise input_error("image", f"expected an IMAGE batch (B, H, W, 3), got {shape}.",
                           "connect a LoadImage (or any IMAGE) output.")
     if task not in TASKS:
-        raise DreamOError(NODE, "task", f"unknown task '{task}'.", f"choose one of {', '.join(TASKS)}.")
+        raise input_error("task", f"unknown task '{task}'.", f"choose one of {', '.join(TASKS)}.")
     if id_fallback not in ID_FALLBACKS:
-        raise DreamOError(NODE, "id_fallback", f"unknown choice '{id_fallback}'.",
+        raise input_error("id_fallback", f"unknown choice '{id_fallback}'.",
                           f"choose one of {', '.join(ID_FALLBACKS)}.")
     notes: list[str] = []
     image = checked_image(image, notes)
@@ -287,7 +287,7 @@ def prepare_pixels(image: torch.Tensor, task: str, resolution: int, mask=None, p
         try:
             pixels = resize_batch_to_area(image[..., :3], resolution)
         except ValueError as e:
-            raise DreamOError(NODE, "resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
+            raise input_error("resolution", str(e) + ".", "raise 'resolution' or use a larger image.") from e
         notes.append(f"style: used as is, resized {image.shape[2]}x{image.shape[1]} -> "
                      f"{pixels.shape[2]}x{pixels.shape[1]}")
         notes.extend(upscale_warning(image, pixels))

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import DreamOError
+from .areas import BoxArea, area_coverage
+from .errors import DreamOError, in_node
+from .routing_bias import TextRouting
 from .slot_agreement import RECORD_KEY
-from .routing import RoutingError, TextRouting, region_to_tokens
 from .token_layout import MAX_SLOTS
 
 REGIONS_KWARG = "dreamo_regions"
@@ -34,53 +35,8 @@ REGIONS_KWARG = "dreamo_regions"
 TEXT_KEY = "dreamo_text"
 """Conditioning key DreamO Text Encode sets: {"text": prompt, "placeholders": ((token position, slot), ...)}."""
 MAX_BOX_SIDE = 16384
-VAE_SCALE = 8
 REGION_KEY = "region"
 """Routing-map key of region k's words: (REGION_KEY, k); references keep their slot number."""
-
-
-# --------------------------------------------------------------------------- areas
-
-@dataclass(frozen=True)
-class BoxArea:
-    """A rectangle [x0, x1) × [y0, y1) in pixels of a `frame` (width, height) stretched over the image, or, when
-    `frame` is None, in pixels of the generated image itself (latent size × 8), clipped to it."""
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    frame: tuple | None = None
-    source: str = "bboxes"
-    node: str = "DreamORouting"
-
-    def coverage(self, latent_hw, patch_size: int = 2) -> torch.Tensor:
-        h, w = int(latent_hw[0]), int(latent_hw[1])
-        fw, fh = self.frame if self.frame is not None else (w * VAE_SCALE, h * VAE_SCALE)
-        cov = torch.outer(_axis_cover(self.y0, self.y1, fh, h, patch_size),
-                          _axis_cover(self.x0, self.x1, fw, w, patch_size)).to(torch.float32)
-        if not bool((cov > 0).any()):
-            raise DreamOError(self.node, self.source, f"the box [{self.x0:g}, {self.y0:g}, {self.x1 - self.x0:g}, "
-                              f"{self.y1 - self.y0:g}] lies outside the {fw} × {fh} image.",
-                              "give boxes in pixels of the generated image (the latent's size × 8).")
-        return cov
-
-
-def _axis_cover(lo: float, hi: float, frame: float, latent: int, patch: int) -> torch.Tensor:
-    """Fraction of each token cell along one axis covered by [lo, hi) of a `frame`-pixel axis stretched over the
-    `latent` cells (exact area; cells past the latent's edge, Flux's padding, are cut)."""
-    a, b = lo * latent / frame, hi * latent / frame
-    n = -(-latent // patch)
-    cell_lo = torch.arange(n, dtype=torch.float64) * patch
-    cell_hi = torch.clamp(cell_lo + patch, max=latent)
-    overlap = (torch.clamp(cell_hi, max=b) - torch.clamp(cell_lo, min=a)).clamp(min=0)
-    return overlap / (cell_hi - cell_lo)
-
-
-def area_coverage(area, latent_hw, patch_size: int = 2) -> torch.Tensor:
-    """(rows, cols) token coverage of an area: a mask (any size, stretched over the image) or a `BoxArea`."""
-    if isinstance(area, BoxArea):
-        return area.coverage(latent_hw, patch_size)
-    return region_to_tokens(area, latent_hw, patch_size)
 
 
 def _finite(v) -> bool:
@@ -121,7 +77,7 @@ def parse_bboxes(value, node: str, input_name: str = "bboxes", max_boxes: int = 
                       f"{ {k: box.get(k) for k in ('x', 'y', 'width', 'height')} }.")
         if w <= 0 or h <= 0:
             raise bad(f"box {i} is empty ({w:g} × {h:g} pixels).", "draw boxes with a positive width and height.")
-        out.append(BoxArea(float(x), float(y), float(x + w), float(y + h), None, input_name, node))
+        out.append(BoxArea(float(x), float(y), float(x + w), float(y + h), None, input_name))
     return out
 
 
@@ -144,7 +100,8 @@ class RegionPrompts:
     base_length: int
     placeholders: tuple = ()  # ((token position in the base, slot), ...) of the base prompt's [ref#k]
     follow: bool = True
-    node: str = ""
+    node: str | None = None  # the node that appended them, and its input: named in errors during sampling
+    input_name: str = "positive"
     coverage_cache: dict = field(default_factory=dict, repr=False)
 
     def __deepcopy__(self, memo):
@@ -160,7 +117,9 @@ class RegionPrompts:
     def coverage(self, latent_hw, patch_size: int) -> dict[int, torch.Tensor]:
         key = (tuple(int(v) for v in latent_hw), patch_size)
         if key not in self.coverage_cache:
-            self.coverage_cache[key] = {p.index: area_coverage(p.area, latent_hw, patch_size) for p in self.prompts}
+            with in_node(self.node):
+                self.coverage_cache[key] = {p.index: area_coverage(p.area, latent_hw, patch_size)
+                                            for p in self.prompts}
         return self.coverage_cache[key]
 
     def labels(self) -> dict:
@@ -170,10 +129,10 @@ class RegionPrompts:
         """This call's `TextRouting`, and {slot: coverage} of present references that follow their region's area
         (those `ref_coverage` has no region for)."""
         if txt_len < self.end:
-            raise RoutingError(
-                f"the text has {txt_len} tokens but {self.node}'s region prompts end at token {self.end}: a node "
-                f"after {self.node} shortened the conditioning. Fix: connect {self.node}'s conditioning to the "
-                "sampler (through DreamO Apply) without nodes that replace its text.")
+            raise DreamOError(
+                self.node, self.input_name, f"the text has {txt_len} tokens but the region prompts end at token "
+                f"{self.end}: a node after this one shortened the conditioning.", "connect this node's "
+                "conditioning to the sampler (through DreamO Apply) without nodes that replace its text.")
         cover = self.coverage(latent_hw, patch_size)
         extra = {k: cover[k] for k in sorted(present) if k not in ref_coverage and k in cover}
         refs = {**ref_coverage, **extra}
@@ -187,7 +146,8 @@ class RegionPrompts:
                     items.append((torch.tensor(sorted(positions)), refs[slot]))
         exclusive = [torch.arange(p.start, p.start + p.length) for p in self.prompts]
         capture = tuple(((REGION_KEY, p.index), p.start, p.length) for p in self.prompts)
-        return TextRouting(txt_len=txt_len, items=items, exclusive=exclusive, capture=capture), extra
+        return TextRouting(txt_len=txt_len, items=items, exclusive=exclusive, capture=capture, node=self.node,
+                           input_name=self.input_name), extra
 
 
 def label(prompt: RegionPrompt, width: int = 28) -> str:
@@ -248,7 +208,7 @@ def with_region_prompts(conditioning, segments: list[Segment], follow: bool, nod
             prompts.append(RegionPrompt(seg.index, start, t.shape[1], seg.area, seg.text, seg.source))
             start += t.shape[1]
         regions = RegionPrompts(tuple(prompts), context.shape[1], entry_placeholders(entry, context.shape[1]),
-                                bool(follow), node)
+                                bool(follow), node, input_name)
         entry = dict(entry)
         model_conds = dict(entry.get("model_conds", {}))
         model_conds[REGIONS_KWARG] = wrap(regions)

@@ -21,10 +21,9 @@ from typing import Mapping, Optional
 
 import torch
 
-from .errors import DreamOError
+from .errors import input_error
 
 RECORD_KEY = "dreamo_prompt"
-APPLY = "DreamOApply"
 TEXT_ENCODE = "DreamO Text Encode"
 ONCE_IS_ENOUGH = ("connect each DreamO Reference Encode output to the same ref_k socket on DreamO Apply and DreamO "
                   "Text Encode, or disconnect the references from DreamO Text Encode (connected to DreamO Apply only "
@@ -66,8 +65,9 @@ def _slots(slots) -> str:
 
 
 def check_apply(record: PromptRecord, provided: Mapping[int, tuple[str, str]]) -> None:
-    """DreamO Apply's check of the slots it adds ({slot: (task, fingerprint)}) against Text Encode's references.
-    Slots Text Encode has but this Apply does not add are left to `check_final` (a second Apply may add them)."""
+    """DreamO Apply's check of the slots it adds ({slot: (task, fingerprint)}) against Text Encode's references: a
+    DreamOError on the Apply's input ref_k. Slots Text Encode has but this Apply does not add are left to
+    `check_final` (a second Apply may add them)."""
     given = record.given()
     if given is None:
         return
@@ -83,27 +83,27 @@ def check_apply(record: PromptRecord, provided: Mapping[int, tuple[str, str]]) -
                      if elsewhere else "")
             problem = (f"the reference in ref_{slot} here is not the one {TEXT_ENCODE} got in ref_{slot}{where}; "
                        f"[ref#{slot}] in the prompt means this node's ref_{slot}.")
-        raise DreamOError(APPLY, f"ref_{slot}", problem, ONCE_IS_ENOUGH + ".")
+        raise input_error(f"ref_{slot}", problem, ONCE_IS_ENOUGH + ".")
 
 
-def check_final(record: PromptRecord, final: Mapping[int, str]) -> Optional[str]:
-    """When sampling starts, with every DreamO Apply's references on the positive ({slot: fingerprint}): the message
-    of a disagreement left, or None."""
+def check_final(record: PromptRecord, final: Mapping[int, str]) -> None:
+    """When sampling starts, with every DreamO Apply's references on the positive ({slot: fingerprint}): a DreamOError
+    on DreamO Apply's input ref_k for a disagreement left (the caller names the node)."""
     given = record.given()
     if given is not None:
         missing = sorted(set(given) - set(final))
         if missing:
             k = missing[0]
-            return (f"{APPLY} (input 'ref_{k}'): {TEXT_ENCODE} was given a reference in ref_{k} but no DreamO Apply "
-                    f"on its conditioning has one (they have {_slots(final)}). Fix: {ONCE_IS_ENOUGH}.")
-        return None
+            raise input_error(f"ref_{k}", f"{TEXT_ENCODE} was given a reference in ref_{k} but no DreamO Apply on its "
+                              f"conditioning has one (they have {_slots(final)}).", f"{ONCE_IS_ENOUGH}.")
+        return
     missing = sorted(set(record.named) - set(final))
     if missing:
         names = ", ".join(f"[ref#{s}]" for s in missing)
-        return (f"{APPLY} (input 'ref_{missing[0]}'): the prompt names {names} but there is no reference in "
-                f"{_slots(missing)} (references are connected to {_slots(final)}). Fix: connect the reference meant "
-                f"by {names} to {_slots(missing)} on DreamO Apply, or use the placeholder of a connected slot.")
-    return None
+        raise input_error(f"ref_{missing[0]}", f"the prompt names {names} but there is no reference in "
+                          f"{_slots(missing)} (references are connected to {_slots(final)}).",
+                          f"connect the reference meant by {names} to {_slots(missing)} on DreamO Apply, or use the "
+                          "placeholder of a connected slot.")
 
 
 def style_note(record: PromptRecord, tasks: Mapping[int, str]) -> Optional[str]:

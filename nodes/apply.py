@@ -6,7 +6,7 @@ import logging
 import comfy.conds
 import comfy.patcher_extension
 
-from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
+from ..dreamo_ops.errors import DreamOError, finite_numbers, in_node, refuse_unknown_inputs
 from ..dreamo_ops.flux_wrapper import (APPLY_SLOTS_KEY, REQUIRED_METHOD, ROUTING_KEY, SLOTS_KWARG, WRAPPER_KEY,
                                        DreamOFluxWrapper,
                                         ReferenceBatchCheck)
@@ -64,10 +64,10 @@ def patch_model(model, dreamo, slots=()):
     m.model_options[APPLY_SLOTS_KEY] = tuple(sorted(set(m.model_options.get(APPLY_SLOTS_KEY, ())) | set(slots)))
     kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
     m.remove_wrappers_with_key(kind, WRAPPER_KEY)
-    m.add_wrapper_with_key(kind, WRAPPER_KEY, DreamOFluxWrapper(dreamo))
+    m.add_wrapper_with_key(kind, WRAPPER_KEY, DreamOFluxWrapper(dreamo, NODE_ID))
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     m.remove_wrappers_with_key(outer, WRAPPER_KEY)
-    m.add_wrapper_with_key(outer, WRAPPER_KEY, ReferenceBatchCheck())
+    m.add_wrapper_with_key(outer, WRAPPER_KEY, ReferenceBatchCheck(NODE_ID))
     # The routing key is always there (None until DreamO Routing sets it): ComfyUI 0.33's TorchCompileModel keeps no
     # guard on transformer_options, and a key that comes and goes between runs of one compiled model breaks it.
     m.model_options.setdefault("transformer_options", {}).setdefault(ROUTING_KEY, None)
@@ -123,7 +123,8 @@ class DreamOApply:
         for _, cond in positive:
             record = cond.get(RECORD_KEY)
             if record is not None:
-                check_apply(record, provided)
+                with in_node(NODE_ID):
+                    check_apply(record, provided)
                 note = style_note(record, {slot: task for slot, (task, _) in provided.items()})
                 if note and note not in notes:
                     notes.append(note)

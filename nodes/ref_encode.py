@@ -8,7 +8,7 @@ import numpy as np
 
 import comfy.model_management
 
-from ..dreamo_ops.errors import DreamOError, finite_numbers
+from ..dreamo_ops.errors import DreamOError, finite_numbers, in_node
 from ..dreamo_ops.reference import ID_FALLBACKS, TASKS, DreamOReference, prepare_pixels, to_uint8
 from .sockets import DREAMO_REF_TYPE, PREPROCESSOR_TYPE
 
@@ -89,7 +89,8 @@ class DreamORefEncode:
 
     def encode(self, image, vae, task, resolution, mask=None, preprocessor=None, id_fallback="ip"):
         device = comfy.model_management.get_torch_device() if task == "id" and preprocessor is not None else None
-        prepared = prepare_pixels(image, task, resolution, mask, preprocessor, id_fallback, device)
+        with in_node(NODE_ID):
+            prepared = prepare_pixels(image, task, resolution, mask, preprocessor, id_fallback, device)
         pixels = prepared.pixels
         latent = vae.encode(pixels)
         if latent.ndim != 4:

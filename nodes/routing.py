@@ -2,18 +2,16 @@
 (show where each reference and each region's words went)."""
 from __future__ import annotations
 
-import torch
-
 import comfy.conds
 import comfy.patcher_extension
 
 from ..dreamo_ops import drawn_regions as drawn
-from ..dreamo_ops.errors import DreamOError, finite_numbers, refuse_unknown_inputs
+from ..dreamo_ops.errors import DreamOError, finite_numbers, in_node, refuse_unknown_inputs
 from ..dreamo_ops.reference import to_uint8
 from ..dreamo_ops.flux_wrapper import APPLY_SLOTS_KEY, ROUTING_KEY, WRAPPER_KEY
 from ..dreamo_ops.regional import Segment, parse_bboxes, region_prompts_of, with_region_prompts
-from ..dreamo_ops.routing import BLOCKS, MODES, RoutingCapture, RoutingSpec
-from ..dreamo_ops.routing_map import SLOT_COLOURS, draw_legend, normalise, overlay, upsample_map
+from ..dreamo_ops.routing import BLOCKS, MODES, RoutingSpec
+from ..dreamo_ops.routing_map import SLOT_COLOURS, RoutingCapture, draw_maps
 from ..dreamo_ops.token_layout import MAX_SLOTS
 from .model_check import check_flux1
 from .sockets import DREAMO_TYPE
@@ -206,7 +204,8 @@ class DreamORouting:
             check_region_slots(sources, model.model_options.get(APPLY_SLOTS_KEY), worded)
         spec = RoutingSpec(regions=chosen, sources=sources, mode=mode, strength=float(strength), isolate=bool(isolate_references),
                            start_percent=float(start_percent), end_percent=float(end_percent), blocks=blocks,
-                           capture=RoutingCapture() if capture_maps else None, worded=tuple(sorted(texts)))
+                           capture=RoutingCapture() if capture_maps else None, worded=tuple(sorted(texts)),
+                           node=ROUTING_ID)
         positive = self.region_prompts(positive, texts, chosen, sources, clip, dreamo, base_placeholders_follow,
                                        prompt, unique_id)
         m = model.clone()
@@ -251,11 +250,6 @@ class DreamORouting:
         return with_region_prompts(positive, segments, follow, ROUTING_ID, "positive", comfy.conds.CONDConstant)
 
 
-def map_name(key, labels: dict) -> str:
-    """Legend name of a routing map: "ref k", or the region's label ("region k: its words")."""
-    return f"ref {key}" if isinstance(key, int) else labels.get(key, f"region {key[1]}")
-
-
 @finite_numbers
 class DreamORoutingMap:
     NODE_ID = MAP_ID
@@ -296,8 +290,7 @@ class DreamORoutingMap:
             raise DreamOError(MAP_ID, "model", "this model does not capture routing maps.",
                               "connect the model output of DreamO Routing with capture_maps on.")
         capture = spec.capture
-        maps = capture.maps()
-        if not maps:
+        if not capture.sums:
             raise DreamOError(MAP_ID, "model", "no routing map was captured in the last sampling run.",
                               "sample this model (with DreamOApply references, inside the routing step range) "
                               "before this node, and feed that sampler's LATENT here.")
@@ -305,26 +298,7 @@ class DreamORoutingMap:
         if tuple(samples.shape[-2:]) != tuple(capture.latent_hw):
             raise DreamOError(MAP_ID, "latent", f"the maps were captured for a {capture.latent_hw} latent, this one "
                               f"is {tuple(samples.shape[-2:])}.", "feed the LATENT of the sampler that used this model.")
-        if image is not None:
-            size = tuple(image.shape[1:3])
-        else:
-            size = (capture.latent_hw[0] * 8, capture.latent_hw[1] * 8)
-        heat = {slot: normalise(upsample_map(m, capture.latent_hw, size)) for slot, m in maps.items()}
-        batch = next(iter(heat.values())).shape[0]
-        if image is None:
-            base = torch.zeros(batch, size[0], size[1], 3)
-        else:
-            base = image.float().cpu()
-            if base.shape[0] != batch:
-                if base.shape[0] != 1 and batch != 1:
-                    raise DreamOError(MAP_ID, "image", f"{base.shape[0]} images for {batch} routing maps.",
-                                      "connect the images decoded from the same sampler output.")
-                n = max(batch, base.shape[0])
-                base = base.expand(n, -1, -1, -1)
-                heat = {s: h.expand(n, -1, -1) for s, h in heat.items()}
-        masses = capture.mass()
-        labels = {s: f"{map_name(s, capture.labels)}  mass {masses[s].mean().item():.2f}" for s in heat}
-        picture = draw_legend(overlay(base, heat), labels)
-        masks = torch.cat([heat[s] for s in heat], dim=0)  # references by slot, then region words
+        with in_node(MAP_ID):
+            masks, picture = draw_maps(capture, image)
         shown = save_temp_images(list(to_uint8(picture)), prefix="dreamo_routing_map")
         return {"ui": {"images": shown}, "result": (masks, picture)}

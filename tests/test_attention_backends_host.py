@@ -183,7 +183,8 @@ def comfy_backends():
 
 
 def case(dtype, seed=0, heads=3, dim=64):
-    from comfyui_dreamo.dreamo_ops.routing import RoutingSpec, region_to_tokens
+    from comfyui_dreamo.dreamo_ops.areas import region_to_tokens
+    from comfyui_dreamo.dreamo_ops.routing import RoutingSpec
     from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
 
     layout = reference_layout((6, 8), [(4, 4), (2, 6)], (1, 2))
@@ -198,7 +199,8 @@ def case(dtype, seed=0, heads=3, dim=64):
 
 
 def routed_through(func, layout, spec, cov, q, k, v):
-    from comfyui_dreamo.dreamo_ops.routing import BackendDispatch, RoutedAttention
+    from comfyui_dreamo.dreamo_ops.routing import RoutedAttention
+    from comfyui_dreamo.dreamo_ops.routing_backends import BackendDispatch
 
     ov = RoutedAttention(spec, layout, cov, n_double=1, dispatch=BackendDispatch())
     out = ov(getattr(func, "__wrapped__", func), q, k, v, q.shape[1], mask=None, skip_reshape=True,

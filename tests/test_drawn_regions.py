@@ -7,7 +7,7 @@ import torch
 
 from comfyui_dreamo.dreamo_ops.drawn_regions import DrawnRegions, box_mask, dumps, parse
 from comfyui_dreamo.dreamo_ops.errors import DreamOError
-from comfyui_dreamo.dreamo_ops.routing import region_to_tokens
+from comfyui_dreamo.dreamo_ops.areas import region_to_tokens
 
 NODE = "DreamORouting"
 
@@ -124,7 +124,8 @@ def test_rectangle_coverage_is_exactly_the_pixel_masks():
     coverage from the geometry equals, bit for bit, the coverage of the rectangle's pixel mask."""
     import random
 
-    from comfyui_dreamo.dreamo_ops.routing import INSIDE_THRESHOLD, Rectangle, rectangle_to_tokens
+    from comfyui_dreamo.dreamo_ops.areas import Rectangle, rectangle_to_tokens
+    from comfyui_dreamo.dreamo_ops.routing_bias import INSIDE_THRESHOLD
 
     rng = random.Random(19)
     for width in range(1, 11):
@@ -159,7 +160,7 @@ from dreamo_testkit.pack_import import register_package
 register_package()  # the repo as comfyui_dreamo (no ComfyUI on the path: its ops only)
 import torch
 from comfyui_dreamo.dreamo_ops.drawn_regions import parse
-from comfyui_dreamo.dreamo_ops.routing import region_to_tokens
+from comfyui_dreamo.dreamo_ops.areas import region_to_tokens
 texts = ['{"width":16384,"height":16384,"boxes":{"1":[0,0,8,8]}}',
          '{"width":16384,"height":16384,"boxes":{%s}}' % ",".join(f'"{k}":[0,0,16384,16384]' for k in range(1, 10))]
 region_to_tokens(parse('{"width":8,"height":8,"boxes":{"1":[0,0,8,8]}}', "DreamORouting").regions()[1], (16, 16))
@@ -178,12 +179,12 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 
 
 def test_a_large_mask_is_read_in_bands_with_the_same_coverage(monkeypatch):
-    from comfyui_dreamo.dreamo_ops import routing
+    from comfyui_dreamo.dreamo_ops import areas
 
     g = torch.Generator().manual_seed(19)
     mask = (torch.rand(301, 517, generator=g) > 0.4).float()
     whole = region_to_tokens(mask, (40, 56))
-    monkeypatch.setattr(routing, "COVERAGE_CHUNK", 517 * 7)  # bands of 7 rows
+    monkeypatch.setattr(areas, "COVERAGE_CHUNK", 517 * 7)  # bands of 7 rows
     banded = region_to_tokens(mask, (40, 56))
     assert torch.allclose(banded, whole, rtol=1e-6, atol=1e-7)
 

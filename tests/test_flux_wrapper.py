@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from comfyui_dreamo.dreamo_ops.condition_embedding import DreamOEmbeddings
-from comfyui_dreamo.dreamo_ops.flux_wrapper import (ConditionEmbeddingPatch, DreamOFluxWrapper,
-                                                     DreamOSamplingError)
+from comfyui_dreamo.dreamo_ops.errors import DreamOError
+from comfyui_dreamo.dreamo_ops.flux_wrapper import ConditionEmbeddingPatch, DreamOFluxWrapper
 from comfyui_dreamo.dreamo_ops.token_layout import position_ids, reference_layout
 
 HIDDEN = 4
@@ -59,10 +59,10 @@ def test_dreamo_calls_get_a_post_input_patch_on_a_copy_of_the_options():
 
 
 def test_mismatched_slots_and_wrong_method_are_explained():
-    with pytest.raises(DreamOSamplingError, match="2 reference latents but DreamO slots for 1"):
+    with pytest.raises(DreamOError, match="2 reference latents but DreamO slots for 1"):
         call(DreamOFluxWrapper(emb()), [torch.zeros(1, 16, 2, 2)] * 2, {}, dreamo_ref_slots=(1,),
              ref_latents_method="uxo")
-    with pytest.raises(DreamOSamplingError, match="method 'offset'.*FluxKontext|method 'offset'"):
+    with pytest.raises(DreamOError, match="method 'offset'.*FluxKontext|method 'offset'"):
         call(DreamOFluxWrapper(emb()), [torch.zeros(1, 16, 2, 2)], {}, dreamo_ref_slots=(1,),
              ref_latents_method="offset")
 
@@ -77,11 +77,11 @@ def test_patch_adds_embeddings_and_checks_the_sequence():
     assert out["txt"] == "t" and out["txt_ids"] == "i"
     assert torch.equal(out["img"][:, :4], img[:, :4] + e.task[1])
     assert torch.equal(out["img"][:, 4], img[:, 4] + (e.task[0] + e.index[2]))
-    with pytest.raises(DreamOSamplingError, match="expected 5 image-stream tokens"):
+    with pytest.raises(DreamOError, match="expected 5 image-stream tokens"):
         patch({"img": torch.randn(2, 6, HIDDEN), "txt": None, "img_ids": None, "txt_ids": None})
     shifted = ids.clone()
     shifted[:, 4, 1] += 1
-    with pytest.raises(DreamOSamplingError, match="diagonal positions"):  # a new run: checked again
+    with pytest.raises(DreamOError, match="diagonal positions"):  # a new run: checked again
         ConditionEmbeddingPatch(e, layout)({"img": img, "txt": None, "img_ids": shifted, "txt_ids": None})
 
 
@@ -100,7 +100,7 @@ def test_positions_are_checked_once_per_layout_in_a_run():
     shifted[:, 4, 2] += 3
     verified = set()
     first = ConditionEmbeddingPatch(e, layout, verified)
-    with pytest.raises(DreamOSamplingError):
+    with pytest.raises(DreamOError):
         first({"img": torch.zeros(1, 5, HIDDEN), "txt": None, "img_ids": shifted, "txt_ids": None})
     assert verified == set()  # a failed check is not remembered
     first({"img": torch.zeros(1, 5, HIDDEN), "txt": None, "img_ids": ids, "txt_ids": None})

@@ -132,10 +132,10 @@ def test_method_changed_after_apply_stops_sampling_with_an_explanation(flux, dre
     import node_helpers
     from dreamo_testkit import tiny_models
     from dreamo_testkit.host_sampling import sample_once
-    from comfyui_dreamo.dreamo_ops.flux_wrapper import DreamOSamplingError
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.apply import DreamOApply
 
     model, cond = DreamOApply().apply(flux, tiny_models.conditioning(), dreamo, ref_1=ref())["result"]
     cond = node_helpers.conditioning_set_values(cond, {"reference_latents_method": "offset"})
-    with pytest.raises(DreamOSamplingError, match="method 'offset'"):
+    with pytest.raises(DreamOError, match="DreamOApply \\(input 'positive'\\): .*method 'offset'"):
         sample_once(model, torch.zeros(1, 16, 4, 4), cond, tiny_models.conditioning(seed=1))

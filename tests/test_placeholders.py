@@ -273,7 +273,7 @@ def test_the_longest_prompt_is_read_a_longer_one_refused_unread():
     with pytest.raises(DreamOError, match=r"the prompt is 100,001 characters long; DreamO reads prompts of at most "
                                           r"100,000 characters\. Fix: shorten"):
         build_prompt(longest + "x", node=NODE)
-    answer = check_prompt("[REF#1]" + longest[7:] + "x", {1: "ip"})
+    answer = check_prompt("[REF#1]" + longest[7:] + "x", {1: "ip"}, node=NODE)
     assert answer["error"].startswith(f"{NODE} (input 'text'): the prompt is 100,001 characters long")
     assert answer["marks"] == [] and answer["marks_left_off"] == 0
 

@@ -243,7 +243,7 @@ def test_id_without_preprocessor_says_what_to_connect(vae):
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.ref_encode import DreamORefEncode
 
-    with pytest.raises(DreamOError, match=r"input 'preprocessor'.*DreamOPreprocessorLoader"):
+    with pytest.raises(DreamOError, match=r"DreamORefEncode \(input 'preprocessor'\).*DreamO Preprocessor Loader"):
         DreamORefEncode().encode(torch.rand(1, 64, 64, 3), vae, "id", 512)
 
 

@@ -85,7 +85,7 @@ def test_route_answers_as_the_node_checks():
 
     got = answer({"text": "a [ref#1] and [ref#3]", "references": {"1": "ip"}, "add_style_instruction": True},
                  NODE_ID)
-    assert got == check_prompt("a [ref#1] and [ref#3]", {1: "ip"})
+    assert got == check_prompt("a [ref#1] and [ref#3]", {1: "ip"}, node=NODE_ID)
     assert got["error"].startswith("DreamOTextEncode (input 'text'): the prompt names [ref#3]")
     assert register_routes() is False  # no ComfyUI server in this process: nothing is registered
 

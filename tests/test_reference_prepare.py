@@ -60,7 +60,7 @@ def test_id_needs_a_preprocessor_with_face_models():
     img = image_tensor(load_rgb("hinton.jpeg"))
     with pytest.raises(DreamOError) as e:
         prepare_pixels(img, "id", 512)
-    assert e.value.input_name == "preprocessor" and "DreamOPreprocessorLoader" in str(e.value)
+    assert e.value.input_name == "preprocessor" and "DreamO Preprocessor Loader" in str(e.value)
     with pytest.raises(DreamOError, match="without face models"):
         prepare_pixels(img, "id", 512, preprocessor=DreamOPreprocessor())
 
@@ -104,7 +104,7 @@ def test_grayscale_rgba_tiny_and_huge_images(pre):
     assert torch.all(ip.pixels[0, :, :10] == 1.0)  # transparent part pasted on white
 
     tiny = image_tensor(cv2.resize(rgb, (9, 11)))
-    with pytest.raises(DreamOError, match=r"DreamORefEncode \(input 'image'\): the picture is only 9x11 pixels.*Fix: use"):
+    with pytest.raises(DreamOError, match=r"^input 'image': the picture is only 9x11 pixels.*Fix: use"):
         prepare_pixels(tiny, "id", 256, preprocessor=pre)
     small = image_tensor(cv2.resize(rgb, (40, 48)))
     out = prepare_pixels(small, "id", 256, preprocessor=pre)  # no face found at that size: used as ip
@@ -156,7 +156,7 @@ def test_bad_inputs():
         prepare_pixels(torch.rand(1, 64, 64, 3), "id", 512, id_fallback="maybe")
 
 
-BAD_IMAGES = {  # name -> (image, regex the message must match after "DreamORefEncode (input 'image'): ")
+BAD_IMAGES = {  # name -> (image, regex the message must match after "input 'image': "; the node prefixes its id)
     "zero_by_zero": (torch.zeros(1, 0, 0, 3), r"the picture is empty \(0x0 pixels\)"),
     "one_by_one": (torch.rand(1, 1, 1, 3), r"the picture is only 1x1 pixels"),
     "nan": (torch.full((1, 64, 64, 3), float("nan")), r"the picture has NaN or infinite values"),
@@ -166,9 +166,9 @@ BAD_IMAGES = {  # name -> (image, regex the message must match after "DreamORefE
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
 @pytest.mark.parametrize("task", ["ip", "style"])
-def test_bad_images_name_the_node_the_input_and_the_fix(name, task):
+def test_bad_images_name_the_input_and_the_fix(name, task):
     image, problem = BAD_IMAGES[name]
-    with pytest.raises(DreamOError, match=rf"^DreamORefEncode \(input 'image'\): {problem}.* Fix: \w"):
+    with pytest.raises(DreamOError, match=rf"^input 'image': {problem}.* Fix: \w"):
         prepare_pixels(image, task, 256)
 
 
@@ -191,9 +191,9 @@ BAD_MASKS = {  # name -> (mask for a 1x64x48 picture, regex)
 
 
 @pytest.mark.parametrize("name", sorted(BAD_MASKS))
-def test_bad_masks_name_the_node_the_input_and_the_fix(name):
+def test_bad_masks_name_the_input_and_the_fix(name):
     mask, problem = BAD_MASKS[name]
-    with pytest.raises(DreamOError, match=rf"^DreamORefEncode \(input 'mask'\): {problem}.* Fix: \w"):
+    with pytest.raises(DreamOError, match=rf"^input 'mask': {problem}.* Fix: \w"):
         prepare_pixels(torch.rand(1, 64, 48, 3), "ip", 64, mask=mask)
 
 
@@ -214,7 +214,7 @@ def test_loadimage_default_masks_are_never_misreported():
     assert any("the mask input keeps the whole picture" in n for n in kept.notes)
     assert not any("replaced" in n for n in kept.notes)
     assert torch.equal(kept.pixels, prepare_pixels(image, "ip", 64).pixels)
-    with pytest.raises(DreamOError, match=r"input 'mask'\): the mask is all zeros"):
+    with pytest.raises(DreamOError, match=r"input 'mask': the mask is all zeros"):
         prepare_pixels(image, "ip", 64, mask=torch.zeros(1, 64, 64))
 
 

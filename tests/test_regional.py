@@ -7,10 +7,11 @@ import torch
 
 from comfyui_dreamo.dreamo_ops.drawn_regions import box_mask, dumps, parse
 from comfyui_dreamo.dreamo_ops.errors import DreamOError
-from comfyui_dreamo.dreamo_ops.regional import (REGIONS_KWARG, TEXT_KEY, BoxArea, RegionPrompts, Segment,
-                                                area_coverage, parse_bboxes, region_prompts_of, split_masked,
-                                                with_region_prompts)
-from comfyui_dreamo.dreamo_ops.routing import RoutingSpec, region_to_tokens, routed_attention, routing_channels
+from comfyui_dreamo.dreamo_ops.areas import BoxArea, area_coverage, region_to_tokens
+from comfyui_dreamo.dreamo_ops.regional import (REGIONS_KWARG, TEXT_KEY, RegionPrompts, Segment, parse_bboxes,
+                                                region_prompts_of, split_masked, with_region_prompts)
+from comfyui_dreamo.dreamo_ops.routing import RoutingSpec
+from comfyui_dreamo.dreamo_ops.routing_bias import routed_attention, routing_channels
 from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
 
 NODE = "DreamORouting"
@@ -164,7 +165,7 @@ def test_bounding_boxes_in_every_shape_core_gives_them():
     two = {"x": 0, "y": 0, "width": 8, "height": 8}
     for value in (one, [one, two], [[one, two]], [[one, two], [one, two]]):
         boxes = parse_bboxes(value, NODE)
-        assert boxes[0] == BoxArea(10.0, 20.0, 40.0, 60.0, None, "bboxes", NODE)
+        assert boxes[0] == BoxArea(10.0, 20.0, 40.0, 60.0, None, "bboxes")
     assert parse_bboxes([], NODE) == [] and parse_bboxes([[]], NODE) == []
 
 

@@ -444,7 +444,7 @@ def test_what_the_masked_path_cannot_keep_is_named(clip, dreamo, what, words):
 
 
 def test_bounding_boxes_are_a_region_source_where_core_has_them(flux, dreamo, clip):
-    from comfyui_dreamo.dreamo_ops.regional import area_coverage
+    from comfyui_dreamo.dreamo_ops.areas import area_coverage
     from comfyui_dreamo.nodes.routing import DreamORouting, bounding_box_type, routing_spec
 
     optional = DreamORouting.INPUT_TYPES()["optional"]

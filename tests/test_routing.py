@@ -3,10 +3,12 @@ and the override's pass-through / chaining behaviour."""
 import pytest
 import torch
 
-from comfyui_dreamo.dreamo_ops import routing
-from comfyui_dreamo.dreamo_ops.routing import (RoutedAttention, RoutingCapture, RoutingError, RoutingSpec,
-                                               capture_reference_maps, region_to_tokens, routed_attention,
-                                               routing_channels)
+from comfyui_dreamo.dreamo_ops import routing_backends
+from comfyui_dreamo.dreamo_ops.areas import region_to_tokens
+from comfyui_dreamo.dreamo_ops.errors import DreamOError
+from comfyui_dreamo.dreamo_ops.routing import RoutedAttention, RoutingSpec
+from comfyui_dreamo.dreamo_ops.routing_bias import routed_attention, routing_channels
+from comfyui_dreamo.dreamo_ops.routing_map import RoutingCapture, capture_reference_maps
 from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
 from dreamo_testkit import rel_err
 from dreamo_testkit.dense_routing import dense_attention, dense_bias, ref_spans
@@ -307,7 +309,7 @@ def test_a_previous_override_that_computes_attention_itself_still_routes():
     left = left_right_masks()[0]
     cov = {1: region_to_tokens(left, (6, 8))}
     ov = RoutedAttention(RoutingSpec(regions={1: left}), layout, cov, n_double=1,
-                         previous=lambda func, *a, **kw: backend(*a, **kw), dispatch=routing.BackendDispatch())
+                         previous=lambda func, *a, **kw: backend(*a, **kw), dispatch=routing_backends.BackendDispatch())
     want = dense_attention(q, k, v, dense_bias(layout, 5, cov, "hard", 0, False))
     assert rel_err(call_override(ov, backend, q, k, v), want.transpose(1, 2).reshape(1, q.shape[2], -1)) < TOL
 
@@ -316,10 +318,10 @@ def test_override_rejects_misaligned_sequences_and_masks():
     layout, q, k, v = make_case()
     left = left_right_masks()[0]
     ov = RoutedAttention(RoutingSpec(regions={1: left}), layout, {1: region_to_tokens(left, (6, 8))}, n_double=1)
-    with pytest.raises(RoutingError, match="changed the sequence"):
+    with pytest.raises(DreamOError, match="changed the sequence"):
         call_override(ov, backend, q, k[:, :, 1:], v[:, :, 1:])
     L = q.shape[2]
-    with pytest.raises(RoutingError, match="attention mask covers"):
+    with pytest.raises(DreamOError, match="attention mask covers"):
         ov(backend, q, k, v, 3, mask=torch.zeros(1, 1, L - 4, L - 4), skip_reshape=True, transformer_options={})
 
 
@@ -340,7 +342,9 @@ def test_step_range():
 def test_module_has_no_comfy_imports():
     import inspect
 
-    for mod in (routing,):
+    from comfyui_dreamo.dreamo_ops import areas, routing, routing_bias, routing_map
+
+    for mod in (areas, routing, routing_bias, routing_backends, routing_map):
         assert "import comfy" not in inspect.getsource(mod)
 
 

@@ -28,7 +28,7 @@ def token_sets(layout, txt_len, coverage):
 
 
 def expected_layout(latent_hw, refs):
-    from comfyui_dreamo.dreamo_ops.routing import region_to_tokens
+    from comfyui_dreamo.dreamo_ops.areas import region_to_tokens
     from comfyui_dreamo.dreamo_ops.token_layout import reference_layout
 
     return reference_layout(latent_hw, [r.latent.shape[-2:] for r in refs.values()], tuple(refs)), \
@@ -293,7 +293,7 @@ def test_routing_refuses_a_tenth_region():
 def test_drawn_regions_become_the_masks_of_unconnected_slots(flux, dreamo):
     import json
 
-    from comfyui_dreamo.dreamo_ops.routing import Rectangle, region_to_tokens
+    from comfyui_dreamo.dreamo_ops.areas import Rectangle, region_to_tokens
     from comfyui_dreamo.nodes.routing import routing_spec
 
     drawn = json.dumps({"width": 40, "height": 20, "boxes": {"1": [0, 0, 10, 20], "2": [10.4, 5, 20, 10.6],

@@ -359,7 +359,7 @@ def test_apply_refuses_references_swapped_against_text_encodes(clip, dreamo, flu
 def test_references_connected_to_apply_only_are_enough(clip, dreamo, flux):
     """Text Encode without references: the prompt's placeholders are checked against Apply's references when
     sampling starts (the run stops naming DreamO Apply's socket), and a style reference it never saw is noted."""
-    from comfyui_dreamo.dreamo_ops.flux_wrapper import DreamOSamplingError
+    from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.apply import DreamOApply
 
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
@@ -367,13 +367,13 @@ def test_references_connected_to_apply_only_are_enough(clip, dreamo, flux):
     refs = {"ref_1": make_ref(1, size=(4, 4)), "ref_2": make_ref(2, size=(4, 6))}
     out = sample_one_step(flux, dreamo, cond, negative, refs)
     assert torch.isfinite(out).all()
-    with pytest.raises(DreamOSamplingError) as e:
+    with pytest.raises(DreamOError) as e:
         sample_one_step(flux, dreamo, cond, negative, {"ref_1": refs["ref_1"]})
     assert str(e.value).startswith("DreamOApply (input 'ref_2'): the prompt names [ref#2] but there is no reference "
                                    "in ref_2 (references are connected to ref_1).")
     # Text Encode given ref_1 and ref_2 but Apply only ref_1: stopped too.
     both, _ = run_node(clip, dreamo, "a woman [ref#1] wearing the dress [ref#2]", **refs)
-    with pytest.raises(DreamOSamplingError, match=r"input 'ref_2'\): DreamO Text Encode was given a reference in "
+    with pytest.raises(DreamOError, match=r"input 'ref_2'\): DreamO Text Encode was given a reference in "
                                                   r"ref_2 but no DreamO Apply on its conditioning has one"):
         sample_one_step(flux, dreamo, both, negative, {"ref_1": refs["ref_1"]})
     # A style reference Text Encode never saw: DreamO Apply says what the prompt lacks (shown on the node).

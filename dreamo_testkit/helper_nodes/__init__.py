@@ -136,7 +136,7 @@ def describe_regions(model) -> dict:
     spec = model.model_options.get("transformer_options", {}).get(ROUTING_KEY)
     out = {}
     for slot, mask in sorted((spec.regions if spec else {}).items()):
-        if hasattr(mask, "box"):  # a drawn rectangle (dreamo_ops.routing.Rectangle): its geometry, no pixels
+        if hasattr(mask, "box"):  # a drawn rectangle (dreamo_ops.areas.Rectangle): its geometry, no pixels
             x0, y0, x1, y1 = mask.box
             ones = (x1 - x0) * (y1 - y0)
             out[str(slot)] = {"source": spec.sources.get(slot, f"region_{slot}"), "shape": list(mask.shape),
@@ -182,7 +182,7 @@ def describe_area(area) -> dict:
         box = ([int(nz[:, 1].min()), int(nz[:, 0].min()), int(nz[:, 1].max()) + 1, int(nz[:, 0].max()) + 1]
                if len(nz) else None)
         return {"shape": list(area.shape), "box": box, "ones": int((area == 1).sum())}
-    if hasattr(area, "box"):  # a drawn rectangle (dreamo_ops.routing.Rectangle): its geometry
+    if hasattr(area, "box"):  # a drawn rectangle (dreamo_ops.areas.Rectangle): its geometry
         x0, y0, x1, y1 = area.box
         return {"shape": list(area.shape), "box": [x0, y0, x1, y1], "ones": (x1 - x0) * (y1 - y0)}
     return {"frame": list(area.frame) if area.frame else None, "box": [area.x0, area.y0, area.x1, area.y1]}
