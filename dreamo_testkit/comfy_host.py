@@ -5,6 +5,7 @@ comfy.model_management, makes `import nodes` ComfyUI's nodes.py whatever else is
 clone as the package `comfyui_dreamo` (its name inside ComfyUI). tests/conftest.py calls it once per session;
 bench/ calls it too.
 """
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -45,3 +46,26 @@ def setup() -> bool:
 
     register_package()
     return READY
+
+
+@contextlib.contextmanager
+def model_folders(root, names=("dreamo", "loras"), extensions=(".safetensors",), also=None):
+    """ComfyUI's model folders `names` made empty under `root` (a pathlib.Path) and registered in folder_paths,
+    plus `also` ({key: (folder, extensions)}) as given; yields {name: path}. folder_paths is restored afterwards."""
+    import folder_paths
+
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    paths = {}
+    try:
+        for name in names:
+            paths[name] = root / name
+            paths[name].mkdir()
+            folder_paths.folder_names_and_paths[name] = ([str(paths[name])], set(extensions))
+        for key, (folder, exts) in (also or {}).items():
+            folder_paths.folder_names_and_paths[key] = ([folder], set(exts))
+        folder_paths.filename_list_cache.clear()
+        yield paths
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update(saved)
+        folder_paths.filename_list_cache.clear()

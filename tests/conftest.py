@@ -89,19 +89,8 @@ def dreamo():
 @pytest.fixture
 def folders(tmp_path):
     """Empty dreamo/ and loras/ model folders standing in for ComfyUI's (restored afterwards)."""
-    import folder_paths
-
-    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
-    paths = {}
-    for name in ("dreamo", "loras"):
-        paths[name] = tmp_path / name
-        paths[name].mkdir()
-        folder_paths.folder_names_and_paths[name] = ([str(paths[name])], {".safetensors", ".ckpt", ".pt"})
-    folder_paths.filename_list_cache.clear()
-    yield paths
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    with comfy_host.model_folders(tmp_path, extensions=(".safetensors", ".ckpt", ".pt")) as paths:
+        yield paths
 
 
 @pytest.fixture

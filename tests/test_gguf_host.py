@@ -51,22 +51,12 @@ def reference(gguf_file):
 @pytest.fixture
 def folders(tmp_path, gguf_file):
     """diffusion_models/ (with the .gguf), dreamo/ and loras/ model folders (restored afterwards)."""
-    import folder_paths
+    from dreamo_testkit import comfy_host
 
-    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
-    paths = {}
-    for name in ("dreamo", "loras"):
-        paths[name] = tmp_path / name
-        paths[name].mkdir()
-        folder_paths.folder_names_and_paths[name] = ([str(paths[name])], {".safetensors"})
     unet_dir = os.path.dirname(gguf_file[0])
-    for name in ("diffusion_models", "unet_gguf"):  # the pack lists .gguf files under its own key
-        folder_paths.folder_names_and_paths[name] = ([unet_dir], {".gguf", ".safetensors"})
-    folder_paths.filename_list_cache.clear()
-    yield paths
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    also = {name: (unet_dir, (".gguf", ".safetensors")) for name in ("diffusion_models", "unet_gguf")}
+    with comfy_host.model_folders(tmp_path, also=also) as paths:  # the pack lists .gguf files under its own key
+        yield paths
 
 
 @pytest.fixture
