@@ -27,7 +27,8 @@ import threading
 
 from .api_workflow import Job, WorkflowError, find_workflow, load_workflow
 from .batch import StopRequest, check_job, run_jobs, summary
-from .comfy_server import DEFAULT_MAX_DOWNLOAD, ClientError, ServerUnavailable, base_url
+from .comfy_errors import ClientError, ServerUnavailable
+from .comfy_server import DEFAULT_MAX_DOWNLOAD, base_url
 from .jobs import UsageError, _safe_name, job_from_args, read_jobs
 from .ray_batch import add_ray_arguments, ray_options_given
 
