@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from .api_workflow import Job, WorkflowError, fill, find_workflow, load_workflow
-from .comfy_server import (DEFAULT_MAX_DOWNLOAD, ClientError, ComfyServer, NodeFailed, PromptRejected,
-                           ServerUnavailable, Stopped)
+from .comfy_errors import ClientError, NodeFailed, PromptRejected, ServerUnavailable, Stopped
+from .comfy_server import DEFAULT_MAX_DOWNLOAD, ComfyServer
 from .outputs import OutputStore
 from .wire import printable
 

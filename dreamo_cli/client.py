@@ -27,9 +27,10 @@ import threading
 
 from .api_workflow import Job, WorkflowError, find_workflow, load_workflow
 from .batch import StopRequest, check_job, run_jobs, summary
-from .comfy_server import DEFAULT_MAX_DOWNLOAD, ClientError, ServerUnavailable, base_url
+from .comfy_errors import ClientError, ServerUnavailable
+from .comfy_server import DEFAULT_MAX_DOWNLOAD, base_url
 from .jobs import UsageError, _safe_name, job_from_args, read_jobs
-from .ray_batch import add_ray_arguments, ray_options_given
+from .ray_cli import add_ray_arguments, ray_options_given
 
 DEFAULT_SERVER = "127.0.0.1:8188"
 
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest output file saved, in MB (default {DEFAULT_MAX_DOWNLOAD >> 20})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--list-workflows", action="store_true", help="print the pack's workflow names and exit")
-    add_ray_arguments(p)  # --ray and its options (dreamo_cli/ray_batch.py; Ray itself is imported only with --ray)
+    add_ray_arguments(p)  # --ray and its options (dreamo_cli/ray_cli.py; Ray itself is imported only with --ray)
     return p
 
 
@@ -103,7 +104,7 @@ def main(argv=None, on_event=None) -> int:
         print("\n".join(names))
         return 0
     if args.ray or ray_options_given(args):  # a batch on Ray (dreamo_cli/ray_batch.py)
-        from .ray_batch import main_ray
+        from .ray_cli import main_ray
 
         return main_ray(args)
     stop = StopRequest()

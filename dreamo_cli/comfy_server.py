@@ -1,9 +1,7 @@
-"""Talk to one running ComfyUI server: upload images, queue a prompt, follow it on the websocket, fetch outputs.
+"""Talk to one running ComfyUI server: upload images, queue a prompt, fetch outputs, take prompts back.
 
-HTTP and the websocket go through `wire` (every call bounded in time and size; the server may be hostile).
-Errors come in two kinds: the server's own verdict on the prompt (`PromptRejected`: validation; `NodeFailed`: a
-node raised while running), which another try would repeat, and `ServerUnavailable`: the server cannot be
-reached, went away, timed out or answered something that is not ComfyUI's answer, worth retrying elsewhere.
+HTTP goes through `wire` (every call bounded in time and size; the server may be hostile). Following one prompt
+on the websocket is comfy_run.py (`PromptRunner`, a base of `ComfyServer`); the errors are comfy_errors.py.
 Every text a server sends passes `wire.printable` before it reaches a message.
 """
 from __future__ import annotations
@@ -16,92 +14,22 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
-import websocket
-
 from . import wire
+from .comfy_errors import (BadAnswer, ClientError, PromptRejected, ServerUnavailable, Stopped, TimedOut,
+                           describe_node_errors, short_reason)
+from .comfy_run import PromptRunner
 from .wire import printable
 
 UPLOAD_SUBFOLDER = "dreamo_client"
 MAX_ANSWER = 32 << 20  # bytes of one JSON answer (/history of one prompt is a few KB)
-MAX_MESSAGE = 32 << 20  # bytes of one websocket message (previews are asked off)
-MAX_GARBAGE = 50  # websocket messages that are not ComfyUI's, per prompt, before the server counts as broken
 DEFAULT_MAX_DOWNLOAD = 2 << 30  # bytes of one output file
-
-
-class ClientError(RuntimeError):
-    """Something the user must see; `transient` errors are worth trying again on another server."""
-    transient = False
-
-
-class ServerUnavailable(ClientError):
-    transient = True
-
-
-class BadAnswer(ServerUnavailable):
-    """The server answered, but not as ComfyUI does (not JSON, the wrong shape, a garbled websocket)."""
-
-
-class TimedOut(ServerUnavailable):
-    """A call (or the job) ran past its time."""
-
-
-class Stopped(ClientError):
-    """This client is stopping (Ctrl-C / SIGTERM): nothing new is queued and calls in flight are aborted."""
-
-
-class PromptRejected(ClientError):
-    """ComfyUI refused the prompt (HTTP 400, or some outputs failed validation)."""
-
-    def __init__(self, message: str, error: dict | None = None, node_errors: dict | None = None):
-        super().__init__(message)
-        self.error = error or {}
-        self.node_errors = node_errors or {}
-
-
-class NodeFailed(ClientError):
-    """A node raised while the prompt ran: `data` is ComfyUI's execution_error message."""
-
-    def __init__(self, message: str, data: dict):
-        super().__init__(message)
-        self.data = data
 
 
 def base_url(address: str) -> str:
     """`127.0.0.1:8188`, `http://host:8188/` or `https://host` -> scheme://host[:port] (no trailing slash)."""
     return wire.Endpoint.parse(address).url
-
-
-@dataclass
-class Run:
-    """What one queued prompt gave: output images (server refs) and what happened on the way."""
-    prompt_id: str
-    images: list[dict]
-    events: dict[str, int] = field(default_factory=dict)  # websocket message type -> count
-    timings: dict[str, float] = field(default_factory=dict)  # seconds
-
-
-def describe_node_errors(node_errors, workflow: dict) -> list[str]:
-    """ComfyUI's node_errors as lines `node 5 (DreamORefEncode 'ref 1 encode') input 'x': message: details`;
-    whatever shape the server sent, as printable text."""
-    from .api_workflow import node_label
-
-    lines = []
-    if not isinstance(node_errors, dict):
-        return [f"node errors in an unknown form: {printable(node_errors)}"]
-    for node_id, entry in sorted(node_errors.items(), key=lambda kv: str(kv[0])):
-        errors = entry.get("errors") if isinstance(entry, dict) else None
-        for err in errors if isinstance(errors, list) else [{"message": "failed validation"}]:
-            err = err if isinstance(err, dict) else {"message": err}
-            extra = err.get("extra_info") if isinstance(err.get("extra_info"), dict) else {}
-            name = extra.get("input_name")
-            label = node_label(workflow, node_id) if node_id in workflow else f"node {printable(node_id, 40)}"
-            where = label + (f" input '{printable(name, 80)}'" if name else "")
-            detail = printable(err.get("details") or "", 300)
-            lines.append(f"{where}: {printable(err.get('message', ''), 300)}" + (f": {detail}" if detail else ""))
-    return lines
 
 
 def _multipart(fields: dict[str, str], name: str, filename: str, data: bytes, mime: str) -> tuple[bytes, str]:
@@ -114,7 +42,7 @@ def _multipart(fields: dict[str, str], name: str, filename: str, data: bytes, mi
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-class ComfyServer:
+class ComfyServer(PromptRunner):
     """One ComfyUI server as this client sees it: the prompts it queued there (so a stop can take them back) and
     the uploads it made (one per picture)."""
 
@@ -161,11 +89,11 @@ class ComfyServer:
             raise BadAnswer(f"{self.url} answered {what} with too much data ({e})") from None
         except wire.Unreachable as e:
             if not watch.expired:
-                raise ServerUnavailable(f"no ComfyUI server answers at {self.url} ({_reason(e)}). Start ComfyUI "
+                raise ServerUnavailable(f"no ComfyUI server answers at {self.url} ({short_reason(e)}). Start ComfyUI "
                                         f"there or pass --server HOST:PORT.") from e
         except (OSError, http.client.HTTPException) as e:
             if not watch.expired:
-                raise ServerUnavailable(f"lost {self.url} during {what} ({_reason(e)})") from e
+                raise ServerUnavailable(f"lost {self.url} during {what} ({short_reason(e)})") from e
         except (ClientError, _Refused):  # the answer, judged by `consume`: cut short when the deadline passed
             if not watch.expired:
                 raise
@@ -414,157 +342,6 @@ class ComfyServer:
             self._mine.clear()
         return len(mine) - interrupted, interrupted
 
-    # -- one prompt, start to end ----------------------------------------------------------------------------
-    def run(self, workflow: dict, on_event=None, timeout: float = 3600.0, poll: float = 5.0,
-            deadline: float | None = None) -> Run:
-        """Queue `workflow` and wait for it, within `timeout` seconds and by `deadline` (time.monotonic()).
-        `on_event(type, data)` sees every websocket message of this prompt (executing: the node being run;
-        progress: step value of max). Raises PromptRejected, NodeFailed, ServerUnavailable or Stopped."""
-        at = time.monotonic() + timeout if deadline is None else min(deadline, time.monotonic() + timeout)
-        client_id = uuid.uuid4().hex
-        t0 = time.perf_counter()
-        watch = wire.Deadline(at)
-        events: dict[str, int] = {}
-        timings: dict[str, float] = {}
-        prompt_id = None
-        with self._lock:
-            self._calls.add(watch)
-        try:
-            with watch:
-                ws = self._open_websocket(client_id, watch)
-                try:
-                    ws.settimeout(poll)
-                    prompt_id = self.submit(workflow, client_id, at)
-                    timings["queue"] = time.perf_counter() - t0
-                    self._follow(ws, watch, prompt_id, workflow, events, timings, on_event, t0)
-                except ServerUnavailable:
-                    if prompt_id is not None and not self.stopping:
-                        self.cancel(prompt_id)
-                    raise
-                finally:
-                    try:
-                        ws.close(timeout=0.5)
-                    except (OSError, websocket.WebSocketException, wire.TooLarge):
-                        pass
-        finally:
-            self.forget(prompt_id)
-            with self._lock:
-                self._calls.discard(watch)
-        t1 = time.perf_counter()
-        entry = self.history(prompt_id, at) or {}
-        timings["history"] = time.perf_counter() - t1
-        images = self.output_images(entry)
-        timings["done"] = time.perf_counter() - t0
-        return Run(prompt_id, images, events, timings)
-
-    def _open_websocket(self, client_id: str, watch: wire.Deadline):
-        if self.stopping:
-            raise Stopped("stopped before the prompt was queued")
-        connect_by = wire.Deadline(min(watch.at, time.monotonic() + self.answer_timeout))
-        try:
-            with connect_by:
-                ws = wire.open_websocket(self.endpoint, f"/ws?clientId={client_id}", self.connect_timeout,
-                                         self.read_timeout, connect_by, MAX_MESSAGE)
-        except wire.Unreachable as e:
-            raise ServerUnavailable(f"no ComfyUI server answers at {self.url} ({_reason(e, connect_by)}). Start "
-                                    f"ComfyUI there or pass --server HOST:PORT.") from e
-        except (OSError, websocket.WebSocketException, wire.TooLarge) as e:
-            raise ServerUnavailable(f"no ComfyUI websocket at {self.ws_url} ({_reason(e, connect_by)})") from e
-        watch.watch(ws.sock)
-        return ws
-
-    def _receive(self, ws, watch: wire.Deadline):
-        """The next websocket message: str (text) or bytes, or None after `poll` seconds of quiet."""
-        wire.start_message(ws)
-        try:
-            raw = ws.recv()
-        except websocket.WebSocketTimeoutException:
-            return None
-        except wire.TooLarge:
-            raise BadAnswer(f"{self.url} sent a websocket message larger than {MAX_MESSAGE >> 20} MB") from None
-        except (OSError, websocket.WebSocketException) as e:
-            if self.stopping:
-                raise Stopped("stopped while the prompt ran") from None
-            if watch.expired:
-                raise TimedOut(f"{self.url} did not finish the prompt within the job's --timeout") from None
-            raise ServerUnavailable(f"lost {self.url} while it ran the prompt ({_reason(e, watch)})") from e
-        if raw == "" and not ws.connected:  # a close frame: the server closed the websocket
-            raise ServerUnavailable(f"{self.url} closed the websocket while it ran the prompt")
-        return raw
-
-    def _follow(self, ws, watch, prompt_id, workflow, events, timings, on_event, t0):
-        server_start = None
-        garbage = 0
-        while True:
-            raw = self._receive(ws, watch)
-            if raw is None:  # quiet for a while: a long node, or a lost message. Ask the server directly.
-                if self._finished_quietly(prompt_id, workflow, watch.at):
-                    return
-                continue
-            if isinstance(raw, bytes):
-                continue  # binary preview frames (previews are asked off, older servers may still send)
-            message = _message(raw)
-            if message is None:
-                garbage += 1
-                if garbage > MAX_GARBAGE:
-                    raise BadAnswer(f"{self.url} sent {garbage} websocket messages that are not ComfyUI's "
-                                    f"(e.g. {printable(raw, 80)})")
-                continue
-            kind, data = message
-            if data.get("prompt_id") != prompt_id:
-                continue
-            events[kind] = events.get(kind, 0) + 1
-            if on_event is not None:
-                on_event(kind, data)
-            if kind == "execution_start":
-                timings["wait"] = time.perf_counter() - t0 - timings.get("queue", 0.0)
-                server_start = data.get("timestamp")
-                timings["_start"] = time.perf_counter()
-            elif kind == "execution_error":
-                raise NodeFailed(self._failure_text(data, workflow), data)
-            elif kind == "execution_interrupted":
-                if self.stopping:
-                    raise Stopped("stopped while the prompt ran")
-                raise ServerUnavailable(f"{self.url} interrupted the prompt (someone pressed Cancel, or the server "
-                                        f"is stopping)")
-            elif kind == "execution_success":  # sent before the server files the outputs in /history
-                timings["_success"] = time.perf_counter()
-                start = timings.pop("_start", None)
-                stamp = data.get("timestamp")
-                if _number(server_start) and _number(stamp):
-                    timings["execute"] = (stamp - server_start) / 1000.0
-                elif start is not None:
-                    timings["execute"] = time.perf_counter() - start
-            elif kind == "executing" and data.get("node") is None:  # outputs are in /history now
-                if "_success" in timings:  # the server's own bookkeeping after the last node
-                    timings["finish"] = time.perf_counter() - timings.pop("_success")
-                start = timings.pop("_start", None)
-                if "execute" not in timings and start is not None:
-                    timings["execute"] = time.perf_counter() - start
-                return
-
-    def _finished_quietly(self, prompt_id: str, workflow: dict, deadline: float) -> bool:
-        entry = self.history(prompt_id, deadline)
-        status = entry.get("status") if entry else None
-        if not isinstance(status, dict) or status.get("completed") is None:
-            return False
-        if status.get("status_str") == "error":
-            messages = status.get("messages") if isinstance(status.get("messages"), list) else []
-            data = next((m[1] for m in messages if isinstance(m, list) and len(m) > 1 and m[0] == "execution_error"
-                         and isinstance(m[1], dict)), {})
-            raise NodeFailed(self._failure_text(data, workflow), data)
-        return True
-
-    def _failure_text(self, data: dict, workflow: dict) -> str:
-        from .api_workflow import node_label
-
-        node_id = data.get("node_id", "?")
-        label = (node_label(workflow, node_id) if isinstance(node_id, str) and node_id in workflow
-                 else f"node {printable(node_id, 40)} ({printable(data.get('node_type'), 80)})")
-        kind = printable(str(data.get("exception_type") or "error").rsplit(".", 1)[-1], 80)
-        message = printable(str(data.get("exception_message") or "").strip(), 2000, lines=True)
-        return f"{label} failed on {self.url}: {kind}: {message}"
-
 
 class _Refused(Exception):
     """A 4xx answer, turned into the right ClientError by the caller."""
@@ -577,34 +354,6 @@ class _Refused(Exception):
         return printable(self.body[:limit].decode("utf-8", "replace"), limit)
 
 
-def _message(raw: str):
-    """(type, data) of a ComfyUI websocket message, or None when it is not one."""
-    try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return None
-    data = msg.get("data")
-    if data is None:
-        data = {}
-    return (msg["type"], data) if isinstance(data, dict) else None
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _node_order(node_id: str):
     return (0, int(node_id)) if str(node_id).isdigit() else (1, str(node_id))
 
-
-def _reason(e: BaseException, watch: wire.Deadline | None = None) -> str:
-    if watch is not None and watch.expired:
-        return "timed out"
-    text = str(e)
-    for known in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                  "Remote end closed", "Connection aborted"):
-        if known.lower() in text.lower():
-            return known.lower()
-    return type(e).__name__ + (f": {printable(text, 200)}" if text else "")

@@ -2,7 +2,7 @@
 URI (`s3://`, `gs://`, `hdfs://`, `abfs://`, `file://`, ...; credentials come from the usual environment of
 each filesystem, e.g. AWS_* variables or an instance role for S3).
 
-Used by the Ray backend (dreamo_cli/ray_batch.py); needs pyarrow (`pip install "comfyui-dreamo[ray]"`), imported
+Used by the Ray backend (dreamo_cli/ray_*.py); needs pyarrow (`pip install "comfyui-dreamo[ray]"`), imported
 when a function here is called, never at import. A job table is the light client's JSONL or CSV (same columns,
 same checks: `client.read_jobs`) or a Parquet file with those columns.
 """

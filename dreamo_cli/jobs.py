@@ -1,5 +1,5 @@
 """Jobs from the command line and from job files (JSONL or CSV rows): one module, used by the light client
-(client.py) and the Ray backend (ray_batch.py, which also reads Parquet and URIs through job_table.py)."""
+(client.py) and the Ray backend (ray_plan.py, which also reads Parquet and URIs through job_table.py)."""
 from __future__ import annotations
 
 import csv

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict
 
 from .api_workflow import Job
-from .comfy_server import ClientError
+from .comfy_errors import ClientError
 from .wire import printable
 
 FORMAT = "dreamo-client output manifest 1"

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 from .api_workflow import Job, WorkflowError
 from .batch import OutputStore, execute
+from .comfy_errors import ClientError, NodeFailed, PromptRejected
 from .comfy_folders import default_root
-from .comfy_server import ClientError, ComfyServer, NodeFailed, PromptRejected
+from .comfy_server import ComfyServer
 
 
 class WorkerSetupError(RuntimeError):

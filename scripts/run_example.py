@@ -31,7 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # dreamo_cli, and the test kit (dreamo_testkit): the server runner, the tiny models
 from dreamo_testkit.comfyui_runner import Sandbox, Server, comfyui_path  # noqa: E402
-from dreamo_cli.comfy_server import ComfyServer, NodeFailed, PromptRejected, ServerUnavailable  # noqa: E402
+from dreamo_cli.comfy_errors import NodeFailed, PromptRejected, ServerUnavailable  # noqa: E402
+from dreamo_cli.comfy_server import ComfyServer  # noqa: E402
 
 SAMPLES_URL = "https://github.com/bytedance/DreamO, folder example_inputs"  # where the workflows' samples are from
 API_DIR = os.path.join(REPO, "workflows", "api")

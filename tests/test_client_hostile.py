@@ -327,12 +327,12 @@ def test_escape_sequences_in_a_rejection_never_reach_the_terminal(tmp_path):
 
 # -- the documented bounds ----------------------------------------------------------------------------------
 def test_the_bounds_the_readme_states_are_the_clients():
-    from comfyui_dreamo.dreamo_cli import comfy_server
+    from comfyui_dreamo.dreamo_cli import comfy_run, comfy_server
     from comfyui_dreamo.dreamo_cli.client import build_parser
 
     server = comfy_server.ComfyServer("127.0.0.1:1")
     assert (server.connect_timeout, server.read_timeout, server.answer_timeout) == (3.0, 60.0, 120.0)
-    assert comfy_server.MAX_ANSWER == comfy_server.MAX_MESSAGE == 32 << 20 and comfy_server.MAX_GARBAGE == 50
+    assert comfy_server.MAX_ANSWER == comfy_run.MAX_MESSAGE == 32 << 20 and comfy_run.MAX_GARBAGE == 50
     args = build_parser().parse_args([])
     assert (args.timeout, args.max_download) == (3600.0, 2048.0)
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
@@ -344,7 +344,8 @@ def test_the_bounds_the_readme_states_are_the_clients():
 
 def test_a_silent_answer_ends_at_the_read_timeout(tmp_path):
     """Headers, then nothing: the read timeout ends the call long before the job's --timeout."""
-    from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer, ServerUnavailable
+    from comfyui_dreamo.dreamo_cli.comfy_errors import ServerUnavailable
+    from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer
 
     with FakeComfy(overrides={"history": trickle_body(b"{", interval=3600)}) as fake:
         server = ComfyServer(fake.url, read_timeout=1.0)
@@ -354,7 +355,8 @@ def test_a_silent_answer_ends_at_the_read_timeout(tmp_path):
 
 def test_an_answer_that_never_ends_stops_at_the_answer_limit(tmp_path):
     """A trickle with no job deadline at all (a lone call): the per-call limit ends it."""
-    from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer, TimedOut
+    from comfyui_dreamo.dreamo_cli.comfy_errors import TimedOut
+    from comfyui_dreamo.dreamo_cli.comfy_server import ComfyServer
 
     with FakeComfy(overrides={"history": trickle_body(interval=0.5)}) as fake:
         server = ComfyServer(fake.url, answer_timeout=2.0)

@@ -185,7 +185,7 @@ def test_output_store_resume_and_changed_settings(tmp_path):
     assert store.finished(job) is None
     store.save(job, "http://s", "pid", [({"filename": "x.png"}, PNG)], {}, {})
     img.write_bytes(b"another picture")  # same id, other input: refuse rather than mix
-    from comfyui_dreamo.dreamo_cli.comfy_server import ClientError
+    from comfyui_dreamo.dreamo_cli.comfy_errors import ClientError
     with pytest.raises(ClientError, match="other settings"):
         store.finished(job)
 

@@ -92,7 +92,7 @@ def write_tables(folder):
 
 def test_jsonl_csv_and_parquet_tables_give_the_same_jobs_from_a_path_or_a_uri(tmp_path):
     pyarrow_or_skip()
-    from comfyui_dreamo.dreamo_cli.ray_batch import read_table
+    from comfyui_dreamo.dreamo_cli.ray_plan import read_table
 
     write_tables(tmp_path)
     defaults = Job(workflow=TINY, steps=3)
@@ -126,7 +126,7 @@ def test_table_mistakes_name_the_file_and_row(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from comfyui_dreamo.dreamo_cli.ray_batch import read_table
+    from comfyui_dreamo.dreamo_cli.ray_plan import read_table
 
     pq.write_table(pa.table({"id": ["a", "b"], "colour": [None, "red"]}), tmp_path / "bad.parquet")
     with pytest.raises(UsageError, match=r"bad.parquet line 2: unknown column\(s\) colour"):
@@ -142,7 +142,7 @@ def test_table_mistakes_name_the_file_and_row(tmp_path):
 
 def test_a_reference_uri_that_is_not_there_stops_the_batch_before_ray(tmp_path):
     pyarrow_or_skip()
-    from comfyui_dreamo.dreamo_cli.ray_batch import check, fingerprint
+    from comfyui_dreamo.dreamo_cli.ray_plan import check, fingerprint
 
     (tmp_path / "ref.png").write_bytes(b"one")
     job = Job(name="j", workflow=TINY, refs={1: f"file://{tmp_path}/ref.png", 2: f"file://{tmp_path}/gone.png"})

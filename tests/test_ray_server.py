@@ -24,7 +24,8 @@ import ray  # noqa: E402
 
 from dreamo_cli.api_workflow import Job  # noqa: E402  (the top-level name Ray ships to the workers)
 from dreamo_cli.client import main  # noqa: E402
-from dreamo_cli.ray_batch import RayOptions, read_table, run_ray_batch  # noqa: E402
+from dreamo_cli.ray_batch import RayOptions, run_ray_batch  # noqa: E402
+from dreamo_cli.ray_plan import read_table  # noqa: E402
 
 pytestmark = [pytest.mark.host, pytest.mark.server]
 TINY = ray_fixtures.TINY
