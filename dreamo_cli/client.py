@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 
-from .api_workflow import Job, WorkflowError, find_workflow, load_workflow
+from .api_workflow import WorkflowError
 from .batch import StopRequest, check_job, run_jobs, summary
 from .comfy_errors import ClientError, ServerUnavailable
 from .comfy_server import DEFAULT_MAX_DOWNLOAD, base_url
