@@ -36,8 +36,10 @@ from dreamo_ops.weights import WeightFileError
 
 from .catalog import FACEXLIB_RELEASES, Source, WorkflowError
 from .comfy_folders import InstallError
-from .doctor import (INSTALL_HINT, MISSING, NEEDED, CheckUnavailable, FileResult, add_target_arguments,
-                     check_content, diagnose, fmt_size, missing_packages, resolve, short)
+from .content_checks import CheckUnavailable, check_content
+from .diagnosis import MISSING, FileResult, diagnose
+from .doctor import fmt_size, short
+from .tool_target import INSTALL_HINT, NEEDED, add_target_arguments, missing_packages, resolve
 
 STAGING = ".dreamo-download"
 CHUNK = 1 << 20

@@ -440,7 +440,7 @@ def test_with_no_size_known_anywhere_the_hard_cap_applies(hub, tmp_path, monkeyp
     """No HEAD size, no Content-Length and no published size: the body stops at UNANNOUNCED_MAX (48 GB; here made
     small) and is discarded."""
     from dreamo_cli.catalog import Source
-    from dreamo_cli.doctor import FileResult
+    from dreamo_cli.diagnosis import FileResult
 
     monkeypatch.setattr(download, "UNANNOUNCED_MAX", 300_000)
     served = hub.add_plain_file("/files/v1/blob.bin", b"\1" * 1000, get_length=False, extra=64 << 20)
@@ -455,11 +455,11 @@ def test_with_no_size_known_anywhere_the_hard_cap_applies(hub, tmp_path, monkeyp
 def test_without_the_package_a_check_needs_the_verified_file_is_kept_and_said_unchecked(hub, tmp_path, monkeypatch):
     """A download run from the light install (no torch) must not delete a good file because its content check
     cannot run: size and sha256 are verified, the file is kept, and both the line and the doctor say so."""
-    from dreamo_cli import doctor
+    from dreamo_cli import content_checks
 
     def needs_torch(path):
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
-    monkeypatch.setitem(doctor.CHECKS, "lora", needs_torch)
+    monkeypatch.setitem(content_checks.CHECKS, "lora", needs_torch)
     body = lora_bytes(tmp_path, blocks=(2,), single=(3,))
     hub.add_hub_file("ByteDance/DreamO", CFG, body)
     root = install_without(tmp_path, "dreamo/" + CFG)
