@@ -81,7 +81,7 @@ class Need:
     asked_by: str  # the workflow node and input, or the preset
     folders: tuple[str, ...]  # ComfyUI folders it is looked up in
     names: tuple[str, ...] = ()  # accepted relative names, preferred first; empty: found by `stage`
-    check: str = ""  # content check: see doctor.CHECKS
+    check: str = ""  # content check: see content_checks.CHECKS
     source: Optional[Source] = None  # where the (first) official file comes from
     stage: Optional[st.Stage] = None  # an 'auto' DreamO stage, found as the stage loader finds it
     stems: tuple[str, ...] = ()  # or: a file of one of these stems, the one closest to the main file

@@ -9,7 +9,7 @@ import pytest
 
 from dreamo_testkit import install_tree as t
 from dreamo_testkit import template_files
-from dreamo_cli import doctor
+from dreamo_cli import diagnosis, doctor, tool_target
 
 REPO = t.REPO
 
@@ -189,8 +189,8 @@ def test_version_range_comes_from_the_pack_comfyui_loads(tmp_path):
 
 
 def test_missing_python_package_fails(installed, monkeypatch):
-    requires, deps = doctor.pack_requirements()
-    monkeypatch.setattr(doctor, "pack_requirements", lambda pack: (requires, deps + ["no-such-package-dreamo>=1"]))
+    requires, deps = diagnosis.pack_requirements()
+    monkeypatch.setattr(diagnosis, "pack_requirements", lambda pack: (requires, deps + ["no-such-package-dreamo>=1"]))
     code, data, _ = report(installed)
     bad = [p for p in data["packages"] if not p["ok"]]
     assert code == 1 and [p["name"] for p in bad] == ["no-such-package-dreamo"]
@@ -353,7 +353,7 @@ def test_doctor_lists_and_picks_stage_files_as_the_stage_loader_does(tree):
         folder_paths.folder_names_and_paths.clear()
         folder_paths.folder_names_and_paths.update(saved)
         folder_paths.filename_list_cache.clear()
-    doctor_names = doctor.weight_file_names(ComfyInstall.open(str(tree)))
+    doctor_names = diagnosis.weight_file_names(ComfyInstall.open(str(tree)))
     assert doctor_names == node_names and len(node_names) == 8
     for stage in st.STAGES:
         for near in (None, "dreamo.safetensors", "DreamO/dreamo.safetensors"):
@@ -512,7 +512,7 @@ def test_malformed_workflows_exit_2_with_a_message(installed, tmp_path, content)
 
 
 def test_huge_workflow_file_is_refused_unread(installed, tmp_path, monkeypatch):
-    monkeypatch.setattr(doctor, "MAX_WORKFLOW_BYTES", 1000)
+    monkeypatch.setattr(tool_target, "MAX_WORKFLOW_BYTES", 1000)
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps({"5": STAGE, "pad": {"class_type": "Note", "inputs": {"text": "x" * 2000}}}))
     code, text = run("--comfyui", installed, "--workflow", str(wf))

@@ -11,7 +11,8 @@ import pytest
 
 from dreamo_testkit import install_tree as t
 from dreamo_testkit.fake_hub import FakeHub
-from dreamo_cli import download
+from dreamo_cli import download, download_plan, transfer
+from dreamo_cli.doctor import fmt_size
 from dreamo_testkit import NETWORK_GUARD
 
 CFG = "dreamo_cfg_distill.safetensors"
@@ -81,7 +82,7 @@ def test_dry_run_prints_the_plan_with_exact_sizes_and_downloads_nothing(hub, tmp
     assert code == 0, text
     assert "ByteDance/DreamO (dreamo_cfg_distill.safetensors)" in text and "models/dreamo/" + CFG in text
     assert "ByteDance/DreamO (v1.1/dreamo_dpo_lora.safetensors)" in text
-    assert f"total: {download.fmt_size(2 * len(body))} in 2 file(s)" in text and "≈" not in text.split("total:")[1]
+    assert f"total: {fmt_size(2 * len(body))} in 2 file(s)" in text and "≈" not in text.split("total:")[1]
     assert [m for m, _ in served.requests] == ["HEAD"] and [m for m, _ in dpo.requests] == ["HEAD"]
     assert leftovers(root) == before
 
@@ -303,13 +304,13 @@ def test_host_lost_during_the_run_stops_the_others_with_one_line(hub, tmp_path, 
     assert code == 1, text
     failed = [line for line in text.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].endswith("Connection refused)."), failed
-    assert f"NOT ATTEMPTED: 2 file(s) from {download.host_of(hub.url)}" in text, text
+    assert f"NOT ATTEMPTED: 2 file(s) from {download_plan.host_of(hub.url)}" in text, text
     assert text.count("Downloading ") == 1 and "bytes kept" not in text and "(Caused" not in text, text
 
 
 def test_error_text_is_shortened_at_a_word_boundary():
     long = "Failed to establish a new connection: " + "word " * 80
-    short_text = download.shorten(long, 120)
+    short_text = download_plan.shorten(long, 120)
     assert len(short_text) <= 120 and short_text.endswith("…") and short_text[:-1].endswith("word")
 
 
@@ -322,7 +323,7 @@ def test_dry_run_total_says_which_files_its_figure_covers(hub, tmp_path, monkeyp
     root = install_without(tmp_path, *THREE)
     code, text = run("--comfyui", root, "--dry-run", "--id", "--facexlib-url", f"http://127.0.0.1:{port}/x")
     known = sum(FACE_SOURCES[n].approx_size for n in ("detection_Resnet50_Final.pth", "parsing_bisenet.pth"))
-    assert (f"total: 5 file(s): {download.fmt_size(known, approx=True)} for the 2 of known size, and 3 more of "
+    assert (f"total: 5 file(s): {fmt_size(known, approx=True)} for the 2 of known size, and 3 more of "
             "unknown size.") in text, text
     assert "(+" not in text and text.count("could not be reached") == 1, text
 
@@ -359,7 +360,7 @@ def test_a_body_without_any_announced_size_is_capped_at_its_published_size(hub, 
     hub.add_plain_file("/facexlib/v0.2.0/parsing_bisenet.pth", (tmp_path / "src" / "parser.pth").read_bytes())
     code, text = run("--comfyui", root, "--workflow", _face_workflow(tmp_path), "--facexlib-url",
                      hub.url + "/facexlib")
-    cap = int(FACE_SOURCES[name].approx_size * download.UNANNOUNCED_FACTOR)
+    cap = int(FACE_SOURCES[name].approx_size * transfer.UNANNOUNCED_FACTOR)
     assert f"sent more than {cap} bytes, 1.25x the published size" in text, text
     assert not os.path.exists(staged(root, f"facexlib--{name}.part"))
     assert served.sent < 64 << 20
@@ -440,26 +441,26 @@ def test_with_no_size_known_anywhere_the_hard_cap_applies(hub, tmp_path, monkeyp
     """No HEAD size, no Content-Length and no published size: the body stops at UNANNOUNCED_MAX (48 GB; here made
     small) and is discarded."""
     from dreamo_cli.catalog import Source
-    from dreamo_cli.doctor import FileResult
+    from dreamo_cli.diagnosis import FileResult
 
-    monkeypatch.setattr(download, "UNANNOUNCED_MAX", 300_000)
+    monkeypatch.setattr(transfer, "UNANNOUNCED_MAX", 300_000)
     served = hub.add_plain_file("/files/v1/blob.bin", b"\1" * 1000, get_length=False, extra=64 << 20)
     src = Source("blob.bin", url_path="v1/blob.bin")
-    item = download.Item(FileResult(None, "missing"), src, str(tmp_path / "blob.bin"))
-    with pytest.raises(download.DownloadError, match="sent more than 300000 bytes, the largest file this "
+    item = download_plan.Item(FileResult(None, "missing"), src, str(tmp_path / "blob.bin"))
+    with pytest.raises(transfer.DownloadError, match="sent more than 300000 bytes, the largest file this "
                                                      "downloader accepts, as the server announced no size"):
-        download.fetch(item, str(tmp_path / "staging"), None, hub.url + "/files", log=lambda m: None)
+        transfer.fetch(item, str(tmp_path / "staging"), None, hub.url + "/files", log=lambda m: None)
     assert not os.listdir(tmp_path / "staging") and served.sent < 48 << 20
 
 
 def test_without_the_package_a_check_needs_the_verified_file_is_kept_and_said_unchecked(hub, tmp_path, monkeypatch):
     """A download run from the light install (no torch) must not delete a good file because its content check
     cannot run: size and sha256 are verified, the file is kept, and both the line and the doctor say so."""
-    from dreamo_cli import doctor
+    from dreamo_cli import content_checks
 
     def needs_torch(path):
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
-    monkeypatch.setitem(doctor.CHECKS, "lora", needs_torch)
+    monkeypatch.setitem(content_checks.CHECKS, "lora", needs_torch)
     body = lora_bytes(tmp_path, blocks=(2,), single=(3,))
     hub.add_hub_file("ByteDance/DreamO", CFG, body)
     root = install_without(tmp_path, "dreamo/" + CFG)
