@@ -188,8 +188,9 @@ def client(page, node, px, py):
         const r = app.canvas.canvas.getBoundingClientRect(); return [r.left + o[0], r.top + o[1]]; }""", [node, px, py])
 
 
-def drag(page, node, a, b, steps=12):
-    """Drag the mouse on the region editor of `node` from preview pixel a to b."""
+def drag(page, node, a, b, steps=12, hold=0):
+    """Drag the mouse on the region editor of `node` from preview pixel a to b (holding still `hold` ms halfway,
+    as a user who pauses)."""
     # draw the canvas now, so the DOM widgets below the editor (words, feedback) sit where the node is laid out
     # today: on a busy page they may still cover part of the preview from an earlier, shorter layout
     page.js("() => app.canvas.draw(true, true)")
@@ -203,22 +204,16 @@ def drag(page, node, a, b, steps=12):
     page.page.wait_for_timeout(50)
     for i in range(1, steps + 1):
         mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-        page.page.wait_for_timeout(15)
+        page.page.wait_for_timeout(hold if hold and i == steps // 2 else 15)
     page.page.wait_for_timeout(150)  # a busy page handles the last move before the release
-    # ... and the box the moves draw is stored live: wait until it stops changing (at most 3 s). A busy page may
-    # drop moves (measured: a box 51 px high instead of 70, its end never reached), so the pointer is moved to
-    # the end once more, from just short of it, and the wait repeated; what the release stores is still checked.
-    half = ((x1 - x0) / (2 * steps), (y1 - y0) / (2 * steps))
-    for x, y in ((x1 - half[0], y1 - half[1]), (x1, y1)):
-        mouse.move(x, y)
-        last = None
-        for _ in range(30):
-            now = page.js("(id) => app.graph.getNodeById(id).widgets.find(w => w.name === 'drawn_regions').value",
-                          node)
-            if now == last:
-                break
-            last = now
-            page.page.wait_for_timeout(100)
+    # ... and the box the moves draw is stored live: wait until it stops changing (at most 3 s)
+    last = None
+    for _ in range(30):
+        now = page.js("(id) => app.graph.getNodeById(id).widgets.find(w => w.name === 'drawn_regions').value", node)
+        if now == last:
+            break
+        last = now
+        page.page.wait_for_timeout(100)
     mouse.up()
     page.settle(150)
 

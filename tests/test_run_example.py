@@ -236,9 +236,12 @@ def test_a_stopped_main_job_ends_its_server_and_removes_its_temp_folders(tmp_pat
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1", DREAMO_REFS_DIR=str(tmp_path / "no_refs"))
+    # As started from a terminal: a suite run in the background (nohup, `&`) has SIGINT ignored, and a child
+    # inherits that, so Ctrl-C would never reach the job (Python installs its KeyboardInterrupt only when not).
     job = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "run_example.py"), "--workflow",
                             "style_subject", "--tiny", "--output", str(tmp_path / "out")],
-                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         servers = []

@@ -170,7 +170,9 @@ const REFRESH = { [REFERENCE_NODE]: refreshReference, [APPLY_NODE]: refreshApply
 function refreshAll() {
   for (const node of app.graph?._nodes ?? []) {
     const refresh = REFRESH[node.type];
-    if (refresh && node.dreamoFeedback) {
+    // Not while the region editor drags: new lines would grow the feedback above it and move the preview under
+    // the mouse (a box drawn for an empty slot came out 19 px short); the first refresh after the release adds them.
+    if (refresh && node.dreamoFeedback && !node.dreamoRegionEditor?.drag) {
       try {
         refresh(node);
         node.dreamoFeedback.fit(); // the text wraps anew when the node is resized
