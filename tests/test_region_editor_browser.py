@@ -248,15 +248,12 @@ def test_a_pause_while_drawing_for_an_empty_slot_does_not_move_the_preview(page,
     arrange(page)
     set_regions(page, {"1": [0, 0, 96, 128], "2": [96, 0, 96, 128]})
     click_button(page, ROUTING, 3)  # slot 3 has no reference: the warning appears once its box exists
-    top = page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.top")
     drag(page, ROUTING, (40, 30), (150, 100), hold=1500)  # > 3 refreshes of the canvas feedback while held
     boxes = stored(page, ROUTING)["boxes"]
     tol = 2 / page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.previewRect().scale") + 1
     assert near(boxes["3"], [40, 30, 110, 70], tol), boxes["3"]
     page.page.wait_for_function("() => app.graph.getNodeById(23).dreamoFeedback.element.innerText.includes('slot 3')",
                                 timeout=10000)  # and after the release it is shown
-    page.js("() => app.canvas.draw(true, true)")
-    assert page.js("() => app.graph.getNodeById(23).dreamoRegionEditor.top") > top  # the feedback grew above
     page.show([23], os.path.join(artifacts, "region_editor_empty_slot_drawn.png"), below=20)
 
 
