@@ -109,23 +109,40 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 240.0) -> "Server":
+        """Start the server and wait until it answers. The port was free when picked, but a server started at the
+        same time elsewhere (a parallel test worker) may take it first: then it starts again on another port."""
         main = os.path.join(comfyui_path(), "main.py")
         if not os.path.isfile(main):
             raise RuntimeError(f"no ComfyUI checkout at {comfyui_path()} (set COMFYUI_PATH; README says how)")
         self.log_path = os.path.join(self.sandbox.root, "server.log")
         NETWORK_LOGS.append(self.network_log)
+        deadline = time.monotonic() + timeout
+        for _ in range(3):
+            if self._start_once(main, deadline, timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"ComfyUI found its port taken three times:\n{self.log_tail()}")
+
+    def _start_once(self, main: str, deadline: float, timeout: float) -> bool:
+        """True once this server answers; False when its port turned out to be taken (it is stopped then)."""
         log = open(self.log_path, "w")
         self.process = subprocess.Popen([sys.executable, main, *self.sandbox.server_args(self.port)],
                                         cwd=comfyui_path(), stdout=log, stderr=subprocess.STDOUT, env=self.env())
-        deadline = time.monotonic() + timeout
+        mine = os.path.abspath(self.sandbox.root)
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
+                    if "address already in use" in self.log_tail().lower():
+                        return False
                     raise RuntimeError(f"ComfyUI exited during start-up:\n{self.log_tail()}")
                 try:
-                    if requests.get(self.url + "/system_stats", timeout=2).ok:
-                        return self
-                except requests.ConnectionError:
+                    reply = requests.get(self.url + "/system_stats", timeout=2)
+                    if reply.ok:
+                        if mine in " ".join(reply.json().get("system", {}).get("argv", [])):
+                            return True
+                        self.stop()  # another sandbox's server answers on this port
+                        return False
+                except (requests.ConnectionError, requests.Timeout):
                     pass
                 time.sleep(0.5)
         except BaseException:  # Ctrl-C or SIGTERM while it starts: `with Server(...)` will not call __exit__

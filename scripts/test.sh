@@ -8,10 +8,24 @@ DREAMO_TEST_DEPS=1 source "$REPO/scripts/install_deps.sh" || exit 1
 set +e
 cd "$REPO"
 
+# Parallel workers (pytest-xdist): the server and browser tests mostly wait on a server or Chromium, so even two
+# cores run two modules at once. Whole modules go to a worker (`loadfile`: one module's server and browser stay
+# in one process), in the order tests/conftest.py gives (servers and browsers first). DREAMO_TEST_WORKERS=1, or
+# your own -n / -p no:xdist, runs them in this process as plain pytest does.
+WORKERS=${DREAMO_TEST_WORKERS:-$(n=$(nproc 2>/dev/null || echo 1); [ "$n" -gt 4 ] && n=4; echo "$n")}
+if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "scripts/test.sh: DREAMO_TEST_WORKERS must be a whole number of workers, 1 or more (got '$WORKERS')" >&2
+  exit 2
+fi
+PARALLEL=()
+if [ "$WORKERS" -gt 1 ] && ! printf '%s\n' "$@" | grep -qE '^(-n|--numprocesses|no:xdist$|-pno:xdist$)'; then
+  PARALLEL=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder)
+fi
+
 run_pytest() {  # label, python, then pytest arguments
   local label=$1 py=$2; shift 2
   echo "=== tests on $label ==="
-  "$py" -m pytest "$@"
+  "$py" -m pytest "${PARALLEL[@]}" "$@"
   local rc=$?
   if [ $rc -eq 5 ]; then
     echo "pytest collected no tests on $label (exit 5): a failure, the suite must not be empty." >&2

@@ -46,6 +46,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("unit")
         elif skip is not None:
             item.add_marker(skip)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        heaviest_first(items)
+
+
+def heaviest_first(items):
+    """For parallel runs (scripts/test.sh: pytest-xdist, whole modules per worker, `--no-loadscope-reorder`): the
+    modules that start browsers and servers first, the short unit modules last, where they fill the workers that
+    finish early; the larger module first within a tier. A serial run keeps pytest's order."""
+    rank = {"browser": 0, "server": 1, "host": 2, "unit": 3}
+    modules = {}
+    for item in items:
+        tier = next(name for name in rank if name in item.keywords)
+        count, best = modules.get(item.path, (0, 3))
+        modules[item.path] = (count + 1, min(best, rank[tier]))
+    items.sort(key=lambda item: (modules[item.path][1], -modules[item.path][0], str(item.path)))
 
 
 @pytest.fixture(scope="session")
@@ -175,10 +190,12 @@ def page(browser, server):
     assert not p.errors, p.errors
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Fail the run when any test server tried to reach the network (no user option asks for it in tests)."""
+@pytest.fixture(scope="session", autouse=True)
+def network_guard_report():
+    """Fail the run when any test server tried to reach the network (no user option asks for it in tests). A
+    fixture, not a session hook: its error is reported by each pytest-xdist worker as by a serial run."""
+    yield
     runner = sys.modules.get("dreamo_testkit.comfyui_runner")
     logs = [p for p in getattr(runner, "NETWORK_LOGS", []) if os.path.isfile(p) and os.path.getsize(p) > 0]
-    if logs:
-        print("\nA test ComfyUI server tried to reach the network:\n" + "\n".join(open(p).read()[:3000] for p in logs))
-        session.exitstatus = 1
+    assert not logs, "A test ComfyUI server tried to reach the network:\n" + "\n".join(
+        open(p).read()[:3000] for p in logs)
