@@ -4,10 +4,6 @@
 # tests run and a loud warning says that the ComfyUI tests did not. Extra arguments go to pytest.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DREAMO_TEST_DEPS=1 source "$REPO/scripts/install_deps.sh" || exit 1
-set +e
-cd "$REPO"
-
 # Parallel workers (pytest-xdist): the server and browser tests mostly wait on a server or Chromium, so even two
 # cores run two modules at once. Whole modules go to a worker (`loadfile`: one module's server and browser stay
 # in one process), in the order tests/conftest.py gives (servers and browsers first). DREAMO_TEST_WORKERS=1, or
@@ -19,8 +15,13 @@ if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
 fi
 PARALLEL=()
 if [ "$WORKERS" -gt 1 ] && ! printf '%s\n' "$@" | grep -qE '^(-n|--numprocesses|no:xdist$|-pno:xdist$)'; then
-  PARALLEL=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder)
+  # (pytest-benchmark, when a Python has it, would warn once per worker that it is off: no test here uses it)
+  PARALLEL=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder -p no:benchmark)
 fi
+
+DREAMO_TEST_DEPS=1 source "$REPO/scripts/install_deps.sh" || exit 1
+set +e
+cd "$REPO"
 
 run_pytest() {  # label, python, then pytest arguments
   local label=$1 py=$2; shift 2

@@ -50,16 +50,16 @@ def comfyui_with_the_pack(tmp_path) -> tuple[str, str]:
     return str(comfy), str(pack)
 
 
-def shim(tmp_path, pip_stderr: str = "") -> tuple[str, str]:
+def shim(tmp_path, pip_stderr: str = "", pip_ok: bool = False) -> tuple[str, str]:
     """A `python` that logs its arguments and runs them with the real one, except pip (which only prints
-    `pip_stderr` and fails) and pytest (logged, not run)."""
+    `pip_stderr` and fails, or does nothing and succeeds with `pip_ok`) and pytest (logged, not run)."""
     log = tmp_path / "python_calls.log"
     path = tmp_path / "shim" / "python"
     path.parent.mkdir()
     path.write_text(f"""#!/usr/bin/env bash
 echo "$*" >> {log}
 case "$1 $2" in
-  "-m pip") printf '%s\\n' {pip_stderr!r} >&2; exit 1 ;;
+  "-m pip") printf '%s\\n' {pip_stderr!r} >&2; exit {0 if pip_ok else 1} ;;
   "-m pytest") exit 0 ;;
 esac
 exec {sys.executable} "$@"
@@ -118,3 +118,28 @@ def test_a_pep_668_refusal_stops_the_test_setup_with_the_fix(tmp_path):
     calls = open(log).read()
     assert "-m pip install" in calls and "-m pytest" not in calls  # said first, then stopped: no test run
     assert "installing the pack's requirements there" in r.stdout and "=== tests" not in r.stdout
+
+
+def test_the_tests_run_on_parallel_workers_unless_told_otherwise(tmp_path):
+    python, log = shim(tmp_path, pip_ok=True)
+    env = clean_env(tmp_path, PYTHON=python, COMFYUI_PATH=str(tmp_path / "home" / "comfyui"),
+                    COMFYUI_GGUF_PATH=str(tmp_path / "home" / "ComfyUI-GGUF"))
+    pytest_calls = []
+    for workers, args in (("3", ""), ("3", " -p no:xdist tests/test_stages.py"), ("1", ""), ("", " -n 2")):
+        open(log, "w").close()
+        r = bash("bash scripts/test.sh" + args, dict(env, DREAMO_TEST_WORKERS=workers) if workers else env, REPO)
+        assert "=== tests" in r.stdout, r.stdout + r.stderr
+        pytest_calls += [line for line in open(log).read().splitlines() if line.startswith("-m pytest")]
+    assert pytest_calls == ["-m pytest -n 3 --dist loadfile --no-loadscope-reorder -p no:benchmark",
+                            "-m pytest -p no:xdist tests/test_stages.py", "-m pytest", "-m pytest -n 2"]
+
+
+@pytest.mark.parametrize("workers", ["0", "two", "-1", "2 3"])
+def test_a_bad_worker_count_stops_the_tests_before_anything_is_installed(tmp_path, workers):
+    python, log = shim(tmp_path, pip_ok=True)
+    env = clean_env(tmp_path, PYTHON=python, DREAMO_TEST_WORKERS=workers)
+    r = bash("bash scripts/test.sh", env, REPO)
+    assert r.returncode == 2
+    assert "DREAMO_TEST_WORKERS must be a whole number of workers, 1 or more" in r.stderr
+    assert f"(got '{workers}')" in r.stderr
+    assert open(log).read() == ""  # no pip, no pytest
