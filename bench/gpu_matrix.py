@@ -30,18 +30,19 @@ import argparse
 import gc
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 import flux_build
 import host
+from matrix_check import CallCheck
+from matrix_env import environment, fp8_capable, other_backends
+from matrix_report import HEADER, Report, Row
 
 EXIT_NO_GPU, EXIT_NO_COMFYUI, EXIT_NOTHING = 3, 4, 5
 REF_COUNTS = (0, 1, 2, 4, 9)
@@ -72,71 +73,6 @@ GPU = Profile("FLUX.1-dev", "bf16", flux_build.FLUX1_DEV, (1024, 768, 1536), 512
 TINY = Profile("tiny Flux (CPU check of the script)", "fp32",
                dict(vec_in_dim=24, context_in_dim=32, hidden_size=48, num_heads=2, depth=2, depth_single_blocks=2,
                     axes_dim=[4, 10, 10]), (64, 32, 96), 32, 16, torch.float32, "cpu", 2, 1)
-
-
-@dataclass
-class Row:
-    size: int
-    name: str
-    refs: int = 0
-    dreamo: bool = False
-    routing: dict | None = None
-    weights: str = "bf16"
-    backend: str | None = None
-    status: str = "pending"
-    tokens: int = 0
-    sec_per_step: float | None = None
-    step_times: list = field(default_factory=list)
-    peak_gib: float | None = None
-    above_weights_gib: float | None = None
-    time_ratio: float | None = None
-    memory_ratio: float | None = None
-    checks: dict = field(default_factory=dict)
-    note: str = ""
-
-
-# ------------------------------------------------------------------------------------------------ environment
-
-def environment(profile: Profile, comfy_version: str) -> dict:
-    import comfy.ldm.modules.attention as attn
-
-    env = {"profile": profile.name, "torch": torch.__version__, "cuda": torch.version.cuda, "comfyui": comfy_version,
-           "pack_commit": host.pack_commit(), "python": platform.python_version(),
-           "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_threads": torch.get_num_threads(),
-           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    if profile.device == "cuda":
-        p = torch.cuda.get_device_properties(0)
-        env.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
-                   sdpa={"flash": torch.backends.cuda.flash_sdp_enabled(),
-                         "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
-                         "cudnn": getattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: None)()})
-    else:
-        env.update(gpu=None, cpu=platform.processor() or platform.machine())
-    found = {}
-    for pkg in ("sageattention", "sageattn3", "flash_attn", "xformers"):
-        try:
-            import importlib.metadata as md
-            import importlib.util
-
-            if importlib.util.find_spec(pkg) is not None:
-                try:
-                    found[pkg] = md.version(pkg)
-                except Exception:
-                    found[pkg] = "installed"
-        except Exception:
-            pass
-    try:  # ComfyUI 0.33's kernels (rope, fp8): which backends it has here
-        import comfy_kitchen
-
-        env["comfy_kitchen"] = sorted(k for k, v in comfy_kitchen.list_backends().items() if v.get("available"))
-    except Exception:
-        env["comfy_kitchen"] = None
-    import comfy.ldm.flux.math as flux_math
-
-    env["attention"] = {"comfyui_choice": getattr(flux_math.optimized_attention, "__name__", "?"),
-                        "registered": sorted(getattr(attn, "REGISTERED_ATTENTION_FUNCTIONS", {}) or {}),
-                        "packages": found}
-    return env
 
 
 # ------------------------------------------------------------------------------------------------ the bench
@@ -339,49 +275,6 @@ class Bench:
         return swapped()
 
 
-class CallCheck:
-    """Innermost DIFFUSION_MODEL wrapper: records what each model call of a row really carried — its references, DreamO's
-    embedding patch, an active routing override — and how many attention calls that override saw, so a row measures
-    what its name says (a DreamO row without DreamO's work would be a wrong table, not a fast one)."""
-
-    def __init__(self):
-        self.calls = []
-        self.pending = []
-
-    def __call__(self, executor, x, timestep, context, y=None, guidance=None, ref_latents=None, control=None,
-                 transformer_options={}, **kwargs):
-        from comfyui_dreamo.dreamo_ops.flux_wrapper import ConditionEmbeddingPatch
-        from comfyui_dreamo.dreamo_ops.routing import RoutedAttention
-
-        patches = (transformer_options.get("patches") or {}).get("post_input") or []
-        override = transformer_options.get("optimized_attention_override")
-        out = executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
-        routed = isinstance(override, RoutedAttention) and override.active and override.spec.constrains()
-        self.calls.append({"refs": len(ref_latents or []),
-                           "embedded": any(isinstance(p, ConditionEmbeddingPatch) for p in patches),
-                           "routed": routed, "attention_calls": getattr(override, "calls", None) if routed else None})
-        return out
-
-    def summary(self) -> dict:
-        return {"model_calls": len(self.calls), "with_references": sum(c["refs"] > 0 for c in self.calls),
-                "with_dreamo_embeddings": sum(c["embedded"] for c in self.calls),
-                "routed": sum(c["routed"] for c in self.calls),
-                "attention_calls_per_routed_call": sorted({c["attention_calls"] for c in self.calls if c["routed"]})}
-
-    def problem(self, row: "Row", blocks: int) -> str:
-        n = len(self.calls)
-        if n == 0:
-            return "no model call ran"
-        want = {"refs": row.refs, "embedded": row.dreamo and row.refs > 0, "routed": row.routing is not None}
-        for key, value in want.items():
-            got = {c[key] for c in self.calls}
-            if got != {value}:
-                return f"{key}: expected {value} in every call, saw {sorted(got, key=str)}"
-        if row.routing is not None and {c["attention_calls"] for c in self.calls} != {blocks}:
-            return f"routing saw {sorted({c['attention_calls'] for c in self.calls})} attention calls, not {blocks}"
-        return ""
-
-
 def stripes(n: int, device) -> dict:
     """n vertical stripes over the picture, one region per reference."""
     out = {}
@@ -402,50 +295,6 @@ def size_rows(size: int, weights: str, backend: str | None = None, full: bool = 
                  dreamo=True, routing={"mode": mode, "capture": capture}, weights=weights, backend=backend)
              for mode, capture in routes]
     return rows
-
-
-# ------------------------------------------------------------------------------------------------ output
-
-HEADER = (f"| size | row | weights | attention | tokens | s/step | × plain | peak GiB | above weights GiB | "
-          f"× plain | status |\n|---|---|---|---|---|---|---|---|---|---|---|")
-
-
-def fmt(x, spec):
-    return "–" if x is None else format(x, spec)
-
-
-def table_line(r: Row) -> str:
-    return (f"| {r.size}² | {r.name} | {r.weights} | {r.backend or 'ComfyUI default'} | {r.tokens:,} | "
-            f"{fmt(r.sec_per_step, '.3f')} | {fmt(r.time_ratio, '.2f')}{'×' if r.time_ratio else ''} | "
-            f"{fmt(r.peak_gib, '.1f')} | {fmt(r.above_weights_gib, '.2f')} | "
-            f"{fmt(r.memory_ratio, '.2f')}{'×' if r.memory_ratio else ''} | {r.status} |")
-
-
-class Report:
-    def __init__(self, args, env):
-        self.args, self.env = args, env
-        self.rows: list[Row] = []
-        self.extra = {}
-
-    def emit(self, row: Row):
-        self.rows.append(row)
-        if not self.args.json:
-            print(table_line(row), flush=True)
-        self.save()
-
-    def data(self) -> dict:
-        from comfyui_dreamo.dreamo_ops import routing_backends
-
-        return {"environment": self.env, "rows": [asdict(r) for r in self.rows],
-                "routed_blocks_backends": routing_backends.BACKENDS.report(), **self.extra}
-
-    def save(self):
-        if not self.args.json_out:
-            return
-        tmp = self.args.json_out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data(), f, indent=1, default=str)
-        os.replace(tmp, self.args.json_out)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -567,20 +416,6 @@ def main(argv=None) -> int:
             print(f"# skipped for the time budget: {'; '.join(bench.skipped)}")
         print(f"# {len(measured)} rows measured in {report.extra['wall_seconds']:.0f} s")
     return 0 if measured else EXIT_NOTHING
-
-
-def fp8_capable() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    major, minor = torch.cuda.get_device_capability(0)
-    return (major, minor) >= (8, 9)
-
-
-def other_backends(env) -> list[str]:
-    """Registered ComfyUI attention functions other than its choice that run on a GPU (0.33+ has a registry)."""
-    choice = env["attention"]["comfyui_choice"].replace("attention_", "")
-    return [n for n in env["attention"]["registered"] if n not in ("sub_quad", "split", choice, "pytorch")
-            and env.get("gpu")]
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_bad_arguments_exit_2(args):
 
 
 def test_bench_does_not_use_the_tests_helpers():
-    for name in ("gpu_matrix.py", "flux_build.py", "host.py"):
+    for name in ("gpu_matrix.py", "matrix_check.py", "matrix_env.py", "matrix_report.py", "flux_build.py", "host.py"):
         text = open(os.path.join(REPO, "bench", name)).read()
         for line in text.splitlines():
             stripped = line.strip()

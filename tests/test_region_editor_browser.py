@@ -69,7 +69,7 @@ def test_draw_two_regions_queue_and_read_back_the_masks(page, browser, server, a
     from comfyui_dreamo.dreamo_ops.drawn_regions import dumps
 
     module = next(u for u in requests.get(f"{server.url}/extensions", timeout=10).json()
-                  if u.endswith("/region_editor.js"))  # as the frontend loads it
+                  if u.endswith("/region_format.js"))  # as the frontend loads it
     boxes_in = {"9": [1, 2, 3, 4], "2": [0.4, 5.6, 7, 8]}
     written, read = page.js("""async ([url, boxes]) => { const m = await import(url);
         const text = m.formatRegions(192, 128, boxes); return [text, m.parseRegions(text)]; }""", [module, boxes_in])

@@ -107,3 +107,39 @@ export function upstreamSignature(node, depth = 8) {
   visit(node, 0);
   return JSON.stringify(parts);
 }
+
+const SAMPLER_LATENT_INPUTS = ["latent_image", "latent", "samples"];
+
+function widgetValue(node, name) {
+  const v = node?.widgets?.find((w) => w.name === name)?.value;
+  return typeof v === "number" && v > 0 ? v : null;
+}
+
+/** [width, height, title] of the latent the nearest sampler downstream of `node` starts from (a node with a
+ *  LATENT input fed by a node with width and height widgets), or null. */
+export function downstreamLatentSize(node) {
+  const graph = node.graph;
+  if (!graph) return null;
+  const seen = new Set([node.id]);
+  let frontier = [node];
+  for (let depth = 0; depth < 6 && frontier.length; depth++) {
+    const next = [];
+    for (const n of frontier) {
+      for (const output of n.outputs ?? []) { // MODEL, and e.g. GUIDER on to SamplerCustomAdvanced
+        for (const id of output.links ?? []) {
+          const link = getLink(graph, id);
+          const target = link && graph.getNodeById(link.target_id);
+          if (!target || seen.has(target.id)) continue;
+          seen.add(target.id);
+          const latentInput = target.inputs?.find((i) => SAMPLER_LATENT_INPUTS.includes(i.name) && i.type === "LATENT");
+          const origin = latentInput && graph.getNodeById(getLink(graph, latentInput.link)?.origin_id);
+          const w = widgetValue(origin, "width"), h = widgetValue(origin, "height");
+          if (w && h) return [w, h, origin.title ?? origin.type];
+          next.push(target);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return null;
+}

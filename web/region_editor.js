@@ -2,7 +2,7 @@
 // One rectangle per reference slot, drawn, moved and resized with the mouse over a preview of the output size,
 // in the slot colours of DreamO Routing Map's legend (read from the node definition: the `dreamo_slot_colours`
 // option of the drawn_regions input, so Python is their one source).
-// - The rectangles are stored in the node's own optional STRING input `drawn_regions` as JSON,
+// - The rectangles are stored in the node's own optional STRING input `drawn_regions` as JSON (region_format.js),
 //   {"width": W, "height": H, "boxes": {"1": [x, y, w, h], ...}} in pixels of the W×H preview, with each region's
 //   words (regional prompts, typed in region_text.js's field) under "texts": {"1": "..."}; the node turns them
 //   into masks (dreamo_ops/drawn_regions.py). Without this extension that input is a plain text field that still
@@ -18,8 +18,9 @@
 // - Each drawing of the editor (the canvas, the Vue-nodes view, the properties panel) has its own size and place:
 //   a mouse event is read in the geometry of the drawing it happened on.
 import { app } from "../../scripts/app.js";
-import { connectedSlots, getLink } from "./growing_inputs.js";
-import { ROUTING_NODE as NODE, modelChainSlots } from "./dreamo_nodes.js";
+import { connectedSlots } from "./growing_inputs.js";
+import { ROUTING_NODE as NODE, downstreamLatentSize, modelChainSlots } from "./dreamo_nodes.js";
+import { formatRegions, formatTexts, parseRegions, regionLabel } from "./region_format.js";
 
 const TEXT_WIDGET = "drawn_regions";
 const EDITOR_WIDGET = "dreamo_region_editor";
@@ -31,103 +32,6 @@ const FOOTER = 16;
 const MARGIN = 10;
 const HANDLE = 7;
 const MIN_DRAG = 3; // canvas pixels: a click is not a box
-const SAMPLER_LATENT_INPUTS = ["latent_image", "latent", "samples"];
-
-/** The text widget's value → {width, height, boxes: {slot: [x, y, w, h]}, texts: {slot: words}} (null when empty or
- *  unreadable). */
-export function parseRegions(text) {
-  if (typeof text !== "string" || !text.trim()) return null;
-  try {
-    const data = JSON.parse(text);
-    if (!data || typeof data !== "object") return null;
-    const boxes = {};
-    for (const [k, box] of Object.entries(data.boxes ?? {})) {
-      if (/^[1-9]$/.test(k) && Array.isArray(box) && box.length === 4 && box.every(Number.isFinite)) {
-        boxes[Number(k)] = box.map(Number);
-      }
-    }
-    const w = Number(data.width), h = Number(data.height);
-    const out = { width: w > 0 ? w : null, height: h > 0 ? h : null, boxes };
-    const texts = parseTexts(data.texts);
-    if (Object.keys(texts).length) out.texts = texts; // older values: no "texts" at all
-    return out;
-  } catch {
-    return null;
-  }
-}
-
-/** The text stored for `boxes` (and each region's words, `texts`) in a width×height preview: whole pixels, slot
- *  order (as dreamo_ops/drawn_regions.dumps). */
-export function formatRegions(width, height, boxes, texts = {}) {
-  const out = {};
-  for (const k of Object.keys(boxes).map(Number).sort((a, b) => a - b)) {
-    out[String(k)] = boxes[k].map((v) => Math.round(v));
-  }
-  const data = { width: Math.round(width), height: Math.round(height), boxes: out };
-  const words = formatTexts(texts);
-  if (words) data.texts = words;
-  return JSON.stringify(data);
-}
-
-// --- each region's words (regional prompts; the field itself is in region_text.js) -------------------------
-
-/** {slot: words} of a stored "texts" object (non-string or out-of-range entries ignored). */
-export function parseTexts(raw) {
-  const texts = {};
-  for (const [k, t] of Object.entries(raw && typeof raw === "object" ? raw : {})) {
-    if (/^[1-9]$/.test(k) && typeof t === "string") texts[Number(k)] = t;
-  }
-  return texts;
-}
-
-/** The "texts" object written for {slot: words} (slot order, blank words dropped), or null when none. */
-export function formatTexts(texts) {
-  const out = {};
-  for (const k of Object.keys(texts ?? {}).map(Number).sort((a, b) => a - b)) {
-    if (typeof texts[k] === "string" && texts[k].trim()) out[String(k)] = texts[k];
-  }
-  return Object.keys(out).length ? out : null;
-}
-
-function widgetValue(node, name) {
-  const v = node?.widgets?.find((w) => w.name === name)?.value;
-  return typeof v === "number" && v > 0 ? v : null;
-}
-
-/** [width, height, title] of the latent the nearest sampler downstream of `node` starts from (a node with a
- *  LATENT input fed by a node with width and height widgets), or null. */
-export function downstreamLatentSize(node) {
-  const graph = node.graph;
-  if (!graph) return null;
-  const seen = new Set([node.id]);
-  let frontier = [node];
-  for (let depth = 0; depth < 6 && frontier.length; depth++) {
-    const next = [];
-    for (const n of frontier) {
-      for (const output of n.outputs ?? []) { // MODEL, and e.g. GUIDER on to SamplerCustomAdvanced
-        for (const id of output.links ?? []) {
-          const link = getLink(graph, id);
-          const target = link && graph.getNodeById(link.target_id);
-          if (!target || seen.has(target.id)) continue;
-          seen.add(target.id);
-          const latentInput = target.inputs?.find((i) => SAMPLER_LATENT_INPUTS.includes(i.name) && i.type === "LATENT");
-          const origin = latentInput && graph.getNodeById(getLink(graph, latentInput.link)?.origin_id);
-          const w = widgetValue(origin, "width"), h = widgetValue(origin, "height");
-          if (w && h) return [w, h, origin.title ?? origin.type];
-          next.push(target);
-        }
-      }
-    }
-    frontier = next;
-  }
-  return null;
-}
-
-/** A box's label: its slot, and the start of its words when it has some. */
-export function regionLabel(slot, texts) {
-  const words = (texts?.[slot] ?? "").trim();
-  return words ? `${slot}: ${words}` : `ref ${slot}`;
-}
 
 function hexToRgba(hex, alpha) {
   const m = /^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(hex ?? "");
