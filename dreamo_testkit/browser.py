@@ -42,7 +42,11 @@ class Page:
         post_setting(server.url, "Comfy.TutorialCompleted", True)
         self.page.goto(server.url, wait_until="domcontentloaded")
         self.page.wait_for_function(READY, timeout=60000)
-        self.page.wait_for_timeout(1500)  # let the default graph load before ours replaces it
+        try:  # let the default graph load before ours replaces it (a blank default graph: 1.5 s, as always)
+            self.page.wait_for_function("() => (app.graph._nodes ?? app.graph.nodes ?? []).length > 0", timeout=1500)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            pass
+        self.page.wait_for_timeout(300)  # and what the frontend does after loading it
         self.page.keyboard.press("Escape")  # the first-run template dialog
 
     def _error(self, text):
