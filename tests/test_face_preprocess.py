@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamo_testkit import offline_retinaface
+from dreamo_testkit import offline_retinaface, untrusted_files
 from comfyui_dreamo.dreamo_ops import face_preprocess as fp
 from comfyui_dreamo.dreamo_ops.resize import long_side_size
 
@@ -218,25 +218,13 @@ def test_folders_are_searched_in_order_and_safetensors_is_preferred(tmp_path):
     assert fp.locate_weight(fp.PARSER, [str(first), str(second)]) == str(first / "parsing_bisenet.pth")
 
 
-class _Payload:
-    ran = False
-
-    def __reduce__(self):
-        return (_mark_ran, ())
-
-
-def _mark_ran():
-    _Payload.ran = True
-    return {}
-
-
 def test_pickled_weights_load_with_weights_only(tmp_path):
     path = tmp_path / "detection_mobilenet0.25_Final.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"w": _Payload()}, f, protocol=2)
+    marker = tmp_path / "unpickled"
+    path.write_bytes(untrusted_files.pickle_payload(str(marker)))
     with pytest.raises(pickle.UnpicklingError):
         fp.load_state_dict(str(path))
-    assert _Payload.ran is False
+    assert not marker.exists()
     torch.save({"module.a": torch.ones(2)}, path)
     assert list(fp.load_state_dict(str(path))) == ["a"]
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from dreamo_testkit import untrusted_files
 from dreamo_testkit.face_fixtures import (NoNetwork, image_tensor, load_rgb, require_detector, write_facexlib_folder,
                                           write_tiny_remover)
 
@@ -99,8 +100,6 @@ def test_missing_face_weights_error_names_file_folder_and_source_and_fetches_not
 
 def test_bad_face_weights_are_named_in_the_node_error(folders):
     """The node runs the doctor's content check (face_preprocess.load_model): the message names the file."""
-    import pickle
-
     from comfyui_dreamo.dreamo_ops.errors import DreamOError
     from comfyui_dreamo.nodes.preprocess import DreamOPreprocessorLoader
 
@@ -111,23 +110,13 @@ def test_bad_face_weights_are_named_in_the_node_error(folders):
         DreamOPreprocessorLoader().load("retinaface_mobile0.25", "none", False)
     assert "'parsing_bisenet.pth' is not a readable weight file (truncated or corrupted?)" in str(e.value)
 
-    with open(parser, "wb") as f:
-        pickle.dump({"w": _Payload()}, f)
+    marker = folders["facexlib"] / "unpickled"
+    parser.write_bytes(untrusted_files.pickle_payload(str(marker)))
     with pytest.raises(DreamOError) as e:
         DreamOPreprocessorLoader().load("retinaface_mobile0.25", "none", False)
-    assert "'parsing_bisenet.pth' holds Python objects besides tensors" in str(e.value) and not _Payload.ran
+    assert "'parsing_bisenet.pth' holds Python objects besides tensors" in str(e.value) and not marker.exists()
 
 
-class _Payload:
-    """Pickled into a weight file: unpickling it would run `_mark_ran`."""
-    ran = False
-
-    def __reduce__(self):
-        return (_mark_ran, ())
-
-
-def _mark_ran():
-    _Payload.ran = True
 
 
 def test_download_switch_fetches_into_the_facexlib_folder(folders, monkeypatch):
