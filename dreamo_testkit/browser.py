@@ -223,10 +223,18 @@ def drag(page, node, a, b, steps=12, hold=0):
 
 
 def click_button(page, node, label):
-    """Click the editor's slot button (a number) or 'clear'. A slot button is clicked again (at most twice more)
-    until that slot is the chosen one: a busy page may draw the node once more between the position read here
-    and the click, and a missed click is not what these tests are about."""
+    """Click the editor's slot button (a number) or 'clear'. The click is made again (at most twice more) until it
+    took: that slot is the chosen one, or, for 'clear', the chosen slot has no box. A busy page may draw the node
+    once more between the position read here and the click, and a missed click is not what these tests are about
+    (a 'clear' clicked again when it did take changes nothing)."""
+    def took():
+        if label != "clear":
+            return page.js("(id) => app.graph.getNodeById(id).dreamoRegionEditor.active", node) == label
+        active = str(page.js("(id) => app.graph.getNodeById(id).dreamoRegionEditor.active", node))
+        return active not in ((stored(page, node) or {}).get("boxes") or {})
+
     for _ in range(3):
+        page.js("() => app.canvas.draw(true, true)")  # the node where it is laid out now (see drag)
         x, y = page.js("""([id, label]) => { const n = app.graph.getNodeById(id), e = n.dreamoRegionEditor;
             const b = e.buttons().find(b => label === 'clear' ? b.clear : b.slot === label);
             const p = [n.pos[0] + b.x + b.w / 2, n.pos[1] + e.top + b.y + b.h / 2];
@@ -234,7 +242,7 @@ def click_button(page, node, label):
             return [r.left + o[0], r.top + o[1]]; }""", [node, label])
         page.page.mouse.click(x, y)
         page.settle(150)
-        if label == "clear" or page.js("(id) => app.graph.getNodeById(id).dreamoRegionEditor.active", node) == label:
+        if took():
             return
     raise AssertionError(f"the editor's button {label} did not take the click")
 
