@@ -82,11 +82,13 @@ def test_twelve_jobs_on_two_workers_one_server_killed_then_resumed(local_ray, tm
         assert o.tried and o.tried[0].startswith(f"{dead_label} its ComfyUI at {dead['url']} went away"), o.tried
         assert o.server != dead_label and o.attempts == 2
     assert {o.server.split("@")[0] for o in outcomes} == {"w0", "w1"}  # both workers did jobs
-    # every output written once, in the output folder and on the servers, and listed in the manifest
+    # every output written once in the output folder and listed in the manifest
     expected = sorted([f"{n}_01.png" for n in names] + [f"{n}.json" for n in names] + ["manifest.parquet"])
     assert sorted(os.listdir(out)) == expected
-    for n in names:
-        assert len(ray_fixtures.saved_on_servers(boxes, n)) == 1, n
+    # A lost job ran again; the killed server may have saved it before it died (under load the kill can land
+    # while the client fetches the picture), so it is on the servers once or twice, and in `out` once.
+    saved = {n: len(ray_fixtures.saved_on_servers(boxes, n)) for n in names}
+    assert all(saved[n] in ((1, 2) if n in lost else (1,)) for n in names), saved
     manifest = {r["job"]: r for r in pq.read_table(str(out / "manifest.parquet")).to_pylist()}
     assert sorted(manifest) == sorted(names)
     for n, row in manifest.items():
@@ -107,8 +109,7 @@ def test_twelve_jobs_on_two_workers_one_server_killed_then_resumed(local_ray, tm
     assert "0 done, 12 already there, 0 failed" in table
     assert len(workers) == started_before
     assert sorted(os.listdir(out)) == expected
-    for n in names:
-        assert len(ray_fixtures.saved_on_servers(boxes, n)) == 1, n
+    assert {n: len(ray_fixtures.saved_on_servers(boxes, n)) for n in names} == saved
 
 
 def test_a_rejected_job_is_reported_with_the_servers_message_and_not_retried(local_ray, tmp_path, capsys):
