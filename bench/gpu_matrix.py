@@ -49,9 +49,9 @@ REF_COUNTS = (0, 1, 2, 4, 9)
 PLAIN = "plain FLUX.1"
 ROUTE_REFS = 2
 REGIONAL_ROWS = None
-"""HOOK for regional prompts (issue 20, built in parallel): a function (bench, size, ref_px) -> list of Row to add
-after the routing rows at each size, each with its own `prepare`. None: the matrix lists one "regional prompts" row
-as not available in this build."""
+"""HOOK for regional prompts: a function (bench, size, ref_px) -> list of Row to add after the routing rows at each
+size, each with its own `prepare`. Not wired yet (regional prompts are in the pack; bench/bench_regional.py times
+them against core's masked conditioning): the matrix lists one "regional prompts" row as not available here."""
 
 
 @dataclass
@@ -378,8 +378,8 @@ def main(argv=None) -> int:
                 bench.run_row(row, report.emit)
         else:
             report.emit(Row(size, "DreamO + regional prompts", weights=profile.base_weights,
-                            tokens=bench.tokens(size, ROUTE_REFS), status="not available: regional prompts are not "
-                            "in this build (hook: REGIONAL_ROWS in bench/gpu_matrix.py)"))
+                            tokens=bench.tokens(size, ROUTE_REFS), status="not available in this matrix: "
+                            "bench/bench_regional.py times regional prompts (hook: REGIONAL_ROWS)"))
     main_size = profile.image_px[0]
     backends = [] if args.no_backends else other_backends(env)
     fp8 = [] if (args.no_fp8 or args.tiny or not fp8_capable()) else ["fp8_e4m3fn", "fp8_e4m3fn_fast"]
